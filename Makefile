@@ -1,0 +1,37 @@
+# The two commands users need: `make demo` and `make test`. Both build .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# torch/torchvision pair that pip takes from this machine's local wheel cache (see README).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+SHARED ?= ../shared
+
+.PHONY: demo test test-unit test-integration bench lint clean venv
+
+demo: $(STAMP)
+	$(PY) -m openstack_handler.cli local sample-demo --results results
+
+test: $(STAMP)
+	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image tests
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_PINS)
+	# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so no deps.
+	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
+	$(PIP) install --quiet -e '.[function,local,dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

@@ -1,0 +1,63 @@
+"""moto server (S3, SQS, DynamoDB over HTTP) as a managed subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from localcloud.net import free_port, wait_http_ready
+
+
+class MotoServer:
+    """A moto server on 127.0.0.1 in its own process; state lives in memory only."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
+                 log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, *, timeout_s: float = 30.0) -> MotoServer:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+        wait_http_ready(f"{self.url}/moto-api/", timeout_s=timeout_s,
+                        is_alive=lambda: self._proc is not None and self._proc.poll() is None)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def reset(self) -> None:
+        """Drop every resource (moto's own reset API), e.g. between tests."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,54 @@
+"""Shared fixtures: a real moto server per session (reset per test), the course data by path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from localcloud.moto_server import MotoServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or $SHARED_DATA). Missing data is a failure, not a skip."""
+    path = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+    assert (path / "cse546-2023" / "videos").is_dir(), f"course data not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def course_data(shared_data: Path) -> Path:
+    return shared_data / "cse546-2023"
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with MotoServer(log_path=log) as server:
+        yield server
+
+
+@pytest.fixture()
+def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point boto3 at a freshly reset moto server with dummy credentials; yields its URL."""
+    moto_server.reset()
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_server.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    yield moto_server.url
+
+
+@pytest.fixture()
+def boto_session(aws_env: str) -> boto3.session.Session:
+    return boto3.session.Session(region_name="us-east-1")
