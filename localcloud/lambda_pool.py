@@ -1,0 +1,351 @@
+"""A pool of warm worker processes for one function: concurrency, timeout and memory enforcement.
+
+The pool is the "reserved concurrency" of a function: one invocation per worker at a time; when
+none is free a synchronous invoke is throttled (429), an asynchronous one waits its turn. A worker
+that times out, goes over its memory or dies is killed and replaced in the background; the slot
+counts as "starting" meanwhile, and a request that finds only starting workers waits for one (a
+cold start) instead of being throttled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing
+import os
+import queue
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+import structlog
+
+from localcloud.lambda_spec import EndpointSpec, FunctionSpec
+from localcloud.lambda_worker import (
+    InvocationRequest,
+    WorkerConfig,
+    WorkerReady,
+    WorkerReply,
+    error_payload,
+    worker_main,
+)
+
+log = structlog.get_logger()
+
+POLL_S = 0.05  # how often a busy worker's deadline, liveness and memory are checked
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_ASYNC_QUEUE_MAX = 10_000
+
+
+class Throttled(Exception):
+    """Every worker of the function is busy (reserved concurrency reached)."""
+
+
+class PoolStopped(Exception):
+    """The pool is shutting down and takes no more invocations."""
+
+
+class WorkerStartError(Exception):
+    """A worker process died or hung before it finished importing its handler."""
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    """What the HTTP layer turns into a response: payload plus `X-Amz-Function-Error` value."""
+
+    request_id: str
+    payload: bytes
+    function_error: str | None = None
+    log_tail: str | None = None
+    duration_ms: float = 0.0
+
+
+class _Worker:
+    """Parent-side handle of one spawned worker process and its pipe."""
+
+    def __init__(self, ctx: Any, config: WorkerConfig) -> None:
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=worker_main, args=(config, child_conn),
+                                   name=f"lambda-{config.function_name}")
+        self.process.start()
+        child_conn.close()
+        self.ready: WorkerReady | None = None
+        self.invocations = 0
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid or 0)
+
+    def wait_ready(self, timeout_s: float) -> WorkerReady:
+        conn: Connection = self.conn
+        if not conn.poll(timeout_s):
+            raise WorkerStartError(f"worker {self.pid} not ready after {timeout_s:.0f} s")
+        try:
+            self.ready = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerStartError(f"worker {self.pid} exited during init") from exc
+        return self.ready
+
+    def rss_bytes(self) -> int:
+        """Resident set size from /proc (0 if the process is gone)."""
+        try:
+            with open(f"/proc/{self.pid}/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.conn.close()
+
+    def reap(self, timeout_s: float = 5.0) -> int | None:
+        self.process.join(timeout_s)
+        return self.process.exitcode
+
+
+class FunctionPool:
+    """Warm workers of one function; `invoke()` is the single place an invocation is run."""
+
+    def __init__(self, function: FunctionSpec, endpoint: EndpointSpec, *,
+                 init_timeout_s: float = 120.0) -> None:
+        self.function = function
+        self._endpoint = endpoint
+        self._init_timeout_s = init_timeout_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._busy = 0
+        self._starting = 0
+        self._stopped = False
+        self._all: set[_Worker] = set()
+        self._init_error: str | None = None
+        self._counters: Counter[str] = Counter()
+        self._seq = itertools.count(1)
+        self._async: queue.Queue[tuple[str, bytes] | None] = queue.Queue(_ASYNC_QUEUE_MAX)
+        self._dispatcher = threading.Thread(target=self._dispatch_async, daemon=True,
+                                            name=f"async-{function.name}")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Spawn every worker (they import the handler concurrently) and the async dispatcher."""
+        for _ in range(self.function.concurrency):
+            self._spawn_in_background()
+        self._dispatcher.start()
+
+    def wait_warm(self, timeout_s: float) -> bool:
+        """True once no worker is still starting (all imported their handler)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._starting == 0, timeout_s)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            workers = list(self._all)
+            self._cond.notify_all()
+        with contextlib.suppress(queue.Full):  # a full queue drains into PoolStopped anyway
+            self._async.put_nowait(None)
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            worker.reap()
+
+    # -- invocation --------------------------------------------------------------------------
+    def invoke(self, payload: bytes, *, request_id: str | None = None, want_logs: bool = False,
+               client_context: dict[str, Any] | None = None, block: bool = False,
+               ) -> InvocationResult:
+        """Run one invocation on a free worker; raise Throttled when none is free and not *block*."""
+        worker = self._acquire(block=block)
+        return self._execute(worker, request_id or str(uuid.uuid4()), payload, want_logs,
+                             client_context)
+
+    def submit_async(self, payload: bytes) -> str:
+        """Queue an Event invocation; it runs when a worker is free. Returns its request id."""
+        request_id = str(uuid.uuid4())
+        try:
+            self._async.put_nowait((request_id, payload))
+        except queue.Full as exc:
+            raise Throttled("async event queue full") from exc
+        return request_id
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {"concurrency": self.function.concurrency, "idle": len(self._idle),
+                    "busy": self._busy, "starting": self._starting,
+                    "pids": sorted(w.pid for w in self._all), "init_error": self._init_error,
+                    "queued_events": self._async.qsize(), **self._counters}
+
+    # -- internals ---------------------------------------------------------------------------
+    def _worker_config(self) -> WorkerConfig:
+        stamp = datetime.now(UTC).strftime("%Y/%m/%d")
+        return WorkerConfig(
+            function_name=self.function.name, handler=self.function.handler,
+            memory_mb=self.function.memory_mb,
+            function_arn=self._endpoint.function_arn(self.function.name),
+            region=self._endpoint.region, environment=dict(self.function.environment),
+            log_stream_name=f"{stamp}/[$LATEST]{uuid.uuid4().hex}")
+
+    def _spawn_in_background(self) -> None:
+        with self._cond:
+            self._starting += 1
+        threading.Thread(target=self._start_worker, daemon=True,
+                         name=f"spawn-{self.function.name}-{next(self._seq)}").start()
+
+    def _start_worker(self) -> None:
+        """Start one worker and hand it to the idle list; retry (with a pause) if it dies in init."""
+        delay = 0.5
+        while True:
+            with self._cond:
+                if self._stopped:
+                    self._starting -= 1
+                    self._cond.notify_all()
+                    return
+            worker = _Worker(self._ctx, self._worker_config())
+            with self._cond:
+                self._all.add(worker)
+            try:
+                ready = worker.wait_ready(self._init_timeout_s)
+            except WorkerStartError as exc:
+                log.error("worker_start_failed", function=self.function.name, error=str(exc))
+                worker.kill()
+                worker.reap()
+                with self._cond:
+                    self._all.discard(worker)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            log.info("worker_ready", function=self.function.name, pid=ready.pid,
+                     init_ms=round(ready.init_ms, 1), init_error=ready.init_error)
+            with self._cond:
+                self._init_error = ready.init_error
+                self._starting -= 1
+                if self._stopped:
+                    self._cond.notify_all()
+                    break
+                self._idle.append(worker)
+                self._cond.notify_all()
+                return
+        worker.kill()
+        worker.reap()
+
+    def _acquire(self, *, block: bool) -> _Worker:
+        deadline = time.monotonic() + self._init_timeout_s
+        with self._cond:
+            while True:
+                if self._stopped:
+                    raise PoolStopped(self.function.name)
+                if self._idle:
+                    self._busy += 1
+                    return self._idle.pop()  # LIFO: the warmest worker
+                if not block and self._starting == 0:
+                    self._counters["throttles"] += 1
+                    raise Throttled(self.function.name)
+                remaining = deadline - time.monotonic()
+                if not block and remaining <= 0:
+                    self._counters["throttles"] += 1
+                    raise Throttled(self.function.name)
+                self._cond.wait(remaining if not block else None)
+
+    def _execute(self, worker: _Worker, request_id: str, payload: bytes, want_logs: bool,
+                 client_context: dict[str, Any] | None) -> InvocationResult:
+        """Run on an acquired worker, then give it back (or replace it if it had to be killed)."""
+        request = InvocationRequest(request_id, payload, time.monotonic() + self.function.timeout_s,
+                                    want_logs, client_context)
+        result, healthy = self._run(worker, request)
+        if healthy:
+            self._release(worker)
+        else:
+            self._replace(worker)
+        self._counters["invocations"] += 1
+        if result.function_error:
+            self._counters["errors"] += 1
+        log.info("invocation", function=self.function.name, request_id=request_id,
+                 pid=worker.pid, duration_ms=round(result.duration_ms, 2),
+                 error=result.function_error)
+        return result
+
+    def _release(self, worker: _Worker) -> None:
+        with self._cond:
+            self._busy -= 1
+            if self._stopped:
+                return
+            self._idle.append(worker)
+            self._cond.notify_all()
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill a broken worker now; reap it and start its successor in the background."""
+        worker.kill()
+        with self._cond:
+            self._busy -= 1
+            self._all.discard(worker)
+        threading.Thread(target=worker.reap, daemon=True).start()
+        self._spawn_in_background()
+
+    def _run(self, worker: _Worker, request: InvocationRequest) -> tuple[InvocationResult, bool]:
+        """Send *request* to *worker* and watch it; returns (result, worker still usable)."""
+        started = time.monotonic()
+        limit = self.function.memory_mb * 1024 * 1024
+        rid = request.request_id
+
+        def failure(error_type: str, message: str) -> tuple[InvocationResult, bool]:
+            self._counters[error_type] += 1
+            log.warning("worker_killed", function=self.function.name, pid=worker.pid,
+                        request_id=rid, error_type=error_type)
+            payload = error_payload(error_type, f"RequestId: {rid} Error: {message}")
+            return InvocationResult(rid, payload, "Unhandled", None,
+                                    (time.monotonic() - started) * 1000), False
+
+        try:
+            worker.conn.send(request)
+        except (OSError, ValueError):
+            return failure("Runtime.ExitError", "Runtime exited before the invocation")
+        worker.invocations += 1
+        while True:
+            remaining = request.deadline - time.monotonic()
+            if worker.conn.poll(max(0.0, min(remaining, POLL_S))):
+                try:
+                    reply: WorkerReply = worker.conn.recv()
+                except (EOFError, OSError):
+                    code = worker.reap(1.0)
+                    return failure("Runtime.ExitError",
+                                   f"Runtime exited with error: {_describe_exit(code)}")
+                rss = worker.rss_bytes()
+                if rss > limit:
+                    return failure("Runtime.OutOfMemory", _oom_message(rss, self.function))
+                return InvocationResult(rid, reply.payload, "Unhandled" if reply.error else None,
+                                        reply.log_tail, (time.monotonic() - started) * 1000), True
+            if remaining <= 0:
+                return failure("Sandbox.Timedout",
+                               f"Task timed out after {self.function.timeout_s:.2f} seconds")
+            rss = worker.rss_bytes()
+            if rss > limit:
+                return failure("Runtime.OutOfMemory", _oom_message(rss, self.function))
+
+    def _dispatch_async(self) -> None:
+        """Run queued Event invocations as workers free up: at most `concurrency` at a time."""
+        while True:
+            item = self._async.get()
+            if item is None:
+                return
+            request_id, payload = item
+            try:
+                worker = self._acquire(block=True)
+            except PoolStopped:
+                return
+            threading.Thread(target=self._execute, args=(worker, request_id, payload, False, None),
+                             daemon=True, name=f"event-{request_id[:8]}").start()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    return f"signal: {-code}" if code < 0 else f"exit status {code}"
+
+
+def _oom_message(rss: int, function: FunctionSpec) -> str:
+    return (f"Runtime exited with error: signal: killed (memory {rss // 2**20} MB over the "
+            f"{function.memory_mb} MB limit)")

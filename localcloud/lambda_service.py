@@ -1,0 +1,170 @@
+"""The Lambda service behind the HTTP layer: function lookup and the one invocation dispatch point.
+
+`LambdaService.invoke()` is where every invocation passes (sync, async, dry run), so later concerns
+such as fault injection wrap this one method rather than the HTTP handler or the pools.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from localcloud.lambda_pool import FunctionPool, InvocationResult, Throttled
+from localcloud.lambda_spec import EndpointSpec
+from localcloud.lambda_worker import error_payload
+
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # Lambda's 6 MB request/response limit (sync)
+MAX_ASYNC_PAYLOAD = 256 * 1024  # and 256 KB for Event invocations
+
+
+class InvocationType(enum.StrEnum):
+    REQUEST_RESPONSE = "RequestResponse"
+    EVENT = "Event"
+    DRY_RUN = "DryRun"
+
+
+class ServiceError(Exception):
+    """An API error (not a function error): carries the HTTP status and the AWS error type."""
+
+    status = 500
+    error_type = "ServiceException"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class ResourceNotFound(ServiceError):
+    """No such function (or qualifier)."""
+
+    status = 404
+    error_type = "ResourceNotFoundException"
+
+
+class InvalidRequestContent(ServiceError):
+    """The payload is not JSON."""
+
+    status = 400
+    error_type = "InvalidRequestContentException"
+
+
+class InvalidParameterValue(ServiceError):
+    """A header or parameter has a value the API does not accept."""
+
+    status = 400
+    error_type = "InvalidParameterValueException"
+
+
+class RequestTooLarge(ServiceError):
+    """The payload is over Lambda's size limit for the invocation type."""
+
+    status = 413
+    error_type = "RequestTooLargeException"
+
+
+class TooManyRequests(ServiceError):
+    """All workers busy: like a function at its reserved concurrency."""
+
+    status = 429
+    error_type = "TooManyRequestsException"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One parsed Invoke API call."""
+
+    function: str
+    payload: bytes
+    invocation_type: InvocationType = InvocationType.REQUEST_RESPONSE
+    qualifier: str | None = None
+    want_logs: bool = False
+    client_context: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the HTTP layer sends back for a successful API call (function errors included)."""
+
+    status: int
+    result: InvocationResult | None = None
+    request_id: str = ""
+
+
+class LambdaService:
+    """Functions by name, each backed by a warm FunctionPool."""
+
+    def __init__(self, spec: EndpointSpec, *, init_timeout_s: float = 120.0) -> None:
+        self.spec = spec
+        self.pools = {f.name: FunctionPool(f, spec, init_timeout_s=init_timeout_s)
+                      for f in spec.functions}
+        self.started_at = time.time()
+
+    def start(self) -> None:
+        for pool in self.pools.values():
+            pool.start()
+
+    def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.stop()
+
+    def wait_warm(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        return all(p.wait_warm(max(0.0, deadline - time.monotonic()))
+                   for p in self.pools.values())
+
+    def is_warm(self) -> bool:
+        return all(p.stats()["starting"] == 0 for p in self.pools.values())
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ready" if self.is_warm() else "starting",
+                "functions": {name: pool.stats() for name, pool in self.pools.items()}}
+
+    def resolve(self, function: str, qualifier: str | None) -> FunctionPool:
+        """Accept a name, a partial or full ARN (`...:function:NAME[:QUALIFIER]`)."""
+        name = function
+        if ":" in function:
+            tail = function.split(":function:", 1)[-1] if ":function:" in function else function
+            name, _, arn_qualifier = tail.partition(":")
+            qualifier = qualifier or arn_qualifier or None
+        pool = self.pools.get(name)
+        if pool is None or qualifier not in (None, "$LATEST"):
+            suffix = f":{qualifier}" if qualifier else ""
+            raise ResourceNotFound(f"Function not found: {self.spec.function_arn(name)}{suffix}")
+        return pool
+
+    def invoke(self, invocation: Invocation) -> Outcome:
+        """The single dispatch point for every invocation."""
+        pool = self.resolve(invocation.function, invocation.qualifier)
+        limit = (MAX_ASYNC_PAYLOAD if invocation.invocation_type is InvocationType.EVENT
+                 else MAX_SYNC_PAYLOAD)
+        if len(invocation.payload) > limit:
+            raise RequestTooLarge(f"Request must be smaller than {limit} bytes for the "
+                                  f"{invocation.invocation_type} invocation type")
+        if invocation.payload:
+            try:
+                json.loads(invocation.payload)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InvalidRequestContent(
+                    f"Could not parse request body into json: {exc}") from exc
+        if invocation.invocation_type is InvocationType.DRY_RUN:
+            return Outcome(204)
+        try:
+            if invocation.invocation_type is InvocationType.EVENT:
+                return Outcome(202, request_id=pool.submit_async(invocation.payload))
+            result = pool.invoke(invocation.payload, want_logs=invocation.want_logs,
+                                 client_context=invocation.client_context)
+        except Throttled as exc:
+            raise TooManyRequests("Rate Exceeded.",
+                                  Reason="ReservedFunctionConcurrentInvocationLimitExceeded",
+                                  retryAfterSeconds="1") from exc
+        if len(result.payload) > MAX_SYNC_PAYLOAD:
+            oversized = error_payload("Function.ResponseSizeTooLarge",
+                                      f"Response payload size exceeded maximum allowed payload "
+                                      f"size ({MAX_SYNC_PAYLOAD} bytes).")
+            result = InvocationResult(result.request_id, oversized, "Unhandled", result.log_tail,
+                                      result.duration_ms)
+        return Outcome(200, result, result.request_id)

@@ -1,0 +1,101 @@
+"""What the local Lambda endpoint serves: function definitions, read from one JSON spec file.
+
+Spec file format::
+
+    {"region": "us-east-1", "account_id": "123456789012",
+     "functions": [{"name": "face-recognition", "handler": "lambda_image.handlers:s3_handler",
+                    "timeout_s": 60, "memory_mb": 2048, "concurrency": 2,
+                    "environment": {"GALLERY_PATH": "/path/encoding"}}]}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "123456789012"  # moto's account, so ARNs line up with the other services
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class SpecError(ValueError):
+    """The endpoint spec is malformed."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function: a `module:function` handler run in `concurrency` warm worker processes."""
+
+    name: str
+    handler: str
+    timeout_s: float = 60.0
+    memory_mb: int = 2048
+    concurrency: int = 2
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise SpecError(f"invalid function name {self.name!r}")
+        split_handler(self.handler)
+        if self.timeout_s <= 0 or self.memory_mb < 16 or self.concurrency < 1:
+            raise SpecError(f"{self.name}: timeout_s, memory_mb and concurrency must be positive")
+        env = {str(k): str(v) for k, v in dict(self.environment).items()}
+        object.__setattr__(self, "environment", MappingProxyType(env))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "handler": self.handler, "timeout_s": self.timeout_s,
+                "memory_mb": self.memory_mb, "concurrency": self.concurrency,
+                "environment": dict(self.environment)}
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """Every function the endpoint serves, plus the region/account used to build their ARNs."""
+
+    functions: tuple[FunctionSpec, ...]
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.functions]
+        if len(set(names)) != len(names):
+            raise SpecError(f"duplicate function names in {names}")
+
+    def function_arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"region": self.region, "account_id": self.account_id,
+                "functions": [f.to_json() for f in self.functions]}
+
+    def write(self, path: Path) -> Path:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EndpointSpec:
+        try:
+            functions = tuple(FunctionSpec(**f) for f in data["functions"])
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"bad endpoint spec: {exc}") from exc
+        return cls(functions=functions, region=data.get("region", DEFAULT_REGION),
+                   account_id=str(data.get("account_id", DEFAULT_ACCOUNT_ID)))
+
+    @classmethod
+    def load(cls, path: Path) -> EndpointSpec:
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def split_handler(handler: str) -> tuple[str, str]:
+    """`pkg.mod:func` (or Lambda's own `pkg.mod.func`) → (`pkg.mod`, `func`)."""
+    module, sep, func = handler.partition(":")
+    if not sep:
+        module, _, func = handler.rpartition(".")
+    if not module or not func.isidentifier():
+        raise SpecError(f"handler must look like 'package.module:function', got {handler!r}")
+    return module, func

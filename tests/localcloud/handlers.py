@@ -1,0 +1,65 @@
+"""Small Lambda handlers the endpoint tests invoke by name (`tests.localcloud.handlers:echo`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+_held: list[bytes] = []  # module scope, so the allocation outlives the statement that made it
+
+
+def echo(event: Any, context: Any) -> dict[str, Any]:
+    """Return the event and what the context says about this invocation."""
+    return {"event": event, "pid": os.getpid(), "request_id": context.aws_request_id,
+            "function_name": context.function_name, "version": context.function_version,
+            "arn": context.invoked_function_arn, "memory": context.memory_limit_in_mb,
+            "remaining_ms": context.get_remaining_time_in_millis(),
+            "log_group": context.log_group_name, "log_stream": context.log_stream_name}
+
+
+def noop(event: Any, context: Any) -> None:
+    return None
+
+
+def fail(event: Any, context: Any) -> None:
+    print("about to fail")
+    raise ValueError(f"bad input: {event.get('why', 'no reason')}")
+
+
+def sleep(event: Any, context: Any) -> dict[str, Any]:
+    time.sleep(float(event.get("seconds", 1.0)))
+    return {"slept": event.get("seconds", 1.0), "pid": os.getpid()}
+
+
+def allocate(event: Any, context: Any) -> dict[str, int]:
+    """Touch `mb` megabytes (filled, so the pages are resident) and hold them for `hold_s`."""
+    _held.append(b"\x01" * (int(event["mb"]) * 1024 * 1024))
+    time.sleep(float(event.get("hold_s", 0.5)))
+    _held.clear()
+    return {"pid": os.getpid()}
+
+
+def environment(event: Any, context: Any) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in event.get("names", [])}
+
+
+def unserializable(event: Any, context: Any) -> object:
+    return object()
+
+
+_calls = 0
+
+
+def count(event: Any, context: Any) -> dict[str, int]:
+    """How many times this worker ran the handler: > 1 proves the import happened once."""
+    global _calls
+    _calls += 1
+    return {"calls": _calls, "pid": os.getpid()}
+
+
+def write_file(event: Any, context: Any) -> None:
+    """Leave evidence that an asynchronous (Event) invocation ran."""
+    from pathlib import Path
+
+    Path(event["path"]).write_text(context.aws_request_id, encoding="utf-8")
