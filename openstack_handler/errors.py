@@ -1,0 +1,45 @@
+"""The daemon's exception hierarchy: narrow classes that callers can act on."""
+
+from __future__ import annotations
+
+
+class HandlerError(Exception):
+    """Base class of every error the daemon raises on purpose."""
+
+
+class ConfigError(HandlerError):
+    """The settings file or the environment overrides are missing or invalid."""
+
+
+class RetryableError(HandlerError):
+    """A transient failure: the message stays on its queue and is redelivered (logged at info)."""
+
+
+class InvokeUnavailable(RetryableError):
+    """Invoke kept failing with throttling, 5xx or connection errors after our own retries."""
+
+
+class InvokeFailed(HandlerError):
+    """lambda:Invoke itself was rejected (not found, access denied, bad request, read timeout)."""
+
+
+class FunctionFailed(HandlerError):
+    """The function ran and raised: the invoke response carried ``FunctionError``."""
+
+    def __init__(self, error_type: str, message: str, *, function_error: str = "Unhandled") -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+        self.function_error = function_error
+
+
+class InvalidEvent(HandlerError):
+    """An input message or record is not an S3 event the daemon can process."""
+
+
+class InvalidResult(HandlerError):
+    """An output-queue message is not a result the daemon can write to disk."""
+
+
+class InvalidKey(InvalidResult):
+    """An object key leaves no usable path once unsafe components are neutralised."""
