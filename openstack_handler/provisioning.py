@@ -1,0 +1,510 @@
+"""The one declarative definition of the AWS resources, applied idempotently with boto3.
+
+Used by the local cloud (against moto) and by `openstack-handler aws provision` (against AWS), so
+both run the same buckets, queues, redrive policies, notification and table. Every `ensure` step
+reads first and writes only what differs; the returned changes list is empty on a second run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import structlog
+from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+log = structlog.get_logger()
+
+NOTIFICATION_ID = "input-objects-to-queue"
+ROLE_POLICY_NAME = "least-privilege"
+DEFAULT_COMMAND = "lambda_image.handlers.s3_handler"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_MISSING_BUCKET = {"404", "NoSuchBucket", "NotFound"}
+
+
+class ProvisioningError(Exception):
+    """A resource exists in a shape the definition cannot converge to (or is not ours)."""
+
+
+class SessionLike(Protocol):
+    """What provisioning needs from a boto3 Session (tests and the local cloud pass adapters)."""
+
+    def client(self, service_name: str, **kwargs: Any) -> Any: ...
+
+    def resource(self, service_name: str, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceSpec:
+    """Names and knobs of every resource; empty names are derived from *prefix*.
+
+    The input queue's visibility timeout must cover a whole invocation plus retries: AWS advises
+    at least six times the function timeout, and the default is exactly that.
+    """
+
+    prefix: str = "openstack-handler"
+    input_bucket: str = ""
+    output_bucket: str = ""
+    input_queue: str = ""
+    input_dlq: str = ""
+    output_queue: str = ""
+    output_dlq: str = ""
+    response_queue: str = ""
+    students_table: str = ""
+    function_name: str = "face-recognition"
+    function_timeout_s: int = 60
+    function_memory_mb: int = 2048
+    max_receive_count: int = 5
+    visibility_timeout_s: int = 0  # 0: six times the function timeout
+    receive_wait_s: int = 20  # long polling by default
+    message_retention_s: int = 4 * 24 * 3600
+    dlq_retention_s: int = 14 * 24 * 3600  # the maximum: time to look at what failed
+
+    def __post_init__(self) -> None:
+        derived = {"input_bucket": "input", "output_bucket": "output", "input_queue": "input",
+                   "input_dlq": "input-dlq", "output_queue": "output", "output_dlq": "output-dlq",
+                   "response_queue": "response", "students_table": "students"}
+        for name, suffix in derived.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, f"{self.prefix}-{suffix}")
+        if not self.visibility_timeout_s:
+            object.__setattr__(self, "visibility_timeout_s", 6 * self.function_timeout_s)
+        self._validate()
+
+    def _validate(self) -> None:
+        problems = [f"bucket name {b!r}" for b in (self.input_bucket, self.output_bucket)
+                    if not _BUCKET.match(b)]
+        problems += [f"queue name {q!r}" for q in self.queue_names() if not _QUEUE.match(q)]
+        if not _TABLE.match(self.students_table):
+            problems.append(f"table name {self.students_table!r}")
+        if not 1 <= self.function_timeout_s <= 900:
+            problems.append("function_timeout_s must be 1..900")
+        if not 6 * self.function_timeout_s <= self.visibility_timeout_s <= 43200:
+            problems.append(f"visibility_timeout_s must be 6 x function_timeout_s "
+                            f"({6 * self.function_timeout_s}) .. 43200")
+        if not 1 <= self.max_receive_count <= 1000:
+            problems.append("max_receive_count must be 1..1000")
+        if problems:
+            raise ValueError("invalid resource spec: " + "; ".join(problems))
+
+    def queue_names(self) -> tuple[str, ...]:
+        return (self.input_queue, self.input_dlq, self.output_queue, self.output_dlq,
+                self.response_queue)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write made to converge a resource (`action` is "created" or "updated")."""
+
+    kind: str
+    name: str
+    action: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.kind} {self.name}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provisioned:
+    """Where everything is, plus what this run changed (empty: everything was already there)."""
+
+    input_bucket: str
+    output_bucket: str
+    input_queue_url: str
+    input_queue_arn: str
+    input_dlq_url: str
+    input_dlq_arn: str
+    output_queue_url: str
+    output_queue_arn: str
+    output_dlq_url: str
+    output_dlq_arn: str
+    response_queue_url: str
+    response_queue_arn: str
+    students_table: str
+    students_table_arn: str
+    account_id: str
+    region: str
+    partition: str = "aws"
+    changes: tuple[Change, ...] = field(default=(), compare=False)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProvisionedFunction:
+    """The function and its role, plus what this run changed."""
+
+    function_arn: str
+    role_arn: str
+    changes: tuple[Change, ...] = field(default=(), compare=False)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+# -- the resources ----------------------------------------------------------------------------
+def provision(session: SessionLike, spec: ResourceSpec) -> Provisioned:
+    """Converge buckets, queues (+DLQs, redrive, policy), notification and table to *spec*."""
+    changes: list[Change] = []
+    sqs, s3 = session.client("sqs"), session.client("s3")
+    region = sqs.meta.region_name
+    account, partition = _identity(session)
+
+    def queue_arn(name: str) -> str:
+        return f"arn:{partition}:sqs:{region}:{account}:{name}"
+
+    def redrive(dlq: str) -> str:
+        return json.dumps({"deadLetterTargetArn": queue_arn(dlq),
+                           "maxReceiveCount": spec.max_receive_count})
+
+    base = {"ReceiveMessageWaitTimeSeconds": str(spec.receive_wait_s),
+            "MessageRetentionPeriod": str(spec.message_retention_s)}
+    dlq = {"MessageRetentionPeriod": str(spec.dlq_retention_s)}
+    input_bucket_arn = f"arn:{partition}:s3:::{spec.input_bucket}"
+    queues = {
+        spec.input_dlq: dlq,
+        spec.output_dlq: dlq,
+        spec.input_queue: {**base, "VisibilityTimeout": str(spec.visibility_timeout_s),
+                           "RedrivePolicy": redrive(spec.input_dlq),
+                           "Policy": json.dumps(input_queue_policy(
+                               queue_arn(spec.input_queue), input_bucket_arn, account))},
+        spec.output_queue: {**base, "VisibilityTimeout": "60",
+                            "RedrivePolicy": redrive(spec.output_dlq)},
+        spec.response_queue: {**base, "VisibilityTimeout": "30"},
+    }
+    urls = {name: _ensure_queue(sqs, name, attributes, changes)
+            for name, attributes in queues.items()}  # DLQs first: redrive targets must exist
+    for bucket in (spec.input_bucket, spec.output_bucket):
+        _ensure_bucket(s3, bucket, region, changes)
+    _ensure_notification(s3, spec.input_bucket, queue_arn(spec.input_queue), changes)
+    table_arn = _ensure_table(session.client("dynamodb"), spec.students_table, changes)
+    for change in changes:
+        log.info("provisioned", kind=change.kind, name=change.name, action=change.action,
+                 detail=change.detail)
+    return Provisioned(
+        input_bucket=spec.input_bucket, output_bucket=spec.output_bucket,
+        input_queue_url=urls[spec.input_queue], input_queue_arn=queue_arn(spec.input_queue),
+        input_dlq_url=urls[spec.input_dlq], input_dlq_arn=queue_arn(spec.input_dlq),
+        output_queue_url=urls[spec.output_queue], output_queue_arn=queue_arn(spec.output_queue),
+        output_dlq_url=urls[spec.output_dlq], output_dlq_arn=queue_arn(spec.output_dlq),
+        response_queue_url=urls[spec.response_queue],
+        response_queue_arn=queue_arn(spec.response_queue),
+        students_table=spec.students_table, students_table_arn=table_arn,
+        account_id=account, region=region, partition=partition, changes=tuple(changes))
+
+
+def input_queue_policy(queue_arn: str, bucket_arn: str, account_id: str) -> dict[str, Any]:
+    """Let S3 deliver the input bucket's notifications, and nobody else (confused deputy)."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "AllowInputBucketNotifications", "Effect": "Allow",
+        "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnLike": {"aws:SourceArn": bucket_arn},
+                      "StringEquals": {"aws:SourceAccount": account_id}}}]}
+
+
+def _identity(session: SessionLike) -> tuple[str, str]:
+    identity = session.client("sts").get_caller_identity()
+    return identity["Account"], identity["Arn"].split(":")[1]
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: Mapping[str, str],
+                  changes: list[Change]) -> str:
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if _error_code(exc) not in _MISSING_QUEUE:
+            raise
+        url = sqs.create_queue(QueueName=name, Attributes=dict(attributes))["QueueUrl"]
+        changes.append(Change("sqs queue", name, "created"))
+        return str(url)
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    differing = {k: v for k, v in attributes.items() if not _same_attribute(current.get(k), v)}
+    if differing:  # send them all: moto drops a Policy that a SetQueueAttributes call omits
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=dict(attributes))
+        changes.append(Change("sqs queue", name, "updated", ", ".join(sorted(differing))))
+    return str(url)
+
+
+def _same_attribute(current: str | None, desired: str) -> bool:
+    """SQS echoes JSON attributes (policies) with its own spacing and number types."""
+    if current is None:
+        return False
+    if desired.startswith("{"):
+        try:
+            return _canonical(json.loads(current)) == _canonical(json.loads(desired))
+        except json.JSONDecodeError:
+            return False
+    return current == desired
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canonical(v) for v in value]
+        return items[0] if len(items) == 1 else items  # IAM treats ["x"] and "x" alike
+    return str(value)
+
+
+def _ensure_bucket(s3: Any, name: str, region: str, changes: list[Change]) -> None:
+    try:
+        s3.head_bucket(Bucket=name)
+        return
+    except ClientError as exc:
+        if _error_code(exc) not in _MISSING_BUCKET:
+            raise ProvisioningError(f"bucket {name} exists but is not accessible to us "
+                                    f"({_error_code(exc)}): pick another prefix") from exc
+    kwargs: dict[str, Any] = {}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(Bucket=name, **kwargs)
+    except ClientError as exc:
+        if _error_code(exc) != "BucketAlreadyOwnedByYou":  # a concurrent run created it
+            raise
+        return
+    changes.append(Change("s3 bucket", name, "created"))
+
+
+def _ensure_notification(s3: Any, bucket: str, queue_arn: str, changes: list[Change]) -> None:
+    """Our ObjectCreated → input-queue entry, keeping any other entries on the bucket."""
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    desired = {"Id": NOTIFICATION_ID, "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}
+    queue_configs = current.get("QueueConfigurations", [])
+    ours = [c for c in queue_configs if c.get("Id") == NOTIFICATION_ID]
+    if (len(ours) == 1 and ours[0].get("QueueArn") == queue_arn
+            and ours[0].get("Events") == desired["Events"] and not ours[0].get("Filter")):
+        return
+    config = {k: v for k, v in current.items()
+              if k in ("TopicConfigurations", "LambdaFunctionConfigurations",
+                       "EventBridgeConfiguration")}
+    config["QueueConfigurations"] = [
+        c for c in queue_configs if c.get("Id") != NOTIFICATION_ID] + [desired]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    changes.append(Change("s3 notification", bucket, "created" if not ours else "updated",
+                          f"ObjectCreated -> {queue_arn}"))
+
+
+def _ensure_table(ddb: Any, name: str, changes: list[Change]) -> str:
+    key_schema = [{"AttributeName": "name", "KeyType": "HASH"}]
+    try:
+        table = ddb.describe_table(TableName=name)["Table"]
+    except ddb.exceptions.ResourceNotFoundException:
+        table = ddb.create_table(
+            TableName=name, KeySchema=key_schema, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+        )["TableDescription"]
+        ddb.get_waiter("table_exists").wait(TableName=name,
+                                            WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        changes.append(Change("dynamodb table", name, "created"))
+        return str(table["TableArn"])
+    if table["KeySchema"] != key_schema:
+        raise ProvisioningError(f"table {name} has key schema {table['KeySchema']}, "
+                                f"expected partition key 'name' (S); it cannot be changed")
+    billing = table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+    if billing != "PAY_PER_REQUEST":
+        ddb.update_table(TableName=name, BillingMode="PAY_PER_REQUEST")
+        changes.append(Change("dynamodb table", name, "updated", "BillingMode"))
+    return str(table["TableArn"])
+
+
+# -- the students table ------------------------------------------------------------------------
+def load_student_records(path: Path) -> list[dict[str, Any]]:
+    """The course's `student_data.json`: a list of {"id", "name", "major", "year"}."""
+    records = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"] for r in records):
+        raise ValueError(f"{path}: expected a JSON list of objects with a non-empty 'name'")
+    return records
+
+
+def seed_students(session: SessionLike, table: str,
+                  records: Iterable[Mapping[str, Any]]) -> int:
+    """Put every record (keyed by name; a later duplicate wins); returns how many were written."""
+    written = 0
+    with session.resource("dynamodb").Table(table).batch_writer(
+            overwrite_by_pkeys=["name"]) as batch:
+        for record in records:
+            batch.put_item(Item={k: _dynamo_value(v) for k, v in record.items()})
+            written += 1
+    log.info("students_seeded", table=table, records=written)
+    return written
+
+
+def _dynamo_value(value: Any) -> Any:
+    return Decimal(str(value)) if isinstance(value, float) else value
+
+
+# -- the function (real AWS: a container image in ECR) -----------------------------------------
+def function_environment(spec: ResourceSpec, provisioned: Provisioned, gallery_path: str,
+                         extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The function's configuration variables (docs/contracts.md)."""
+    return {"GALLERY_PATH": gallery_path, "STUDENTS_TABLE": provisioned.students_table,
+            "OUTPUT_BUCKET": provisioned.output_bucket,
+            "OUTPUT_QUEUE_URL": provisioned.output_queue_url,
+            "RESPONSE_QUEUE_URL": provisioned.response_queue_url, **(extra or {})}
+
+
+def lambda_trust_policy() -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]}
+
+
+def function_policy(spec: ResourceSpec, provisioned: Provisioned) -> dict[str, Any]:
+    """Least privilege: read input objects, write output objects, send results, read students."""
+    p, region, account = provisioned.partition, provisioned.region, provisioned.account_id
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadInputObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": f"arn:{p}:s3:::{provisioned.input_bucket}/*"},
+        {"Sid": "WriteOutputObjects", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": f"arn:{p}:s3:::{provisioned.output_bucket}/*"},
+        {"Sid": "SendResults", "Effect": "Allow", "Action": "sqs:SendMessage",
+         "Resource": [provisioned.output_queue_arn, provisioned.response_queue_arn]},
+        {"Sid": "ReadStudents", "Effect": "Allow",
+         "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem"],
+         "Resource": provisioned.students_table_arn},
+        {"Sid": "CreateLogGroup", "Effect": "Allow", "Action": "logs:CreateLogGroup",
+         "Resource": f"arn:{p}:logs:{region}:{account}:*"},
+        {"Sid": "WriteLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"arn:{p}:logs:{region}:{account}:log-group:/aws/lambda/"
+                     f"{spec.function_name}:*"},
+    ]}
+
+
+def provision_function(session: SessionLike, spec: ResourceSpec, image_uri: str,
+                       gallery_path_in_image: str, *, provisioned: Provisioned | None = None,
+                       command: str = DEFAULT_COMMAND, role_name: str = "",
+                       extra_environment: Mapping[str, str] | None = None,
+                       wait_s: float = 300.0) -> ProvisionedFunction:
+    """Role + inline policy, then create or update the image function and wait until Active.
+
+    For real AWS (moto stores the function but cannot run it). *provisioned* defaults to a fresh
+    (idempotent) `provision()` run, which supplies the queue URLs and ARNs.
+    """
+    provisioned = provisioned or provision(session, spec)
+    changes: list[Change] = []
+    role_arn = _ensure_role(session.client("iam"), role_name or f"{spec.function_name}-role",
+                            function_policy(spec, provisioned), changes)
+    lam = session.client("lambda")
+    desired = {
+        "Role": role_arn, "Timeout": spec.function_timeout_s, "MemorySize": spec.function_memory_mb,
+        "Environment": {"Variables": function_environment(spec, provisioned,
+                                                          gallery_path_in_image,
+                                                          extra_environment)},
+        "ImageConfig": {"Command": [command]},
+    }
+    waiter_config = {"Delay": 2, "MaxAttempts": max(1, int(wait_s / 2))}
+    try:
+        current = lam.get_function(FunctionName=spec.function_name)
+    except lam.exceptions.ResourceNotFoundException:
+        created = _create_function(lam, spec.function_name, image_uri, desired, wait_s)
+        changes.append(Change("lambda function", spec.function_name, "created", image_uri))
+        function_arn = str(created["FunctionArn"])
+    else:
+        function_arn = str(current["Configuration"]["FunctionArn"])
+        if current.get("Code", {}).get("ImageUri") != image_uri:
+            lam.update_function_code(FunctionName=spec.function_name, ImageUri=image_uri)
+            lam.get_waiter("function_updated_v2").wait(FunctionName=spec.function_name,
+                                                       WaiterConfig=waiter_config)
+            changes.append(Change("lambda function", spec.function_name, "updated", image_uri))
+        differing = _function_config_diff(current["Configuration"], desired)
+        if differing:
+            lam.update_function_configuration(FunctionName=spec.function_name,
+                                              **{k: desired[k] for k in differing})
+            lam.get_waiter("function_updated_v2").wait(FunctionName=spec.function_name,
+                                                       WaiterConfig=waiter_config)
+            changes.append(Change("lambda function", spec.function_name, "updated",
+                                  ", ".join(differing)))
+    lam.get_waiter("function_active_v2").wait(FunctionName=spec.function_name,
+                                              WaiterConfig=waiter_config)
+    for change in changes:
+        log.info("provisioned", kind=change.kind, name=change.name, action=change.action,
+                 detail=change.detail)
+    return ProvisionedFunction(function_arn=function_arn, role_arn=role_arn,
+                               changes=tuple(changes))
+
+
+def _ensure_role(iam: Any, name: str, policy: Mapping[str, Any], changes: list[Change]) -> str:
+    trust = lambda_trust_policy()
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except iam.exceptions.NoSuchEntityException:
+        role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+                               Description="face-recognition function (openstack-handler)")["Role"]
+        changes.append(Change("iam role", name, "created"))
+    else:
+        if _canonical(_policy_dict(role.get("AssumeRolePolicyDocument"))) != _canonical(trust):
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+            changes.append(Change("iam role", name, "updated", "trust policy"))
+    try:
+        current = iam.get_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME)["PolicyDocument"]
+    except iam.exceptions.NoSuchEntityException:
+        current = None
+    if current is None or _canonical(_policy_dict(current)) != _canonical(dict(policy)):
+        iam.put_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME,
+                            PolicyDocument=json.dumps(policy))
+        changes.append(Change("iam role policy", f"{name}/{ROLE_POLICY_NAME}",
+                              "created" if current is None else "updated"))
+    return str(role["Arn"])
+
+
+def _policy_dict(document: Any) -> Any:
+    """IAM documents come back decoded by boto3, but some endpoints return URL-encoded text."""
+    if isinstance(document, str):
+        return json.loads(unquote(document))
+    return document
+
+
+def _is_role_not_ready(exc: BaseException) -> bool:
+    """IAM is eventually consistent: a new role can be refused by Lambda for a few seconds."""
+    return (isinstance(exc, ClientError) and _error_code(exc) == "InvalidParameterValueException"
+            and "role" in str(exc).lower())
+
+
+def _create_function(lam: Any, name: str, image_uri: str, desired: Mapping[str, Any],
+                     wait_s: float) -> dict[str, Any]:
+    @retry(retry=retry_if_exception(_is_role_not_ready), stop=stop_after_delay(min(wait_s, 60)),
+           wait=wait_exponential(multiplier=1, max=8), reraise=True)
+    def create() -> dict[str, Any]:
+        return dict(lam.create_function(FunctionName=name, PackageType="Image",
+                                        Code={"ImageUri": image_uri}, Publish=False,
+                                        **desired))
+
+    return create()
+
+
+def _function_config_diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
+    differing = [k for k in ("Role", "Timeout", "MemorySize") if current.get(k) != desired[k]]
+    if current.get("Environment", {}).get("Variables", {}) != desired["Environment"]["Variables"]:
+        differing.append("Environment")
+    image_config = current.get("ImageConfigResponse", {}).get("ImageConfig", {})
+    if image_config.get("Command") != desired["ImageConfig"]["Command"]:
+        differing.append("ImageConfig")
+    return differing
+
+
+def describe_changes(changes: Sequence[Change]) -> str:
+    """One line per change, or "unchanged" (what a CLI prints)."""
+    return "\n".join(str(c) for c in changes) if changes else "unchanged"
