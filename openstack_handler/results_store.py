@@ -1,0 +1,151 @@
+"""Result files on local disk: safe paths under the results dir, atomic and idempotent writes.
+
+``<results_dir>/<input key without its extension>.csv`` (or ``.error``). Key folders are kept;
+empty and ``.`` components are dropped, ``..`` becomes ``__``, control characters become ``_``,
+and a component too long for the filesystem is shortened with a hash suffix, so no key can
+address anything outside the results dir. Spaces and unicode are kept as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import structlog
+
+from openstack_handler.errors import InvalidKey
+
+log = structlog.get_logger(__name__)
+
+CSV_SUFFIX = ".csv"
+ERROR_SUFFIX = ".error"
+NAME_MAX = 255  # bytes per path component on Linux filesystems
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TMP_PREFIX = ".tmp-"
+
+
+def _fit_component(name: str, reserve: int = 0) -> str:
+    limit = NAME_MAX - reserve
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    digest = "~" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+    budget = limit - len(digest)
+    cut = name.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+    return cut + digest
+
+
+def safe_relative_path(key: str) -> PurePosixPath:
+    """The key's path relative to the results dir, without its extension (e.g. ``dir/my clip``).
+
+    Raises :class:`InvalidKey` when nothing usable remains (``""``, ``"/"``, ``"./."``).
+    """
+    parts: list[str] = []
+    for part in key.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            part = "__"
+        parts.append(_CONTROL.sub("_", part))
+    if not parts:
+        raise InvalidKey(f"object key {key!r} has no usable path component")
+    last = PurePosixPath(parts[-1])
+    stem = last.stem if last.suffix else last.name
+    parts[-1] = stem or "_"
+    # Leave room in the last component for the longest suffix we append.
+    reserve = max(len(CSV_SUFFIX), len(ERROR_SUFFIX))
+    parts = [_fit_component(p) for p in parts[:-1]] + [_fit_component(parts[-1], reserve)]
+    return PurePosixPath(*parts)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a write did: the final path, and whether the bytes on disk changed."""
+
+    path: Path
+    changed: bool
+
+
+class ResultsStore:
+    """Writes ``.csv`` / ``.error`` result files under *root*, atomically and idempotently."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path_for(self, key: str, suffix: str) -> Path:
+        rel = safe_relative_path(key)
+        return self.root / rel.parent / (rel.name + suffix)
+
+    def write_csv(self, key: str, text: str) -> WriteOutcome:
+        """Write the CSV result for *key*; a stale ``.error`` for the same video is removed."""
+        outcome = self._write(self.path_for(key, CSV_SUFFIX), text.encode("utf-8"))
+        self._remove(self.path_for(key, ERROR_SUFFIX))
+        return outcome
+
+    def write_error(self, key: str, reason: str) -> WriteOutcome:
+        """Write the error reason for *key*; a stale ``.csv`` for the same video is removed."""
+        text = reason if reason.endswith("\n") else reason + "\n"
+        outcome = self._write(self.path_for(key, ERROR_SUFFIX), text.encode("utf-8"))
+        self._remove(self.path_for(key, CSV_SUFFIX))
+        return outcome
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _write(self, path: Path, data: bytes) -> WriteOutcome:
+        self._make_dirs(path.parent)
+        self._check_inside(path)
+        try:
+            if path.read_bytes() == data:
+                return WriteOutcome(path, changed=False)
+        except FileNotFoundError:
+            pass
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchmod(fh.fileno(), 0o644)
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(path.parent)
+        return WriteOutcome(path, changed=True)
+
+    def _remove(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+    def _make_dirs(self, directory: Path) -> None:
+        missing: list[Path] = []
+        current = directory
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        for created in reversed(missing):  # make each new directory entry durable
+            _fsync_dir(created.parent)
+
+    def _check_inside(self, path: Path) -> None:
+        # Defence in depth against symlinks planted inside the results dir.
+        root = self.root.resolve()
+        if not path.parent.resolve().is_relative_to(root):
+            raise InvalidKey(f"result path {path} resolves outside {root}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

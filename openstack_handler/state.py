@@ -1,0 +1,111 @@
+"""The daemon's small persistent state: a sqlite DB (WAL) in ``state_dir``.
+
+- ``processed``: (bucket, key, etag) of every video whose invocation succeeded, so a redelivered or
+  duplicated S3 event is acknowledged without invoking the function again, across restarts.
+  Entries older than SQS's longest retention (14 days) can no longer be redelivered and are pruned.
+- ``counters``: what this daemon did (videos ok/failed, results written, …), shown by ``status``.
+- ``last_error``: the latest failure with its time.
+
+One connection shared by the daemon's threads behind a lock (writes are tiny and rare).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+RETENTION_S = 14 * 24 * 3600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS processed (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, etag TEXT NOT NULL,
+    status TEXT NOT NULL, processed_at REAL NOT NULL,
+    PRIMARY KEY (bucket, key, etag)
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS last_error (
+    id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, source TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """A read of the state for ``status``."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    processed_total: int = 0
+    last_error: str | None = None
+    last_error_source: str | None = None
+    last_error_at: float | None = None
+
+
+class StateDB:
+    """Thread-safe access to the state DB; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, *, clock=time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10,
+                                     isolation_level=None)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute("DELETE FROM processed WHERE processed_at < ?",
+                               (self._clock() - RETENTION_S,))
+
+    # -- de-duplication ----------------------------------------------------------------------
+
+    def is_processed(self, bucket: str, key: str, etag: str) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM processed WHERE bucket = ? AND key = ? AND etag = ?",
+                (bucket, key, etag)).fetchone()
+        return row is not None
+
+    def mark_processed(self, bucket: str, key: str, etag: str, status: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO processed VALUES (?, ?, ?, ?, ?)",
+                (bucket, key, etag, status, self._clock()))
+
+    # -- counters and errors -----------------------------------------------------------------
+
+    def incr(self, name: str, by: int = 1) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO counters VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
+
+    def record_error(self, source: str, message: str) -> None:
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO last_error VALUES (1, ?, ?, ?)",
+                               (self._clock(), source, message[:2000]))
+
+    def snapshot(self) -> StateSnapshot:
+        with self._lock:
+            counters = dict(self._conn.execute("SELECT name, value FROM counters").fetchall())
+            (total,) = self._conn.execute("SELECT COUNT(*) FROM processed").fetchone()
+            err = self._conn.execute("SELECT at, source, message FROM last_error").fetchone()
+        if err is None:
+            return StateSnapshot(counters=counters, processed_total=total)
+        return StateSnapshot(counters=counters, processed_total=total, last_error=err[2],
+                             last_error_source=err[1], last_error_at=err[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

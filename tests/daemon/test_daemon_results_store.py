@@ -1,0 +1,110 @@
+"""Result files: safe paths for hostile keys, atomic writes that leave no temp files, idempotency."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from openstack_handler.errors import InvalidKey
+from openstack_handler.results_store import ResultsStore, safe_relative_path
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("video.mp4", "video"),
+    ("dir/my clip.mp4", "dir/my clip"),
+    ("../../etc/passwd", "__/__/etc/passwd"),
+    ("/abs/path.mp4", "abs/path"),
+    ("a/./b.mp4", "a/b"),
+    ("a//b.mp4", "a/b"),
+    ("ünïcødé/видео 1.mp4", "ünïcødé/видео 1"),
+    ("clip.tar.mp4", "clip.tar"),
+    ("noext", "noext"),
+    (".hidden", ".hidden"),
+    ("dir/..", "dir/__"),
+    ("ctl\x00\x1fchars.mp4", "ctl__chars"),
+])
+def test_safe_relative_path(key: str, expected: str) -> None:
+    assert safe_relative_path(key) == PurePosixPath(expected)
+
+
+@pytest.mark.parametrize("key", ["", "/", "./.", "//"])
+def test_keys_without_a_usable_component_are_rejected(key: str) -> None:
+    with pytest.raises(InvalidKey):
+        safe_relative_path(key)
+
+
+def test_long_components_are_shortened_with_a_hash(tmp_path: Path) -> None:
+    long_a, long_b = "é" * 200 + "a.mp4", "é" * 200 + "b.mp4"
+    rel_a, rel_b = safe_relative_path(long_a), safe_relative_path(long_b)
+    assert rel_a != rel_b
+    store = ResultsStore(tmp_path)
+    path = store.write_csv("dir/" + long_a, "x,,\n").path
+    assert len(path.name.encode()) <= 255 and path.read_text() == "x,,\n"
+
+
+@pytest.mark.parametrize("key", ["../../etc/passwd", "/etc/passwd.mp4", "a/../../../x.mp4",
+                                 "..", "../", "a/" * 50 + "deep.mp4"])
+def test_nothing_escapes_the_results_dir(tmp_path: Path, key: str) -> None:
+    root = tmp_path / "results"
+    outcome = ResultsStore(root).write_csv(key, "president_trump,physics,junior\n")
+    assert outcome.path.resolve().is_relative_to(root.resolve())
+    assert outcome.path.read_text() == "president_trump,physics,junior\n"
+    assert not (tmp_path / "etc").exists()
+
+
+def test_symlink_inside_results_dir_cannot_lead_out(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", root / "link")
+    with pytest.raises(InvalidKey):
+        ResultsStore(root).write_csv("link/x.mp4", "a,,\n")
+    assert not list((tmp_path / "outside").iterdir())
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_writes_are_atomic_and_idempotent(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    first = store.write_csv("dir/my clip.mp4", "a,b,c\n")
+    assert first.changed and first.path == tmp_path / "dir" / "my clip.csv"
+    mtime = first.path.stat().st_mtime_ns
+    inode = first.path.stat().st_ino
+    # Same content again (a redelivered result): nothing is rewritten.
+    again = store.write_csv("dir/my clip.mp4", "a,b,c\n")
+    assert not again.changed
+    assert (first.path.stat().st_mtime_ns, first.path.stat().st_ino) == (mtime, inode)
+    # New content replaces the file through a rename (new inode), never in place.
+    changed = store.write_csv("dir/my clip.mp4", "d,e,f\n")
+    assert changed.changed and changed.path.read_text() == "d,e,f\n"
+    assert changed.path.stat().st_ino != inode
+    assert _all_files(tmp_path) == ["dir/my clip.csv"]  # no temp files left behind
+    assert oct(changed.path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_error_results_replace_csv_and_vice_versa(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.write_csv("v.mp4", "a,,\n")
+    err = store.write_error("v.mp4", "InvalidVideo: no video stream")
+    assert err.path.name == "v.error" and err.path.read_text() == "InvalidVideo: no video stream\n"
+    assert _all_files(tmp_path) == ["v.error"]
+    store.write_csv("v.mp4", "a,,\n")
+    assert _all_files(tmp_path) == ["v.csv"]
+
+
+def test_a_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ResultsStore(tmp_path)
+    store.write_csv("v.mp4", "old\n")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        store.write_csv("v.mp4", "new\n")
+    assert _all_files(tmp_path) == ["v.csv"]
+    assert (tmp_path / "v.csv").read_text() == "old\n"
