@@ -1,0 +1,3 @@
+from lambda_image.cli import main
+
+raise SystemExit(main())

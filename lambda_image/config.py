@@ -1,0 +1,81 @@
+"""FunctionSettings: the function's configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lambda_image.errors import ConfigError
+
+FACENET_WEIGHTS_FILE = "20180402-114759-vggface2.pt"
+
+
+def default_facenet_weights(env: Mapping[str, str]) -> Path:
+    """$TORCH_HOME/checkpoints/<vggface2 file>, torch's own cache layout (default ~/.cache/torch)."""
+    torch_home = env.get("TORCH_HOME") or os.path.join(
+        env.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(torch_home) / "checkpoints" / FACENET_WEIGHTS_FILE
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """Everything the function reads from its environment (names as in docs/contracts.md)."""
+
+    gallery_path: Path | None = None
+    students_table: str = "students"
+    output_bucket: str | None = None
+    output_queue_url: str | None = None
+    response_queue_url: str | None = None
+    #: None means the embedder's documented default (matching.DEFAULT_THRESHOLDS).
+    match_threshold: float | None = None
+    facenet_weights: Path | None = None
+    max_frames: int = 8
+    max_decode_seconds: float = 2.0
+    torch_num_threads: int = 1
+    #: Longest side of the downscaled frame MTCNN sees, and the smallest face (px) it looks for there.
+    detect_max_side: int = 400
+    min_face_px: int = 24
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FunctionSettings:
+        env = os.environ if env is None else env
+
+        def opt(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def num(name: str, kind: type, default: float | int) -> float | int:
+            raw = opt(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {raw!r}")
+            return value
+
+        gallery = opt("GALLERY_PATH")
+        weights = opt("FACENET_WEIGHTS")
+        return cls(
+            gallery_path=Path(gallery) if gallery else None,
+            students_table=opt("STUDENTS_TABLE") or "students",
+            output_bucket=opt("OUTPUT_BUCKET"),
+            output_queue_url=opt("OUTPUT_QUEUE_URL"),
+            response_queue_url=opt("RESPONSE_QUEUE_URL"),
+            match_threshold=float(num("MATCH_THRESHOLD", float, 0.0)) or None,
+            facenet_weights=Path(weights) if weights else default_facenet_weights(env),
+            max_frames=int(num("MAX_FRAMES", int, 8)),
+            max_decode_seconds=float(num("MAX_DECODE_SECONDS", float, 2.0)),
+            torch_num_threads=int(num("TORCH_NUM_THREADS", int, 1)),
+            detect_max_side=int(num("DETECT_MAX_SIDE", int, 400)),
+            min_face_px=int(num("MIN_FACE_PX", int, 24)),
+        )
+
+    def require_gallery(self) -> Path:
+        if self.gallery_path is None:
+            raise ConfigError("GALLERY_PATH is not set")
+        return self.gallery_path

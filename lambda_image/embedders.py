@@ -1,0 +1,163 @@
+"""Face embedders behind one interface: dlib's 128-d ResNet and facenet's 512-d InceptionResnetV1.
+
+Both take the full-resolution RGB frame and MTCNN detections and return one row per detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import structlog
+from PIL import Image
+
+from lambda_image.detection import Detection
+from lambda_image.errors import WeightsError
+
+log = structlog.get_logger()
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, rgb: np.ndarray, faces: Sequence[Detection]) -> np.ndarray:
+        """(len(faces), dim) float32 embeddings of `faces` in the H×W×3 uint8 frame `rgb`."""
+        ...
+
+
+# --- dlib -----------------------------------------------------------------------------------------
+
+#: dlib's HOG window is 80×80: the refinement crop is scaled so the face is about this wide.
+_HOG_FACE_PX = 100
+
+
+def mtcnn_to_dlib_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """Approximate dlib-detector geometry from an MTCNN box: square, ~5% wider, a bit lower.
+
+    MTCNN boxes are taller (forehead to chin) than dlib's square boxes; the 5-point predictor was
+    trained on the latter. Fitted on the course clips' first frames (HOG box vs MTCNN box).
+    """
+    x1, y1, x2, y2 = box
+    half = 1.05 * (x2 - x1) / 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.035 * (y2 - y1)
+    return cx - half, cy - half, cx + half, cy + half
+
+
+class DlibEmbedder:
+    """dlib's face-recognition ResNet (the course `encoding` gallery's space).
+
+    Alignment: the 5-point shape predictor expects dlib-detector boxes, and raw MTCNN boxes drift
+    (vin_diesel 0.58 instead of 0.47). So each MTCNN face is re-detected by dlib's HOG detector in
+    a small crop around it (~10 ms), which yields exactly the geometry the predictor was trained
+    on; where HOG finds nothing (profile faces) the box is mapped geometrically instead.
+    """
+
+    name = "dlib"
+    dim = 128
+
+    def __init__(self, *, num_jitters: int = 1) -> None:
+        import dlib
+        import face_recognition_models as models
+
+        self.num_jitters = num_jitters
+        self._dlib = dlib
+        self._hog = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+        self._encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+
+    def dlib_box(self, rgb: np.ndarray, face: Detection) -> tuple[float, float, float, float]:
+        """The box dlib's own detector would give for this face (HOG in a crop), else a mapping."""
+        x1, y1, x2, y2 = face.box
+        height, width = rgb.shape[:2]
+        side = max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        left, top = int(max(0, cx - 0.9 * side)), int(max(0, cy - 0.9 * side))
+        right, bottom = int(min(width, cx + 0.9 * side)), int(min(height, cy + 0.9 * side))
+        factor = _HOG_FACE_PX / max(1.0, x2 - x1)
+        if right - left >= 8 and bottom - top >= 8:
+            crop = Image.fromarray(rgb[top:bottom, left:right])
+            size = (max(1, round(crop.width * factor)), max(1, round(crop.height * factor)))
+            small = np.asarray(crop.resize(size, Image.BOX))
+            rects, scores, _ = self._hog.run(small, 0, -0.5)
+            if len(rects):
+                r = rects[int(np.argmax(scores))]
+                return (left + r.left() / factor, top + r.top() / factor,
+                        left + r.right() / factor, top + r.bottom() / factor)
+        return mtcnn_to_dlib_box(face.box)
+
+    def chips(self, rgb: np.ndarray, faces: Sequence[Detection]) -> list[np.ndarray]:
+        """150×150 aligned face chips, the encoder's input."""
+        shapes = self._dlib.full_object_detections()
+        for face in faces:
+            box = self.dlib_box(rgb, face)
+            rect = self._dlib.rectangle(*(int(round(v)) for v in box))
+            shapes.append(self._predictor(rgb, rect))
+        return list(self._dlib.get_face_chips(rgb, shapes, size=150, padding=0.25))
+
+    def embed(self, rgb: np.ndarray, faces: Sequence[Detection]) -> np.ndarray:
+        if not faces:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chips = self.chips(np.ascontiguousarray(rgb), faces)
+        vectors = self._encoder.compute_face_descriptor(chips, self.num_jitters)
+        return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
+
+
+# --- facenet --------------------------------------------------------------------------------------
+
+def load_inception_resnet(weights: Path):  # -> facenet_pytorch.InceptionResnetV1
+    """InceptionResnetV1 from a local state-dict file; never downloads (pretrained=None)."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    if not Path(weights).is_file():
+        raise WeightsError(f"facenet weights not found at {weights} (set FACENET_WEIGHTS or put "
+                           "20180402-114759-vggface2.pt under $TORCH_HOME/checkpoints)")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise WeightsError(f"cannot read facenet weights {weights}: {exc}") from exc
+    # The released file carries the 8631-class VGGFace2 classifier; embeddings don't use it.
+    state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+    model = InceptionResnetV1(pretrained=None, classify=False)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{weights} is not an InceptionResnetV1 state dict: {exc}") from exc
+    return model.eval()
+
+
+class FacenetEmbedder:
+    """facenet-pytorch InceptionResnetV1 ('vggface2' weights from a local file), 512-d, unit norm."""
+
+    name = "facenet"
+    dim = 512
+
+    def __init__(self, weights: Path, *, image_size: int = 160) -> None:
+        self.image_size = image_size
+        self._model = load_inception_resnet(weights)
+
+    def embed(self, rgb: np.ndarray, faces: Sequence[Detection]) -> np.ndarray:
+        import torch
+        from facenet_pytorch.models.mtcnn import extract_face, fixed_image_standardization
+
+        if not faces:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        image = Image.fromarray(rgb)
+        crops = [fixed_image_standardization(extract_face(image, np.asarray(f.box), self.image_size))
+                 for f in faces]
+        with torch.inference_mode():
+            out = self._model(torch.stack(crops))
+        return out.numpy().astype(np.float32)
+
+
+def build_embedder(name: str, *, facenet_weights: Path | None = None) -> Embedder:
+    if name == "dlib":
+        return DlibEmbedder()
+    if name == "facenet":
+        if facenet_weights is None:
+            raise WeightsError("the facenet embedder needs a weights file")
+        return FacenetEmbedder(facenet_weights)
+    raise ValueError(f"unknown embedder {name!r}")

@@ -1,0 +1,39 @@
+"""The function's exceptions: permanent input errors versus configuration problems."""
+
+from __future__ import annotations
+
+
+class RecognitionError(Exception):
+    """Base class of the function's own errors."""
+
+
+class InvalidInput(RecognitionError):
+    """The input file itself is unusable; retrying cannot help (reported, never raised to Lambda)."""
+
+
+class InvalidVideo(InvalidInput):
+    """The file is not a decodable video (empty, truncated, not a media container, no frames)."""
+
+
+class InvalidImage(InvalidInput):
+    """A single-frame request whose content is not a decodable image."""
+
+
+class InvalidRequest(InvalidInput):
+    """A request body that does not follow the contract (missing fields, bad base64, bad JSON)."""
+
+
+class ConfigError(RecognitionError):
+    """The function's configuration is missing or inconsistent (e.g. no GALLERY_PATH)."""
+
+
+class GalleryError(ConfigError):
+    """The gallery file cannot be read or has an unknown format."""
+
+
+class WeightsError(ConfigError):
+    """Model weights are missing locally; the function never downloads them."""
+
+
+class InfrastructureError(RecognitionError):
+    """A cloud dependency did not do its part; raised so that the invocation is retried."""

@@ -1,0 +1,147 @@
+"""Frame sampling with PyAV: the first frame first, then evenly spaced frames on demand, capped.
+
+The caller pulls frames from `sample_frames()` and stops pulling as soon as it has a confident
+answer, so a clip that is recognised on its first frame costs one decoded frame.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import structlog
+from PIL import Image
+
+from lambda_image.errors import InvalidVideo
+
+log = structlog.get_logger()
+
+#: Seek instead of decoding forward when the next sample lies further ahead than this.
+SEEK_GAP_S = 1.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame: full resolution for embedding, a downscaled copy for detection."""
+
+    index: int  # frame number in the stream (0 = first frame)
+    time_s: float
+    rgb: np.ndarray  # H×W×3 uint8, C-contiguous, rotation applied
+    small: Image.Image  # area-downscaled copy for the detector
+    scale: float  # small = rgb × scale
+
+
+def rotate_k(rotation: float) -> int:
+    """Quarter turns for np.rot90 (counter-clockwise) that undo a display-matrix `rotation`.
+
+    PyAV's `VideoFrame.rotation` is the counter-clockwise angle the display matrix applies; a
+    phone clip shot in portrait has -90 (ffmpeg's `autorotate` turns it 90° clockwise).
+    """
+    return int(round(rotation / 90.0)) % 4
+
+
+def to_frame(frame: av.VideoFrame, index: int, *, detect_max_side: int) -> Frame:
+    """Convert a decoded frame: RGB at full resolution, plus an AREA-filtered detection copy."""
+    rotation = float(getattr(frame, "rotation", 0) or 0)
+    k = rotate_k(rotation)
+    width, height = frame.width, frame.height
+    scale = min(1.0, detect_max_side / max(width, height))
+    small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # Bilinear downscaling loses small faces (see the data README): use swscale's AREA filter.
+    small = frame.reformat(width=small_w, height=small_h, format="rgb24",
+                           interpolation="AREA").to_ndarray()
+    rgb = frame.to_ndarray(format="rgb24")
+    if k:
+        rgb, small = np.rot90(rgb, k), np.rot90(small, k)
+    return Frame(index=index, time_s=float(frame.time or 0.0),
+                 rgb=np.ascontiguousarray(rgb),  # PyAV may hand back strided arrays
+                 small=Image.fromarray(np.ascontiguousarray(small)), scale=scale)
+
+
+def open_container(source: Path | str | bytes) -> av.container.InputContainer:
+    """Open a media container; anything PyAV cannot open is an InvalidVideo."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise InvalidVideo("empty file")
+        target: object = io.BytesIO(source)
+    else:
+        if Path(source).stat().st_size == 0:
+            raise InvalidVideo("empty file")
+        target = str(source)
+    try:
+        # avformat_find_stream_info would decode the first frame just to probe it (as costly as
+        # the real decode); MP4 headers already carry what we need, so the probe decoder skips.
+        container = av.open(target, mode="r", options={"skip_frame": "all"})
+    except (av.FFmpegError, ValueError, EOFError) as exc:
+        raise InvalidVideo(f"not a readable media file: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise InvalidVideo("no video stream")
+    return container
+
+
+def sample_frames(source: Path | str | bytes, *, max_frames: int = 8, max_decode_s: float = 2.0,
+                  detect_max_side: int = 400) -> Iterator[Frame]:
+    """Yield the first frame, then up to `max_frames - 1` evenly spaced ones while pulled.
+
+    Decoding stops at `max_frames` samples or after `max_decode_s` seconds of decode time. A file
+    from which no frame at all can be decoded raises InvalidVideo; an error after at least one
+    good frame ends the sampling with a warning (a truncated tail still has a usable head).
+    """
+    container = open_container(source)
+    try:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        duration = _duration_s(container, stream)
+        decode_s = 0.0
+        yielded = 0
+        targets = [duration * i / max_frames for i in range(max_frames)] if duration else [0.0]
+        frames = container.decode(stream)
+        last_time = -1.0
+        position = 0
+        for target in targets:
+            if yielded and decode_s >= max_decode_s:
+                log.info("video.decode_budget_spent", frames=yielded, decode_s=round(decode_s, 3))
+                break
+            started = time.perf_counter()
+            try:
+                if yielded and target - last_time > SEEK_GAP_S:
+                    container.seek(int(target / stream.time_base), stream=stream, backward=True)
+                    frames = container.decode(stream)
+                picked = None
+                for frame in frames:
+                    position += 1
+                    ftime = float(frame.time or 0.0)
+                    if ftime > last_time and (ftime >= target - 0.5 / rate):
+                        picked = frame
+                        break
+            except (av.FFmpegError, ValueError, EOFError) as exc:
+                if not yielded:
+                    raise InvalidVideo(f"no decodable frame: {exc}") from exc
+                log.warning("video.decode_error_after_frames", frames=yielded, error=str(exc))
+                break
+            finally:
+                decode_s += time.perf_counter() - started
+            if picked is None:
+                break
+            last_time = float(picked.time or 0.0)
+            index = round(last_time * rate) if picked.time is not None else position - 1
+            yield to_frame(picked, index, detect_max_side=detect_max_side)
+            yielded += 1
+        if not yielded:
+            raise InvalidVideo("no decodable video frame")
+    finally:
+        container.close()
+
+
+def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return 0.0
