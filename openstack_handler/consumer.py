@@ -1,0 +1,480 @@
+"""The input consumer: S3 events from the input queue → one synchronous invocation per message.
+
+- Long polls the input queue, never receiving more messages than there are free invocation slots
+  (``MaxNumberOfMessages = min(10, free)``); a fixed thread pool of ``concurrency`` runs the
+  invocations, so at most ``concurrency`` are ever in flight.
+- While an invocation runs, :class:`VisibilityHeartbeat` extends its message's visibility every
+  third of the visibility timeout, so a slow video is never handed to a second consumer.
+- The input message is deleted only after the function succeeded; by then the function has put
+  one result per record on the output queue (the drainer writes the files). A ``FunctionError``
+  or a failed invoke leaves the message to the visibility timeout and the redrive policy.
+- De-duplication on (bucket, key, eTag): the state DB remembers successes across restarts, and an
+  in-memory claim covers a duplicate that arrives while the first delivery is still running (the
+  first message stays the carrier: if it fails it comes back, so the duplicate can be dropped).
+- Bad input never stops the loop: ``s3:TestEvent`` and non-``ObjectCreated`` records are
+  acknowledged and dropped; an unparsable body is logged and left for the dead-letter queue; an
+  object above ``max_object_bytes`` gets a local ``.error`` result and is acknowledged.
+- On stop: messages received but not started are released (visibility 0); in-flight invocations
+  finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from structlog.contextvars import bound_contextvars
+
+from openstack_handler.backoff import compute_backoff
+from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
+from openstack_handler.events import (
+    InputMessage,
+    MessageKind,
+    S3ObjectRef,
+    invocation_payload,
+    parse_input_message,
+)
+from openstack_handler.invoker import LambdaInvoker
+from openstack_handler.results_store import ResultsStore
+from openstack_handler.state import StateDB
+
+log = structlog.get_logger(__name__)
+
+SQS_MAX_BATCH = 10
+
+
+def _chunks(items: Sequence[Any], size: int = SQS_MAX_BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def change_visibility(sqs: Any, queue_url: str, receipts: Sequence[str], timeout_s: int) -> int:
+    """ChangeMessageVisibilityBatch for *receipts*; returns how many SQS accepted."""
+    ok = 0
+    for chunk in _chunks(list(receipts)):
+        entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": timeout_s}
+                   for i, rh in enumerate(chunk)]
+        response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        ok += len(response.get("Successful", []))
+        for failure in response.get("Failed", []):
+            log.warning("sqs.visibility_change_failed", code=failure.get("Code"),
+                        detail=failure.get("Message"), timeout_s=timeout_s)
+    return ok
+
+
+class VisibilityHeartbeat:
+    """Extends the visibility of tracked messages every *interval_s* in a background thread."""
+
+    def __init__(self, *, sqs: Any, queue_url: str, visibility_timeout_s: int,
+                 interval_s: float | None = None) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.visibility_timeout_s = visibility_timeout_s
+        self.interval_s = interval_s if interval_s is not None else visibility_timeout_s / 3
+        self._receipts: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.beats = 0
+
+    def track(self, message_id: str, receipt_handle: str) -> None:
+        """Start (or keep) extending *message_id*, with its most recent receipt handle."""
+        with self._lock:
+            self._receipts[message_id] = receipt_handle
+
+    def untrack(self, message_id: str) -> None:
+        with self._lock:
+            self._receipts.pop(message_id, None)
+
+    def beat_once(self) -> int:
+        """Extend every tracked message now; returns how many were extended."""
+        with self._lock:
+            receipts = list(self._receipts.values())
+        if not receipts:
+            return 0
+        extended = change_visibility(self.sqs, self.queue_url, receipts, self.visibility_timeout_s)
+        self.beats += 1
+        log.debug("heartbeat", extended=extended, tracked=len(receipts))
+        return extended
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopped.clear()
+            self._thread = threading.Thread(target=self._run, name="visibility-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            try:
+                self.beat_once()
+            except Exception:  # the heartbeat thread's outermost loop: log and keep beating
+                log.exception("heartbeat.failed")
+
+
+@dataclass
+class ConsumerStats:
+    """What one consumer did (in memory; the state DB keeps the durable counters)."""
+
+    received: int = 0
+    invocations: int = 0
+    succeeded: int = 0  #: messages whose invocation succeeded (and were deleted)
+    failed: int = 0  #: messages whose invocation failed (left for redelivery)
+    deleted: int = 0
+    released: int = 0
+    duplicates: int = 0
+    test_events: int = 0
+    invalid: int = 0
+    skipped_events: int = 0
+    too_large: int = 0
+
+
+@dataclass
+class _Flight:
+    message_id: str
+    receipt_handle: str
+    refs: tuple[S3ObjectRef, ...]
+    receive_count: int
+    delete_on_success: bool
+    started: float = field(default_factory=time.monotonic)
+
+
+class InputConsumer:
+    """Consumes the input queue; see the module docstring. One instance serves one :meth:`run`."""
+
+    def __init__(self, *, sqs: Any, queue_url: str, invoker: LambdaInvoker, state: StateDB,
+                 store: ResultsStore, concurrency: int = 4, wait_time_s: int = 20,
+                 visibility_timeout_s: int = 90, max_object_bytes: int = 512 * 1024 * 1024,
+                 heartbeat_interval_s: float | None = None) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.invoker = invoker
+        self.state = state
+        self.store = store
+        self.concurrency = concurrency
+        self.wait_time_s = wait_time_s
+        self.visibility_timeout_s = visibility_timeout_s
+        self.max_object_bytes = max_object_bytes
+        self.heartbeat = VisibilityHeartbeat(sqs=sqs, queue_url=queue_url,
+                                             visibility_timeout_s=visibility_timeout_s,
+                                             interval_s=heartbeat_interval_s)
+        self.stats = ConsumerStats()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="invoke")
+        self._cond = threading.Condition()
+        self._flights: dict[str, _Flight] = {}
+        self._claimed: set[tuple[str, str, str]] = set()
+        self._stop = threading.Event()
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return len(self._flights)
+
+    def free_slots(self) -> int:
+        with self._cond:
+            return self.concurrency - len(self._flights)
+
+    def poll_once(self, *, stop_event: threading.Event | None = None,
+                  limit: int | None = None) -> int:
+        """Receive one batch (≤ free slots, ≤ *limit*) and dispatch it; returns messages received.
+
+        Waits up to a second for a free slot first and returns 0 if none frees up. Messages that
+        arrive after *stop_event* was set are released at once instead of being started.
+        """
+        stop = stop_event or self._stop
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._flights) < self.concurrency or stop.is_set(),
+                                timeout=1.0)
+            free = self.concurrency - len(self._flights)
+        if stop.is_set() or free <= 0:
+            return 0
+        batch = min(SQS_MAX_BATCH, free, limit if limit is not None else SQS_MAX_BATCH)
+        if batch <= 0:
+            return 0
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=self.wait_time_s,
+            VisibilityTimeout=self.visibility_timeout_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        messages = response.get("Messages", [])
+        self._add_stats(received=len(messages))
+        for index, message in enumerate(messages):
+            if stop.is_set():
+                self._release(messages[index:])
+                break
+            self._dispatch(message)
+        return len(messages)
+
+    def run(self, stop_event: threading.Event | None = None, *, max_messages: int | None = None,
+            max_idle: float | None = None, grace_period_s: float | None = None) -> ConsumerStats:
+        """Poll until *stop_event* is set (or, in burst mode, *max_messages* were received or
+        nothing happened for *max_idle* seconds), then wait up to *grace_period_s* (None: no
+        limit) for in-flight invocations. Returns the stats; :attr:`in_flight` tells whether the
+        grace period expired with work still running.
+        """
+        stop = stop_event or self._stop
+        self._stop = stop
+        self.heartbeat.start()
+        received = 0
+        failures = 0
+        idle_since = time.monotonic()
+        log.info("consumer.started", queue_url=self.queue_url, concurrency=self.concurrency)
+        try:
+            while not stop.is_set():
+                if max_messages is not None and received >= max_messages:
+                    break
+                remaining = None if max_messages is None else max_messages - received
+                try:
+                    count = self.poll_once(stop_event=stop, limit=remaining)
+                except Exception:  # outermost loop: log with traceback, back off, carry on
+                    failures += 1
+                    log.exception("consumer.poll_failed", consecutive=failures)
+                    stop.wait(compute_backoff(failures))
+                    continue
+                failures = 0
+                received += count
+                if count or self.in_flight:
+                    idle_since = time.monotonic()
+                elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
+                    break
+            if self.in_flight:
+                log.info("consumer.draining", in_flight=self.in_flight,
+                         grace_period_s=grace_period_s)
+            self.drain(timeout=grace_period_s)
+        finally:
+            left = self.in_flight
+            if left:
+                log.warning("consumer.grace_expired", in_flight=left,
+                            note="their messages reappear after the visibility timeout")
+            self.heartbeat.stop()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("consumer.stopped", **vars(self.stats))
+        return self.stats
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no invocation is in flight (at most *timeout* s); True if drained."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._flights, timeout=timeout)
+
+    # -- dispatch (poll thread) --------------------------------------------------------------
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        message_id = message["MessageId"]
+        receipt = message["ReceiptHandle"]
+        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+        with bound_contextvars(message_id=message_id, receive_count=receive_count):
+            with self._cond:
+                flight = self._flights.get(message_id)
+                if flight is not None:
+                    # Redelivered while we still work on it: keep the newest receipt handle (SQS
+                    # ignores a delete with an older one) and do not start it twice.
+                    flight.receipt_handle = receipt
+                    self.heartbeat.track(message_id, receipt)
+                    log.warning("input.redelivered_in_flight")
+                    return
+            parsed = parse_input_message(message.get("Body", ""))
+            if parsed.kind is MessageKind.TEST_EVENT:
+                log.info("input.test_event_dropped")
+                self._add_stats(test_events=1)
+                self._delete(receipt)
+                return
+            if parsed.kind is MessageKind.INVALID:
+                log.error("input.invalid_left_for_dlq", reason=parsed.reason)
+                self._add_stats(invalid=1)
+                self.state.incr("input_invalid")
+                self.state.record_error("input", f"message {message_id}: {parsed.reason}")
+                return
+            self._dispatch_records(message_id, receipt, receive_count, parsed)
+
+    def _dispatch_records(self, message_id: str, receipt: str, receive_count: int,
+                          parsed: InputMessage) -> None:
+        for event_name in parsed.skipped_events:
+            log.info("input.event_dropped", event_name=event_name,
+                     why="only ObjectCreated:* events are processed")
+            self._add_stats(skipped_events=1)
+        accepted: list[S3ObjectRef] = []
+        local_failure = False
+        for ref in parsed.objects:
+            with bound_contextvars(bucket=ref.bucket, key=ref.key):
+                if not self._claim(ref):
+                    log.info("input.duplicate_dropped", etag=ref.etag)
+                    self._add_stats(duplicates=1)
+                    self.state.incr("duplicates")
+                    continue
+                if ref.size is not None and ref.size > self.max_object_bytes:
+                    local_failure |= not self._reject_too_large(ref)
+                    continue
+                accepted.append(ref)
+        if not accepted:
+            if not local_failure:
+                self._delete(receipt)
+            return
+        flight = _Flight(message_id, receipt, tuple(accepted), receive_count,
+                         delete_on_success=not local_failure)
+        with self._cond:
+            self._flights[message_id] = flight
+        self.heartbeat.track(message_id, receipt)
+        try:
+            future = self._pool.submit(self._run_flight, flight)
+        except RuntimeError:  # pool shut down under us: undo, leave the message to SQS
+            self._finish(flight)
+            raise
+        future.add_done_callback(self._flight_done)
+
+    def _claim(self, ref: S3ObjectRef) -> bool:
+        with self._cond:
+            if ref.identity in self._claimed:
+                return False
+            if self.state.is_processed(*ref.identity):
+                return False
+            self._claimed.add(ref.identity)
+            return True
+
+    def _reject_too_large(self, ref: S3ObjectRef) -> bool:
+        """Write the local ``.error`` result for an oversized object; False if that failed."""
+        reason = (f"ObjectTooLarge: {ref.size} bytes is above max_object_bytes="
+                  f"{self.max_object_bytes}; not sent to the function")
+        try:
+            written = self.store.write_error(ref.key, reason)
+        except OSError as exc:
+            log.error("video.reject_write_failed", error=str(exc))
+            with self._cond:
+                self._claimed.discard(ref.identity)
+            return False
+        except InvalidKey as exc:  # permanent: nothing can be written for this key; ack anyway
+            log.error("video.reject_unwritable_key", error=str(exc))
+            written = None
+        self.state.mark_processed(*ref.identity, status="rejected")
+        with self._cond:
+            self._claimed.discard(ref.identity)
+        self.state.incr("videos_failed")
+        self.state.record_error("input", f"{ref.bucket}/{ref.key}: {reason}")
+        self._add_stats(too_large=1)
+        log.warning("video.processed", status="rejected", reason=reason,
+                    path=str(written.path) if written else None, elapsed_ms=0.0)
+        return True
+
+    # -- invocation (pool threads) -----------------------------------------------------------
+
+    def _run_flight(self, flight: _Flight) -> None:
+        keys = [ref.key for ref in flight.refs]
+        with bound_contextvars(message_id=flight.message_id, receive_count=flight.receive_count,
+                               key=keys[0] if len(keys) == 1 else keys):
+            self._add_stats(invocations=1)
+            try:
+                result = self.invoker.invoke(invocation_payload(flight.refs))
+            except FunctionFailed as exc:
+                self._failed(flight, "function", exc, level="error",
+                             error_type=exc.error_type)
+            except InvokeUnavailable as exc:  # retryable: logged at info
+                self._failed(flight, "invoke", exc, level="info")
+            except InvokeFailed as exc:
+                self._failed(flight, "invoke", exc, level="error")
+            else:
+                self._succeeded(flight, result)
+            finally:
+                self._finish(flight)
+
+    def _failed(self, flight: _Flight, source: str, exc: Exception, *, level: str,
+                **extra: Any) -> None:
+        elapsed_ms = round((time.monotonic() - flight.started) * 1000, 1)
+        getattr(log, level)("invocation.failed_left_for_redelivery", error=str(exc),
+                            elapsed_ms=elapsed_ms, **extra)
+        self._add_stats(failed=1)
+        self.state.incr("invocations_failed")
+        self.state.record_error(source, f"{', '.join(r.key for r in flight.refs)}: {exc}")
+
+    def _succeeded(self, flight: _Flight, result: Any) -> None:
+        elapsed_ms = round((time.monotonic() - flight.started) * 1000, 1)
+        by_identity = _results_by_identity(result)
+        if by_identity is None:
+            log.warning("invocation.unexpected_return", got=type(result).__name__,
+                        note="results still arrive on the output queue")
+            by_identity = {}
+        for ref in flight.refs:
+            item = by_identity.get(ref.identity) or by_identity.get((ref.bucket, ref.key, None))
+            status = str(item.get("status")) if item else "unknown"
+            self.state.mark_processed(*ref.identity, status=status)
+            if status == "error":
+                self.state.incr("videos_failed")
+                reason = (item or {}).get("error", {})
+                self.state.record_error("function", f"{ref.bucket}/{ref.key}: {reason}")
+            else:
+                self.state.incr("videos_ok")
+            with bound_contextvars(key=ref.key):
+                log.info("video.processed", status=status, bucket=ref.bucket, etag=ref.etag,
+                         request_id=(item or {}).get("request_id"), elapsed_ms=elapsed_ms)
+        self._add_stats(succeeded=1)
+        self.heartbeat.untrack(flight.message_id)
+        if flight.delete_on_success:
+            with self._cond:
+                receipt = flight.receipt_handle  # the newest, if it was redelivered meanwhile
+            self._delete(receipt)
+        else:
+            log.warning("input.kept_for_retry", why="a local result write failed")
+
+    def _finish(self, flight: _Flight) -> None:
+        self.heartbeat.untrack(flight.message_id)
+        with self._cond:
+            self._flights.pop(flight.message_id, None)
+            for ref in flight.refs:
+                self._claimed.discard(ref.identity)
+            self._cond.notify_all()
+
+    def _flight_done(self, future: Future[None]) -> None:
+        exc = future.exception() if not future.cancelled() else None
+        if exc is not None:  # the invocation thread's outermost boundary
+            log.error("invocation.crashed", exc_info=exc)
+
+    # -- SQS helpers -------------------------------------------------------------------------
+
+    def _delete(self, receipt: str) -> None:
+        try:
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("input.delete_failed", error=str(exc),
+                        note="a redelivery is acknowledged as a duplicate")
+            return
+        self._add_stats(deleted=1)
+
+    def _release(self, messages: Sequence[dict[str, Any]]) -> None:
+        receipts = [m["ReceiptHandle"] for m in messages]
+        try:
+            released = change_visibility(self.sqs, self.queue_url, receipts, 0)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("input.release_failed", count=len(receipts), error=str(exc))
+            return
+        self._add_stats(released=released)
+        log.info("input.released_unstarted", count=released)
+
+    def _add_stats(self, **deltas: int) -> None:
+        with self._cond:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+
+
+def _results_by_identity(result: Any) -> dict[tuple[str, str, str | None], dict[str, Any]] | None:
+    """Index the function's ``{"results": [...]}`` return by (bucket, key, etag)."""
+    if not isinstance(result, dict) or not isinstance(result.get("results"), list):
+        return None
+    index: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    for item in result["results"]:
+        if isinstance(item, dict) and isinstance(item.get("key"), str):
+            bucket = str(item.get("bucket", ""))
+            etag = item.get("etag")
+            index[(bucket, item["key"], str(etag).strip('"') if etag else None)] = item
+            index.setdefault((bucket, item["key"], None), item)
+    return index

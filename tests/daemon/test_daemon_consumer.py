@@ -1,0 +1,173 @@
+"""The input consumer against moto SQS and the FAKE Lambda endpoint (see fake_lambda.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from conftest import FUNCTION, queue_counts, s3_event
+from fake_lambda import FakeLambda, function_error, ok, throttled
+
+from openstack_handler.state import StateDB
+
+
+def send(sqs: Any, url: str, body: Any) -> str:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return sqs.send_message(QueueUrl=url, MessageBody=text)["MessageId"]
+
+
+def test_success_invokes_once_and_deletes(make_consumer, sqs, queues, fake_lambda: FakeLambda,
+                                          state: StateDB) -> None:
+    send(sqs, queues.input, s3_event("videos", "dir/my clip.mp4", etag="e1"))
+    stats = make_consumer().run(max_messages=1, max_idle=1)
+    assert [name for name, _ in fake_lambda.calls] == [FUNCTION]
+    (record,) = fake_lambda.calls[0][1]["Records"]
+    assert record["s3"]["object"]["key"] == "dir/my+clip.mp4"  # the raw event, as S3 sent it
+    assert stats.deleted == 1 and stats.succeeded == 1
+    assert queue_counts(sqs, queues.input) == (0, 0)
+    assert state.is_processed("videos", "dir/my clip.mp4", "e1")
+    assert state.snapshot().counters["videos_ok"] == 1
+
+
+def test_function_error_leaves_the_message_for_redelivery(make_consumer, sqs, queues,
+                                                          fake_lambda: FakeLambda,
+                                                          state: StateDB) -> None:
+    fake_lambda.behaviour = lambda name, payload: function_error("RuntimeError", "model broke")
+    send(sqs, queues.input, s3_event("videos", "v.mp4"))
+    stats = make_consumer().run(max_messages=1, max_idle=1)
+    assert stats.failed == 1 and stats.deleted == 0
+    assert queue_counts(sqs, queues.input) == (0, 1)  # still there, invisible until the timeout
+    assert not state.is_processed("videos", "v.mp4", "0123abcd")
+    snap = state.snapshot()
+    assert "model broke" in (snap.last_error or "") and snap.last_error_source == "function"
+
+
+def test_throttling_then_success_retries_and_deletes(make_consumer, sqs, queues,
+                                                     fake_lambda: FakeLambda) -> None:
+    replies = iter([throttled()])
+    fake_lambda.behaviour = lambda name, payload: next(replies, None) or ok(payload)
+    send(sqs, queues.input, s3_event("videos", "v.mp4"))
+    stats = make_consumer().run(max_messages=1, max_idle=1)
+    assert len(fake_lambda.calls) == 2
+    assert stats.deleted == 1
+    assert queue_counts(sqs, queues.input) == (0, 0)
+
+
+def test_duplicates_are_invoked_once_also_after_a_restart(make_consumer, sqs, queues,
+                                                          fake_lambda: FakeLambda) -> None:
+    # GIVEN the same upload delivered twice (moto sends two events for one multipart upload)
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(0.3), ok(payload))[1]
+    for _ in range(2):
+        send(sqs, queues.input, s3_event("videos", "dup.mp4", etag="same"))
+    # WHEN one consumer receives both
+    stats = make_consumer().run(max_messages=2, max_idle=1)
+    # THEN the function runs once and both messages are acknowledged
+    assert len(fake_lambda.calls) == 1
+    assert stats.duplicates == 1 and stats.deleted == 2
+    # AND a later redelivery (a new consumer: the daemon restarted) is acknowledged from the DB
+    send(sqs, queues.input, s3_event("videos", "dup.mp4", etag="same"))
+    again = make_consumer().run(max_messages=1, max_idle=1)
+    assert len(fake_lambda.calls) == 1 and again.duplicates == 1 and again.deleted == 1
+    # AND a re-upload (new eTag) is a new video
+    send(sqs, queues.input, s3_event("videos", "dup.mp4", etag="new"))
+    make_consumer().run(max_messages=1, max_idle=1)
+    assert len(fake_lambda.calls) == 2
+    assert queue_counts(sqs, queues.input) == (0, 0)
+
+
+def test_bad_input_never_stops_the_consumer(make_consumer, sqs, queues, fake_lambda: FakeLambda,
+                                            store, state: StateDB) -> None:
+    send(sqs, queues.input, {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "videos"})
+    send(sqs, queues.input, "this is not json")
+    send(sqs, queues.input, {"no": "records"})
+    send(sqs, queues.input, s3_event("videos", "gone.mp4", event_name="ObjectRemoved:Delete"))
+    send(sqs, queues.input, s3_event("videos", "dir/huge clip.mp4", size=10_000))
+    send(sqs, queues.input, s3_event("videos", "good.mp4"))
+    stats = make_consumer(max_object_bytes=5_000).run(max_messages=6, max_idle=1)
+    # Only the good video reaches the function.
+    assert [p["Records"][0]["s3"]["object"]["key"] for _, p in fake_lambda.calls] == ["good.mp4"]
+    assert (stats.test_events, stats.invalid, stats.skipped_events, stats.too_large) == (1, 2, 1, 1)
+    # Test event, removed event, too-large and good are acknowledged; the two invalid bodies stay
+    # for the dead-letter queue.
+    assert stats.deleted == 4
+    assert queue_counts(sqs, queues.input) == (0, 2)
+    error_file = store.root / "dir" / "huge clip.error"
+    assert "above max_object_bytes=5000" in error_file.read_text()
+    assert state.snapshot().counters["input_invalid"] == 2
+
+
+def test_concurrency_is_bounded_and_batches_fit_free_slots(make_consumer, sqs, queues,
+                                                           fake_lambda: FakeLambda) -> None:
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(0.4), ok(payload))[1]
+    for i in range(7):
+        send(sqs, queues.input, s3_event("videos", f"v{i}.mp4"))
+    consumer = make_consumer(concurrency=2)
+    asked: list[int] = []
+    consumer.sqs.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage",
+        lambda params, **kw: asked.append(params["MaxNumberOfMessages"]))
+    stats = consumer.run(max_messages=7, max_idle=1)
+    assert len(fake_lambda.calls) == 7 and stats.deleted == 7
+    assert fake_lambda.max_active == 2  # never more than `concurrency` in flight, and it was used
+    assert asked and max(asked) <= 2
+    assert queue_counts(sqs, queues.input) == (0, 0)
+
+
+def test_heartbeat_keeps_a_slow_video_invisible(make_consumer, sqs, queues,
+                                                fake_lambda: FakeLambda) -> None:
+    # GIVEN a visibility timeout of 2 s and an invocation that takes 4 s
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(4), ok(payload))[1]
+    send(sqs, queues.input, s3_event("videos", "slow.mp4"))
+    consumer = make_consumer(visibility_timeout_s=2)
+    runner = threading.Thread(target=consumer.run, kwargs={"max_messages": 1, "max_idle": 1})
+    runner.start()
+    fake_lambda.wait_started()
+    # WHEN another consumer polls after the original timeout has passed
+    time.sleep(2.8)
+    stolen = sqs.receive_message(QueueUrl=queues.input, WaitTimeSeconds=0).get("Messages", [])
+    runner.join(timeout=15)
+    # THEN it got nothing: the heartbeat extended the visibility; the video ran once, was deleted
+    assert stolen == []
+    assert consumer.heartbeat.beats >= 2
+    assert len(fake_lambda.calls) == 1 and consumer.stats.deleted == 1
+    assert queue_counts(sqs, queues.input) == (0, 0)
+
+
+def test_stop_releases_received_but_unstarted_messages(make_consumer, sqs, queues,
+                                                       fake_lambda: FakeLambda) -> None:
+    for i in range(3):
+        send(sqs, queues.input, s3_event("videos", f"v{i}.mp4"))
+    consumer = make_consumer()
+    stop = threading.Event()
+    # GIVEN a stop request that arrives while the receive call is in progress
+    consumer.sqs.meta.events.register("after-call.sqs.ReceiveMessage",
+                                      lambda **kw: stop.set())
+    stats = consumer.run(stop)
+    # THEN nothing was started and the messages are visible again at once
+    assert fake_lambda.calls == []
+    assert stats.received >= 1 and stats.released == stats.received
+    assert queue_counts(sqs, queues.input) == (3, 0)
+
+
+def test_stop_mid_run_lets_in_flight_invocations_finish(make_consumer, sqs, queues,
+                                                        fake_lambda: FakeLambda) -> None:
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(1.0), ok(payload))[1]
+    for i in range(3):
+        send(sqs, queues.input, s3_event("videos", f"v{i}.mp4"))
+    consumer = make_consumer(concurrency=2)
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(stats=consumer.run(stop)))
+    runner.start()
+    fake_lambda.wait_started(2)
+    stop.set()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    stats = result["stats"]
+    # The two started invocations completed and their messages were deleted; the third was
+    # never received (no free slot), so it is still waiting, visible.
+    assert len(fake_lambda.calls) == 2 and stats.succeeded == 2 and stats.deleted == 2
+    assert consumer.in_flight == 0
+    assert queue_counts(sqs, queues.input) == (1, 0)
