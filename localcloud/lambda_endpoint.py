@@ -149,6 +149,9 @@ class LambdaEndpoint:
             raise
         return self
 
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def health(self) -> dict[str, Any]:
         """The endpoint's /health document (pool sizes, pids, counters, init errors)."""
         try:

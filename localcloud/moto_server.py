@@ -7,6 +7,7 @@ import sys
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from localcloud.net import free_port, wait_http_ready
 
@@ -25,7 +26,7 @@ class MotoServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, *, timeout_s: float = 30.0) -> MotoServer:
+    def start(self, *, timeout_s: float = 30.0) -> Self:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
@@ -38,6 +39,9 @@ class MotoServer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def reset(self) -> None:
         """Drop every resource (moto's own reset API), e.g. between tests."""
@@ -55,7 +59,7 @@ class MotoServer:
                 self._proc.wait()
         self._proc = None
 
-    def __enter__(self) -> MotoServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -63,3 +63,31 @@ def write_file(event: Any, context: Any) -> None:
     from pathlib import Path
 
     Path(event["path"]).write_text(context.aws_request_id, encoding="utf-8")
+
+
+def pipeline(event: Any, context: Any) -> dict[str, Any]:
+    """A stand-in for the recognition function that does its AWS part against the local cloud:
+    read the uploaded object, look a student up, write `<stem>.csv`, send the result message."""
+    import json
+    from urllib.parse import unquote_plus
+
+    import boto3
+
+    results = []
+    for record in event["Records"]:
+        bucket = record["s3"]["bucket"]["name"]
+        key = unquote_plus(record["s3"]["object"]["key"])
+        size = len(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+        item = boto3.client("dynamodb").get_item(TableName=os.environ["STUDENTS_TABLE"],
+                                                 Key={"name": {"S": "mr_bean"}})["Item"]
+        csv = f"mr_bean,{item['major']['S']},{item['year']['S']}\n"
+        out_key = key.rsplit(".", 1)[0] + ".csv"
+        boto3.client("s3").put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=out_key,
+                                      Body=csv.encode())
+        result = {"request_id": context.aws_request_id, "bucket": bucket, "key": key,
+                  "size": size, "csv": csv, "gallery": os.environ["GALLERY_PATH"],
+                  "output": {"bucket": os.environ["OUTPUT_BUCKET"], "key": out_key}}
+        boto3.client("sqs").send_message(QueueUrl=os.environ["OUTPUT_QUEUE_URL"],
+                                         MessageBody=json.dumps(result))
+        results.append(result)
+    return {"results": results}

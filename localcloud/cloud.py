@@ -1,0 +1,273 @@
+"""`LocalCloud`: the whole embedded cloud on 127.0.0.1 (moto for S3/SQS/DynamoDB, our Lambda
+endpoint for the function), provisioned by the same definition that provisions AWS.
+
+Clients (the daemon, the CLI, tests) reach it only through boto3's endpoint variables from
+`client_env()`; the function reaches moto the same way, through its environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, Self
+
+import boto3
+import structlog
+
+from localcloud.lambda_endpoint import LambdaEndpoint
+from localcloud.lambda_spec import EndpointSpec, FunctionSpec
+from localcloud.moto_server import MotoServer
+from openstack_handler.provisioning import (
+    Provisioned,
+    ProvisioningError,
+    ResourceSpec,
+    function_environment,
+    load_student_records,
+    provision,
+    seed_students,
+)
+
+log = structlog.get_logger()
+
+DEFAULT_HANDLER = "lambda_image.handlers:s3_handler"
+REGION = "us-east-1"
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# The checkout that holds localcloud/ also holds lambda_image/: let workers import from it even
+# when the package was installed in a way that does not expose lambda_image.
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class EndpointSession:
+    """A boto3 Session whose clients all talk to one endpoint (without touching os.environ)."""
+
+    def __init__(self, endpoint_url: str, region: str = REGION) -> None:
+        self.endpoint_url = endpoint_url
+        self._session = boto3.session.Session(
+            region_name=region, aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+    def client(self, service_name: str, **kwargs: Any) -> Any:
+        return self._session.client(service_name, endpoint_url=self.endpoint_url, **kwargs)
+
+    def resource(self, service_name: str, **kwargs: Any) -> Any:
+        return self._session.resource(service_name, endpoint_url=self.endpoint_url, **kwargs)
+
+
+class LocalCloud:
+    """Start, provision and seed everything; `stop()` (or leaving the `with`) tears it down.
+
+    Function timeout and memory come from *resources* (one source of truth with provisioning);
+    *concurrency* is the number of warm workers (the machine's cores is a sensible maximum).
+    """
+
+    def __init__(self, *, gallery: Path, students: Path | None = None,
+                 resources: ResourceSpec | None = None, handler: str = DEFAULT_HANDLER,
+                 concurrency: int = 2, extra_environment: Mapping[str, str] | None = None,
+                 work_dir: Path | None = None, host: str = "127.0.0.1",
+                 pythonpath: Sequence[Path] = (), start_timeout_s: float = 180.0) -> None:
+        self.gallery = gallery
+        self.students = students
+        self.resources = resources or ResourceSpec(prefix="local")
+        self.handler = handler
+        self.concurrency = concurrency
+        self.extra_environment = dict(extra_environment or {})
+        self.host = host
+        self.pythonpath = (*pythonpath, SOURCE_ROOT)
+        self.start_timeout_s = start_timeout_s
+        self._own_work_dir = work_dir is None
+        self.work_dir = work_dir
+        self.moto: MotoServer | None = None
+        self.endpoint: LambdaEndpoint | None = None
+        self._provisioned: Provisioned | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Self:
+        if not self.gallery.is_file():
+            raise FileNotFoundError(f"gallery file not found: {self.gallery}")
+        if self.work_dir is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="localcloud-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        assert self.work_dir is not None
+        self.moto = MotoServer(host=self.host, log_path=self.work_dir / "moto.log").start()
+        session = EndpointSession(self.moto.url)
+        self._provisioned = provision(session, self.resources)
+        if self.students is not None:
+            seed_students(session, self._provisioned.students_table,
+                          load_student_records(self.students))
+        self.endpoint = LambdaEndpoint(
+            EndpointSpec(functions=(self.function_spec(),), region=REGION,
+                         account_id=self._provisioned.account_id),
+            host=self.host, log_path=self.work_dir / "lambda.log", pythonpath=self.pythonpath,
+            env=_without_aws_variables(os.environ))
+        self.endpoint.start(timeout_s=self.start_timeout_s)
+        log.info("local_cloud_up", moto=self.moto.url, lambda_url=self.endpoint.url,
+                 work_dir=str(self.work_dir))
+
+    def stop(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.stop()
+            self.endpoint = None
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+        if self._own_work_dir and self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None
+
+    def is_running(self) -> bool:
+        return bool(self.moto and self.moto.is_running()
+                    and self.endpoint and self.endpoint.is_running())
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- what callers need -------------------------------------------------------------------
+    @property
+    def provisioned(self) -> Provisioned:
+        if self._provisioned is None:
+            raise RuntimeError("LocalCloud is not started")
+        return self._provisioned
+
+    @property
+    def moto_url(self) -> str:
+        if self.moto is None:
+            raise RuntimeError("LocalCloud is not started")
+        return self.moto.url
+
+    @property
+    def lambda_url(self) -> str:
+        if self.endpoint is None:
+            raise RuntimeError("LocalCloud is not started")
+        return self.endpoint.url
+
+    def function_spec(self) -> FunctionSpec:
+        """The function as the endpoint runs it: contract environment + the way to reach moto."""
+        environment = function_environment(
+            self.resources, self.provisioned, str(self.gallery.resolve()),
+            {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS, **self.extra_environment})
+        return FunctionSpec(name=self.resources.function_name, handler=self.handler,
+                            timeout_s=self.resources.function_timeout_s,
+                            memory_mb=self.resources.function_memory_mb,
+                            concurrency=self.concurrency, environment=environment)
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for any boto3 client of this cloud (the daemon, the CLI, tests)."""
+        return {"AWS_ENDPOINT_URL": self.moto_url, "AWS_ENDPOINT_URL_LAMBDA": self.lambda_url,
+                **DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+
+    def daemon_settings(self, results_dir: Path, state_dir: Path,
+                        concurrency: int = 4) -> dict[str, Any]:
+        """The daemon's flat settings (docs/contracts.md, "Daemon settings") for this cloud."""
+        p = self.provisioned
+        return {"input_queue_url": p.input_queue_url, "output_queue_url": p.output_queue_url,
+                "function_name": self.resources.function_name,
+                "results_dir": str(results_dir.resolve()), "state_dir": str(state_dir.resolve()),
+                "region": p.region, "concurrency": concurrency,
+                "function_timeout_s": self.resources.function_timeout_s,
+                "input_dlq_url": p.input_dlq_url, "output_dlq_url": p.output_dlq_url}
+
+    def write_daemon_config(self, path: Path, results_dir: Path, state_dir: Path,
+                            concurrency: int = 4) -> Path:
+        """Write the daemon's TOML config atomically; returns *path*."""
+        text = to_flat_toml(self.daemon_settings(results_dir, state_dir, concurrency),
+                            header="openstack-handler daemon settings for the local cloud "
+                                   "(its moto state is in memory: regenerate on every `local up`)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+
+def to_flat_toml(values: Mapping[str, str | int | bool], *, header: str = "") -> str:
+    """Flat `key = value` TOML (strings, integers, booleans): all the daemon settings need."""
+    lines = [f"# {header}"] if header else []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, int):
+            rendered = str(value)
+        else:  # JSON string escapes are TOML basic-string escapes, except DEL must be escaped
+            rendered = json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+        lines.append(f"{key} = {rendered}")
+    return "\n".join(lines) + "\n"
+
+
+def _without_aws_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The endpoint's environment without the caller's AWS settings (profiles, endpoints...):
+    the function gets exactly what `function_spec()` gives it."""
+    return {k: v for k, v in env.items() if not k.startswith("AWS_")}
+
+
+# -- `openstack-handler local up` -------------------------------------------------------------
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM (the handler only sets it); previous handlers restored."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
+                 results_dir: Path = Path("results"), state_dir: Path | None = None,
+                 daemon_concurrency: int = 4, function_concurrency: int = 2,
+                 handler: str = DEFAULT_HANDLER, resources: ResourceSpec | None = None,
+                 work_dir: Path | None = None, out: IO[str] | None = None) -> int:
+    """Run the local cloud in the foreground until SIGINT/SIGTERM; 0 on a clean stop, 1 if it
+    could not start or a server died."""
+    out = out or sys.stdout
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="localcloud-"))
+    cloud = LocalCloud(gallery=gallery, students=students, resources=resources, handler=handler,
+                       concurrency=function_concurrency, work_dir=work_dir)
+    with _stop_on_signals() as stop:
+        try:
+            cloud.start()
+        except (OSError, TimeoutError, RuntimeError, ValueError, ProvisioningError) as exc:
+            print(f"local cloud failed to start: {exc} (logs in {work_dir})", file=sys.stderr)
+            return 1
+        try:
+            config = cloud.write_daemon_config(config_out or work_dir / "daemon.toml",
+                                               results_dir, state_dir or work_dir / "state",
+                                               daemon_concurrency)
+            print(f"# local cloud is up (logs in {work_dir}); Ctrl-C stops it.", file=out)
+            for key, value in cloud.client_env().items():
+                print(f"export {key}={value}", file=out)
+            print(f"# daemon config: {config}", file=out)
+            out.flush()
+            while not stop.wait(1.0):
+                if not cloud.is_running():
+                    print(f"a local cloud server exited (logs in {work_dir})", file=sys.stderr)
+                    return 1
+            print("# stopping the local cloud", file=out)
+            return 0
+        finally:
+            cloud.stop()

@@ -1,0 +1,146 @@
+"""LocalCloud end to end: moto + our Lambda endpoint, provisioned, seeded, reachable by boto3
+through the endpoint variables only."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from localcloud.cloud import LocalCloud, run_local_up
+from openstack_handler.provisioning import ResourceSpec
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+STUDENTS = [{"id": 1, "name": "mr_bean", "major": "lawyer", "year": "freshmen"}]
+CONTRACT_KEYS = {"input_queue_url", "output_queue_url", "function_name", "results_dir",
+                 "state_dir", "region", "concurrency", "function_timeout_s", "wait_time_s",
+                 "grace_period_s", "max_object_bytes", "input_dlq_url", "output_dlq_url"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("inputs")
+    (base / "encoding").write_bytes(b"not a real gallery")
+    (base / "student_data.json").write_text(json.dumps(STUDENTS))
+    return base / "encoding", base / "student_data.json"
+
+
+@pytest.fixture(scope="module")
+def cloud(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory,
+          ) -> Iterator[LocalCloud]:
+    gallery, students = inputs
+    with LocalCloud(gallery=gallery, students=students, handler="tests.localcloud.handlers:pipeline",
+                    resources=ResourceSpec(prefix="lc", function_timeout_s=20),
+                    work_dir=tmp_path_factory.mktemp("cloud"), pythonpath=[REPO]) as running:
+        yield running
+
+
+@pytest.fixture()
+def client_env(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in cloud.client_env().items():
+        monkeypatch.setenv(key, value)
+    return cloud.client_env()
+
+
+def test_client_env_points_boto3_at_both_servers(cloud: LocalCloud,
+                                                 client_env: dict[str, str]) -> None:
+    assert client_env["AWS_ENDPOINT_URL"] == cloud.moto_url
+    assert client_env["AWS_ENDPOINT_URL_LAMBDA"] == cloud.lambda_url
+    assert boto3.client("lambda").meta.endpoint_url == cloud.lambda_url
+    assert boto3.client("sqs").meta.endpoint_url == cloud.moto_url
+    config = boto3.client("lambda").get_function(FunctionName="face-recognition")["Configuration"]
+    assert config["Timeout"] == 20 and config["MemorySize"] == 2048
+
+
+def test_upload_event_invoke_and_result(cloud: LocalCloud, client_env: dict[str, str],
+                                        inputs: tuple[Path, Path]) -> None:
+    # GIVEN a video uploaded to the input bucket
+    p = cloud.provisioned
+    boto3.client("s3").put_object(Bucket=p.input_bucket, Key="clips/my clip.mp4", Body=b"x" * 10)
+    # WHEN the daemon's part is played: receive the S3 event and invoke the function with it
+    sqs = boto3.client("sqs")
+    event = None
+    deadline = time.monotonic() + 10
+    while event is None and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=p.input_queue_url, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1).get("Messages", []):
+            body = json.loads(message["Body"])
+            if "Records" in body:
+                event = body
+    assert event is not None
+    lam = boto3.client("lambda", config=Config(retries={"max_attempts": 0}, read_timeout=60))
+    response = lam.invoke(FunctionName="face-recognition", Payload=json.dumps(event).encode())
+    payload = json.loads(response["Payload"].read())
+    # THEN the function (in its worker, talking to moto) wrote the CSV and the result message
+    assert "FunctionError" not in response, payload
+    [result] = payload["results"]
+    assert result["key"] == "clips/my clip.mp4" and result["size"] == 10
+    assert result["csv"] == "mr_bean,lawyer,freshmen\n"
+    assert result["gallery"] == str(inputs[0].resolve())
+    csv = boto3.client("s3").get_object(Bucket=p.output_bucket, Key="clips/my clip.csv")
+    assert csv["Body"].read() == b"mr_bean,lawyer,freshmen\n"
+    messages = sqs.receive_message(QueueUrl=p.output_queue_url, WaitTimeSeconds=2)["Messages"]
+    assert json.loads(messages[0]["Body"])["request_id"] == result["request_id"]
+
+
+def test_daemon_config_is_flat_toml_per_contract(cloud: LocalCloud, tmp_path: Path) -> None:
+    path = cloud.write_daemon_config(tmp_path / "conf" / "daemon.toml", tmp_path / "results",
+                                     tmp_path / "state", concurrency=3)
+    settings = tomllib.loads(path.read_text())
+    assert set(settings) <= CONTRACT_KEYS
+    assert settings["input_queue_url"] == cloud.provisioned.input_queue_url
+    assert settings["output_queue_url"] == cloud.provisioned.output_queue_url
+    assert settings["input_dlq_url"] == cloud.provisioned.input_dlq_url
+    assert settings["function_name"] == "face-recognition"
+    assert settings["results_dir"] == str(tmp_path / "results")
+    assert settings["concurrency"] == 3 and settings["function_timeout_s"] == 20
+
+
+def test_run_local_up_prints_exports_and_stops_on_sigterm(inputs: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    gallery, students = inputs
+    out = io.StringIO()
+    config = tmp_path / "daemon.toml"
+    outcome: dict[str, Any] = {}
+
+    def up() -> None:
+        outcome["rc"] = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
+                                     handler="tests.localcloud.handlers:noop",
+                                     resources=ResourceSpec(prefix="up"),
+                                     work_dir=tmp_path / "work", out=out)
+
+    # signal handlers can only be installed from the main thread: run_local_up runs here, and a
+    # watchdog thread sends the real SIGTERM once the config is written
+    watchdog = threading.Thread(target=_sigterm_when_ready, args=(config,), daemon=True)
+    watchdog.start()
+    up()
+    watchdog.join(5)
+    assert outcome["rc"] == 0
+    text = out.getvalue()
+    assert "export AWS_ENDPOINT_URL=http://127.0.0.1:" in text
+    assert "export AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:" in text
+    assert f"# daemon config: {config}" in text
+    assert tomllib.loads(config.read_text())["function_name"] == "face-recognition"
+
+
+def _sigterm_when_ready(config: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not config.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGTERM)
