@@ -1,0 +1,202 @@
+"""The output drainer: result messages from the output queue → result files on local disk.
+
+Each message is one video's result (docs/contracts.md). ``status: ok`` writes
+``<results_dir>/<key stem>.csv`` with the ``csv`` text; ``status: error`` writes ``<stem>.error``
+with the reason. The message is deleted only after the file is durable (the store fsyncs the file
+and its directory before returning). A message that is not a result — not JSON, an unknown schema,
+no bucket/key to tell which video it is about — is logged and *not* deleted: the output queue's
+redrive policy moves it to the output dead-letter queue, where an operator can inspect it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from structlog.contextvars import bound_contextvars
+
+from openstack_handler.backoff import compute_backoff
+from openstack_handler.errors import InvalidResult
+from openstack_handler.results_store import ResultsStore
+from openstack_handler.state import StateDB
+
+log = structlog.get_logger(__name__)
+
+SUPPORTED_SCHEMAS = (1,)
+
+
+@dataclass(frozen=True)
+class ResultMessage:
+    """A validated result message."""
+
+    status: str  # "ok" | "error"
+    bucket: str
+    key: str
+    etag: str | None
+    csv: str | None
+    reason: str | None
+    request_id: str | None
+    raw: dict[str, Any] = field(compare=False, repr=False)
+
+
+def parse_result(body: str) -> ResultMessage:
+    """Validate one output-queue body; raise :class:`InvalidResult` saying what is wrong."""
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InvalidResult(f"body is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidResult("body is JSON but not an object")
+    schema = doc.get("schema", 1)
+    if schema not in SUPPORTED_SCHEMAS:
+        raise InvalidResult(f"unsupported result schema {schema!r}")
+    bucket, key = doc.get("bucket"), doc.get("key")
+    if not (isinstance(bucket, str) and bucket and isinstance(key, str) and key):
+        raise InvalidResult("result names no video (bucket and key are required)")
+    status = doc.get("status")
+    etag = doc.get("etag")
+    request_id = doc.get("request_id")
+    if status == "ok":
+        csv = doc.get("csv")
+        if not isinstance(csv, str):
+            raise InvalidResult("status ok without a csv string")
+        return ResultMessage("ok", bucket, key, etag, csv, None, request_id, doc)
+    if status == "error":
+        error = doc.get("error")
+        if not isinstance(error, dict):
+            raise InvalidResult("status error without an error object")
+        reason = error.get("reason") or error.get("message") or error.get("type")
+        if not isinstance(reason, str) or not reason:
+            raise InvalidResult("error result without a reason")
+        if isinstance(error.get("type"), str) and not reason.startswith(error["type"]):
+            reason = f"{error['type']}: {reason}"
+        return ResultMessage("error", bucket, key, etag, None, reason, request_id, doc)
+    raise InvalidResult(f"unknown result status {status!r}")
+
+
+@dataclass
+class DrainerStats:
+    """What one drainer did (in memory)."""
+
+    received: int = 0
+    written: int = 0  #: files whose content changed
+    unchanged: int = 0  #: idempotent re-deliveries: same bytes already on disk
+    errors_written: int = 0
+    invalid: int = 0  #: left for the output DLQ
+    write_failed: int = 0  #: left for redelivery
+    deleted: int = 0
+
+
+class OutputDrainer:
+    """Drains the output queue into a :class:`ResultsStore`."""
+
+    def __init__(self, *, sqs: Any, queue_url: str, store: ResultsStore, state: StateDB,
+                 wait_time_s: int = 20) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.store = store
+        self.state = state
+        self.wait_time_s = wait_time_s
+        self.stats = DrainerStats()
+
+    def poll_once(self, *, limit: int | None = None) -> int:
+        """Receive one batch, write the results, delete what is durable; returns received."""
+        batch = min(10, limit if limit is not None else 10)
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=self.wait_time_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        messages = response.get("Messages", [])
+        self.stats.received += len(messages)
+        done = [m for m in messages if self._handle(m)]
+        if done:
+            self._delete(done)
+        return len(messages)
+
+    def run(self, stop_event: threading.Event | None = None, *, max_messages: int | None = None,
+            max_idle: float | None = None) -> DrainerStats:
+        """Drain until *stop_event* is set (burst mode: *max_messages* / *max_idle* seconds)."""
+        stop = stop_event or threading.Event()
+        received = 0
+        failures = 0
+        idle_since = time.monotonic()
+        log.info("drainer.started", queue_url=self.queue_url)
+        while not stop.is_set():
+            if max_messages is not None and received >= max_messages:
+                break
+            try:
+                count = self.poll_once(
+                    limit=None if max_messages is None else max_messages - received)
+            except Exception:  # outermost loop: log with traceback, back off, carry on
+                failures += 1
+                log.exception("drainer.poll_failed", consecutive=failures)
+                stop.wait(compute_backoff(failures))
+                continue
+            failures = 0
+            received += count
+            if count:
+                idle_since = time.monotonic()
+            elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
+                break
+        log.info("drainer.stopped", **vars(self.stats))
+        return self.stats
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        """Write one result; True when it is durable and the message may be deleted."""
+        receive_count = message.get("Attributes", {}).get("ApproximateReceiveCount")
+        with bound_contextvars(message_id=message["MessageId"], receive_count=receive_count):
+            try:
+                result = parse_result(message.get("Body", ""))
+            except InvalidResult as exc:
+                self._invalid(message, str(exc))
+                return False
+            with bound_contextvars(bucket=result.bucket, key=result.key,
+                                   request_id=result.request_id):
+                try:
+                    if result.status == "ok":
+                        outcome = self.store.write_csv(result.key, result.csv or "")
+                    else:
+                        outcome = self.store.write_error(result.key, result.reason or "error")
+                except InvalidResult as exc:  # e.g. a key with no usable path component
+                    self._invalid(message, str(exc))
+                    return False
+                except OSError as exc:
+                    log.error("result.write_failed_left_for_redelivery", error=str(exc))
+                    self.stats.write_failed += 1
+                    self.state.record_error("results", f"{result.key}: {exc}")
+                    return False
+                if outcome.changed:
+                    self.stats.written += 1
+                    self.state.incr("results_written")
+                else:
+                    self.stats.unchanged += 1
+                if result.status == "error":
+                    self.stats.errors_written += 1
+                log.info("result.written", status=result.status, path=str(outcome.path),
+                         changed=outcome.changed)
+                return True
+
+    def _invalid(self, message: dict[str, Any], reason: str) -> None:
+        log.error("result.invalid_left_for_dlq", reason=reason,
+                  body_preview=message.get("Body", "")[:200])
+        self.stats.invalid += 1
+        self.state.incr("results_invalid")
+        self.state.record_error("output", f"message {message['MessageId']}: {reason}")
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                   for i, m in enumerate(messages)]
+        try:
+            response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("output.delete_failed", count=len(entries), error=str(exc),
+                        note="redelivered results are rewritten idempotently")
+            return
+        self.stats.deleted += len(response.get("Successful", []))
+        for failure in response.get("Failed", []):
+            log.warning("output.delete_failed", code=failure.get("Code"),
+                        detail=failure.get("Message"))

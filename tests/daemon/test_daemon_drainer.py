@@ -1,0 +1,118 @@
+"""The output drainer against moto SQS: results → files, durable before delete, bad messages kept."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import queue_counts
+
+import openstack_handler.results_store as results_store_module
+from openstack_handler.results_store import ResultsStore
+from openstack_handler.state import StateDB
+
+
+def result(key: str, *, status: str = "ok", csv: str = "president_trump,physics,junior\n",
+           **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"schema": 1, "status": status, "request_id": "r-1",
+                           "bucket": "videos", "key": key, "etag": "e", "version_id": None}
+    if status == "ok":
+        doc["csv"] = csv
+        doc["output"] = {"bucket": "out", "key": key.rsplit(".", 1)[0] + ".csv"}
+    else:
+        doc["error"] = {"type": "InvalidVideo", "reason": "no video stream"}
+    doc.update(extra)
+    return doc
+
+
+def send(sqs: Any, url: str, body: Any) -> None:
+    sqs.send_message(QueueUrl=url, MessageBody=body if isinstance(body, str) else json.dumps(body))
+
+
+def test_results_become_files_and_messages_are_deleted(make_drainer, sqs, queues,
+                                                       store: ResultsStore,
+                                                       state: StateDB) -> None:
+    send(sqs, queues.output, result("dir/my clip.mp4"))
+    send(sqs, queues.output, result("ünï/çødé 2.mp4", csv="unknown_person,,\n"))
+    send(sqs, queues.output, result("../../escape.mp4", csv="no_persons_found,,\n"))
+    send(sqs, queues.output, result("broken.mp4", status="error"))
+    stats = make_drainer().run(max_messages=4, max_idle=1)
+    assert (store.root / "dir" / "my clip.csv").read_text() == "president_trump,physics,junior\n"
+    assert (store.root / "ünï" / "çødé 2.csv").read_text() == "unknown_person,,\n"
+    assert (store.root / "__" / "__" / "escape.csv").read_text() == "no_persons_found,,\n"
+    assert (store.root / "broken.error").read_text() == "InvalidVideo: no video stream\n"
+    assert stats.deleted == 4 and stats.errors_written == 1
+    assert queue_counts(sqs, queues.output) == (0, 0)
+    assert state.snapshot().counters["results_written"] == 4
+
+
+def test_redelivered_result_is_written_idempotently(make_drainer, sqs, queues,
+                                                    store: ResultsStore) -> None:
+    send(sqs, queues.output, result("v.mp4"))
+    send(sqs, queues.output, result("v.mp4"))
+    stats = make_drainer().run(max_messages=2, max_idle=1)
+    assert (stats.written, stats.unchanged, stats.deleted) == (1, 1, 2)
+    assert sorted(p.name for p in store.root.iterdir()) == ["v.csv"]
+
+
+def test_file_is_durable_before_the_message_is_deleted(make_drainer, sqs, queues,
+                                                       store: ResultsStore,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store.root.mkdir()
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(results_store_module.os, "fsync", fsync)
+    monkeypatch.setattr(results_store_module.os, "replace", replace)
+    drainer = make_drainer()
+    drainer.sqs.meta.events.register(
+        "before-call.sqs.DeleteMessageBatch",
+        lambda **kw: events.append(
+            "delete:" + (store.root / "v.csv").read_text()))
+    send(sqs, queues.output, result("v.mp4", csv="a,,\n"))
+    drainer.run(max_messages=1, max_idle=1)
+    # file fsync → rename → directory fsync, and only then the delete (with the file complete)
+    assert events == ["fsync", "replace", "fsync", "delete:a,,\n"]
+
+
+@pytest.mark.parametrize("body", [
+    "not json",
+    json.dumps(["a list"]),
+    json.dumps({"status": "ok", "csv": "a,,\n"}),  # no bucket/key: which video?
+    json.dumps(result("v.mp4", status="sideways")),
+    json.dumps(result("v.mp4", schema=99)),
+    json.dumps({k: v for k, v in result("v.mp4").items() if k != "csv"}),
+    json.dumps(result("/", csv="a,,\n")),  # no usable path component
+])
+def test_invalid_results_are_left_for_the_output_dlq(make_drainer, sqs, queues,
+                                                     store: ResultsStore, state: StateDB,
+                                                     body: str) -> None:
+    send(sqs, queues.output, body)
+    stats = make_drainer().run(max_messages=1, max_idle=1)
+    assert stats.invalid == 1 and stats.deleted == 0
+    assert queue_counts(sqs, queues.output) == (0, 1)  # not deleted: the redrive policy decides
+    assert not store.root.exists() or not any(store.root.rglob("*.csv"))
+    assert state.snapshot().last_error_source == "output"
+
+
+def test_a_failed_write_keeps_the_message(make_drainer, sqs, queues, tmp_path: Path,
+                                          state: StateDB) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    drainer = make_drainer(store=ResultsStore(blocker / "results"))
+    send(sqs, queues.output, result("v.mp4"))
+    send(sqs, queues.output, "junk")
+    stats = drainer.run(max_messages=2, max_idle=1)
+    assert stats.write_failed == 1 and stats.deleted == 0
+    assert queue_counts(sqs, queues.output) == (0, 2)
