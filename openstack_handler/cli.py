@@ -1,0 +1,106 @@
+"""``openstack-handler``: the command line.
+
+    openstack-handler run --config FILE      run the daemon (foreground; systemd Type=notify)
+    openstack-handler status --config FILE   queue depths and what this daemon processed
+
+Other commands (``local …``, ``aws provision``) are registered by the hooks below; they must import
+their modules lazily, inside the command, so that ``import openstack_handler.cli`` never pulls in
+torch, lambda_image or moto.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+from openstack_handler import __version__
+from openstack_handler.errors import ConfigError
+from openstack_handler.exit_codes import ExitCode
+from openstack_handler.settings import Settings, load_settings
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openstack-handler",
+        description="Hybrid-cloud face recognition: the OpenStack VM daemon and its tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    _add_config_argument(run)
+    run.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                     help="auto: JSON lines unless stdout is a terminal")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="queue depths, processed/failed counts, last error")
+    _add_config_argument(status)
+    status.set_defaults(func=_cmd_status)
+
+    _add_local_commands(sub)
+    _add_aws_commands(sub)
+    return parser
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, metavar="FILE",
+                        help="TOML settings file; OPENSTACK_HANDLER_<KEY> variables override it")
+
+
+def _add_local_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Hook for the local-cloud commands (``local …``); a no-op until localcloud registers them.
+
+    Register with ``subparsers.add_parser(...).set_defaults(func=...)`` where ``func`` imports
+    ``localcloud`` inside its body.
+    """
+
+
+def _add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Hook for ``aws provision`` (openstack_handler.provisioning); a no-op for now."""
+
+
+def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    return load_settings(args.config, env=env)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from openstack_handler.daemon import Handler
+    from openstack_handler.logs import configure_logging
+
+    settings = _load(args, os.environ)
+    json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
+    configure_logging(json_logs, level=settings.log_level)
+    handler = Handler(settings, notify_socket=os.environ.get("NOTIFY_SOCKET"))
+    return int(handler.run())
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import boto3
+
+    from openstack_handler.daemon import sqs_client_config
+    from openstack_handler.status import collect_status, render_status
+
+    settings = _load(args, os.environ)
+    session = boto3.session.Session(region_name=settings.region)
+    sqs = session.client("sqs", config=sqs_client_config(settings))
+    sys.stdout.write(render_status(collect_status(settings, sqs)))
+    return int(ExitCode.OK)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``openstack-handler`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"openstack-handler: configuration error: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG_ERROR)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

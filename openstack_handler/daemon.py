@@ -1,0 +1,170 @@
+"""The daemon: wires settings → clients → consumer and drainer threads, signals and shutdown.
+
+Signal handlers only count signals. The main thread watches that count: the first SIGTERM/SIGINT
+stops receiving (the consumer releases received-but-unstarted messages), waits up to
+``grace_period_s`` for in-flight invocations and the drainer's current batch, and exits 0; a second
+signal exits at once (130). If the grace period expires with invocations still running, the
+process exits 75 (EX_TEMPFAIL) — their messages reappear after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import boto3
+import structlog
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from openstack_handler.consumer import InputConsumer
+from openstack_handler.drainer import OutputDrainer
+from openstack_handler.exit_codes import ExitCode
+from openstack_handler.invoker import LambdaInvoker, lambda_client_config
+from openstack_handler.results_store import ResultsStore
+from openstack_handler.settings import Settings
+from openstack_handler.state import StateDB
+from openstack_handler.systemd import sd_notify
+
+log = structlog.get_logger(__name__)
+
+_MISSING_QUEUE_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+_TICK_S = 0.1
+
+
+def sqs_client_config(settings: Settings) -> Config:
+    """SQS: read timeout above the long-poll wait, sockets for every thread, standard retries."""
+    return Config(read_timeout=settings.wait_time_s + 20, connect_timeout=10,
+                  retries={"mode": "standard", "max_attempts": 5},
+                  max_pool_connections=settings.concurrency + 8)
+
+
+class Handler:
+    """The running daemon. ``Handler(settings).run()`` returns an :class:`ExitCode`."""
+
+    def __init__(self, settings: Settings, *, session: Any = None,
+                 notify_socket: str | None = None) -> None:
+        self.settings = settings
+        self.notify_socket = notify_socket
+        session = session or boto3.session.Session(region_name=settings.region)
+        self.sqs = session.client("sqs", config=sqs_client_config(settings))
+        lambda_client = session.client("lambda", config=lambda_client_config(
+            function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
+        self.state = StateDB(settings.state_db_path)
+        self.store = ResultsStore(settings.results_dir)
+        self.invoker = LambdaInvoker(
+            client=lambda_client, function_name=settings.function_name,
+            max_attempts=settings.invoke_max_attempts,
+            backoff_initial_s=settings.invoke_backoff_initial_s,
+            backoff_max_s=settings.invoke_backoff_max_s)
+        self.consumer = InputConsumer(
+            sqs=self.sqs, queue_url=settings.input_queue_url, invoker=self.invoker,
+            state=self.state, store=self.store, concurrency=settings.concurrency,
+            wait_time_s=settings.wait_time_s, visibility_timeout_s=settings.visibility_timeout_s,
+            max_object_bytes=settings.max_object_bytes)
+        self.drainer = OutputDrainer(sqs=self.sqs, queue_url=settings.output_queue_url,
+                                     store=self.store, state=self.state,
+                                     wait_time_s=settings.wait_time_s)
+        self.stop_event = threading.Event()
+        self._signals = 0  # written only by the signal handler and request_stop()
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1  # nothing else: no I/O, no locks, in a signal handler
+
+    def request_stop(self) -> None:
+        """What a signal does, for callers without signals (tests, embedding)."""
+        self._signals += 1
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def check_queues(self) -> ExitCode:
+        """Fail fast on a queue that does not exist (config) or cannot be reached (unavailable)."""
+        for name, url in (("input", self.settings.input_queue_url),
+                          ("output", self.settings.output_queue_url)):
+            try:
+                self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                log.error("startup.queue_unusable", queue=name, queue_url=url, code=code,
+                          error=str(exc))
+                return ExitCode.CONFIG_ERROR if code in _MISSING_QUEUE_CODES else ExitCode.UNAVAILABLE
+            except BotoCoreError as exc:
+                log.error("startup.queue_unreachable", queue=name, queue_url=url, error=str(exc))
+                return ExitCode.UNAVAILABLE
+        return ExitCode.OK
+
+    def run(self, *, install_signals: bool = True) -> ExitCode:
+        """Run until a signal; returns the exit code (a second signal or an expired grace
+        period leaves through :func:`os._exit` because invocation threads cannot be cancelled)."""
+        if install_signals:
+            self.install_signal_handlers()
+        log.info("handler.starting", pid=os.getpid(), **self.settings.as_log_dict())
+        code = self.check_queues()
+        if code is not ExitCode.OK:
+            self.state.close()
+            return code
+        threads = {
+            "consumer": threading.Thread(target=self.consumer.run, name="consumer",
+                                         args=(self.stop_event,), daemon=True),
+            "drainer": threading.Thread(target=self.drainer.run, name="drainer",
+                                        args=(self.stop_event,), daemon=True),
+        }
+        for thread in threads.values():
+            thread.start()
+        sd_notify("READY=1\nSTATUS=consuming", socket_path=self.notify_socket)
+        log.info("handler.ready")
+        code = ExitCode.OK
+        while not self._signals:
+            dead = [name for name, t in threads.items() if not t.is_alive()]
+            if dead:
+                log.error("handler.thread_died", threads=dead)
+                code = ExitCode.SOFTWARE
+                break
+            time.sleep(_TICK_S)
+        return self._shutdown(threads, code)
+
+    def _shutdown(self, threads: dict[str, threading.Thread], code: ExitCode) -> ExitCode:
+        grace = self.settings.grace_period_s
+        log.info("handler.stopping", in_flight=self.consumer.in_flight, grace_period_s=grace,
+                 signals=self._signals)
+        sd_notify("STOPPING=1", socket_path=self.notify_socket)
+        self.stop_event.set()
+        # In-flight invocations get the grace period. The consumer and drainer may also be inside
+        # a long poll: it returns within wait_time_s (the consumer then releases what it got).
+        now = time.monotonic()
+        grace_deadline = now + grace
+        poll_deadline = max(grace_deadline, now + self.settings.wait_time_s + 5)
+        while any(t.is_alive() for t in threads.values()):
+            if self._signals >= 2:
+                log.warning("handler.second_signal_exiting_now", in_flight=self.consumer.in_flight)
+                self._hard_exit(ExitCode.INTERRUPTED)
+            now = time.monotonic()
+            if now >= grace_deadline and self.consumer.in_flight:
+                log.warning("handler.grace_expired", in_flight=self.consumer.in_flight,
+                            note="their messages reappear after the visibility timeout")
+                self._hard_exit(ExitCode.TEMPFAIL)
+            if now >= poll_deadline:
+                log.warning("handler.poll_did_not_return", note="nothing in flight; exiting")
+                self._hard_exit(code)
+            time.sleep(_TICK_S)
+        self.state.close()
+        log.info("handler.stopped", exit_code=int(code), consumer=vars(self.consumer.stats),
+                 drainer=vars(self.drainer.stats))
+        return code
+
+    def _hard_exit(self, code: ExitCode) -> None:
+        # Invocation threads cannot be cancelled; leave now. Unfinished messages are not deleted
+        # and reappear after the visibility timeout (the heartbeat dies with the process).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(code))

@@ -1,0 +1,125 @@
+"""``openstack-handler status``: queue depths and what this daemon did, as a readable table."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from openstack_handler.settings import Settings
+from openstack_handler.state import StateDB, StateSnapshot
+
+_DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                     "ApproximateNumberOfMessagesDelayed", "RedrivePolicy"]
+
+#: counters in the order the table shows them, with their labels.
+COUNTER_LABELS = (
+    ("videos_ok", "videos processed"),
+    ("videos_failed", "videos failed (error result or too large)"),
+    ("invocations_failed", "invocations failed (left for redelivery)"),
+    ("duplicates", "duplicate deliveries dropped"),
+    ("input_invalid", "invalid input messages (left for DLQ)"),
+    ("results_written", "result files written"),
+    ("results_invalid", "invalid output messages (left for DLQ)"),
+)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """One queue's approximate depths, or why they could not be read."""
+
+    name: str
+    url: str | None
+    visible: int | None = None
+    in_flight: int | None = None
+    delayed: int | None = None
+    dlq_url: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    queues: tuple[QueueDepth, ...]
+    state: StateSnapshot | None
+    state_path: str
+
+
+def queue_depth(sqs: Any, name: str, url: str | None) -> QueueDepth:
+    """Read one queue's depths; the DLQ URL is taken from its redrive policy when it has one."""
+    if not url:
+        return QueueDepth(name, None, error="not configured")
+    try:
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH_ATTRIBUTES)
+    except ClientError as exc:
+        return QueueDepth(name, url, error=exc.response.get("Error", {}).get("Code", str(exc)))
+    except BotoCoreError as exc:
+        return QueueDepth(name, url, error=type(exc).__name__)
+    values = attrs.get("Attributes", {})
+    dlq_url = None
+    if values.get("RedrivePolicy"):
+        try:
+            arn = json.loads(values["RedrivePolicy"])["deadLetterTargetArn"]
+            dlq_url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"]
+        except (ValueError, KeyError, ClientError, BotoCoreError):
+            dlq_url = None
+    return QueueDepth(name, url, visible=int(values.get("ApproximateNumberOfMessages", 0)),
+                      in_flight=int(values.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                      delayed=int(values.get("ApproximateNumberOfMessagesDelayed", 0)),
+                      dlq_url=dlq_url)
+
+
+def collect_status(settings: Settings, sqs: Any) -> StatusReport:
+    """Queue depths (input, output and their dead-letter queues) and the daemon's state DB."""
+    inp = queue_depth(sqs, "input", settings.input_queue_url)
+    out = queue_depth(sqs, "output", settings.output_queue_url)
+    inp_dlq = queue_depth(sqs, "input DLQ", settings.input_dlq_url or inp.dlq_url)
+    out_dlq = queue_depth(sqs, "output DLQ", settings.output_dlq_url or out.dlq_url)
+    snapshot = None
+    if settings.state_db_path.exists():
+        with StateDB(settings.state_db_path) as state:
+            snapshot = state.snapshot()
+    return StatusReport((inp, inp_dlq, out, out_dlq), snapshot, str(settings.state_db_path))
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_status(report: StatusReport, *, now: Callable[[], float] = time.time) -> str:
+    """The report as a plain-text table."""
+    rows = [("QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "NOTE")]
+    for q in report.queues:
+        note = q.error or ""
+        rows.append((q.name, _cell(q.visible), _cell(q.in_flight), _cell(q.delayed), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in (1, 2, 3)]
+        lines.append("  ".join(cells + [r[4]]).rstrip())
+    lines.append("")
+    if report.state is None:
+        lines.append(f"no state yet ({report.state_path}): this daemon has not run here")
+        return "\n".join(lines) + "\n"
+    counters = report.state.counters
+    labels = list(COUNTER_LABELS) + [(k, k) for k in sorted(counters)
+                                     if k not in dict(COUNTER_LABELS)]
+    width = max(len(label) for _, label in labels)
+    lines.append("THIS DAEMON")
+    for key, label in labels:
+        lines.append(f"{label.ljust(width)}  {counters.get(key, 0)}")
+    lines.append(f"{'distinct videos remembered'.ljust(width)}  {report.state.processed_total}")
+    lines.append("")
+    if report.state.last_error is None:
+        lines.append("last error: none")
+    else:
+        at = report.state.last_error_at or 0.0
+        stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        ago = max(0, int(now() - at))
+        lines.append(f"last error: {stamp} ({ago} s ago) [{report.state.last_error_source}]")
+        lines.append(f"  {report.state.last_error}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,211 @@
+"""The command line and the daemon process: exit codes, status table, real signals, imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import queue_counts, s3_event
+from fake_lambda import FakeLambda, ok
+
+from openstack_handler.cli import main
+from openstack_handler.exit_codes import ExitCode
+from openstack_handler.state import StateDB
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_importing_the_cli_never_loads_torch_lambda_image_or_moto() -> None:
+    code = ("import sys, openstack_handler.cli, openstack_handler.daemon, openstack_handler.status;"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'lambda_image', 'moto', 'localcloud')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def test_bad_config_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(tmp_path / "missing.toml")]) == ExitCode.CONFIG_ERROR == 78
+    assert "configuration error" in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text('input_queue_url = "a"\nconcurrency = -1\n')
+    assert main(["status", "--config", str(tmp_path / "bad.toml")]) == 78
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run"])
+    assert info.value.code == ExitCode.USAGE
+
+
+def write_config(tmp_path: Path, queues: Any, **extra: Any) -> Path:
+    values = {"input_queue_url": queues.input, "output_queue_url": queues.output,
+              "function_name": "recognise", "results_dir": str(tmp_path / "results"),
+              "state_dir": str(tmp_path / "state"), "concurrency": 2, "wait_time_s": 1,
+              "visibility_timeout_s": 30, "grace_period_s": 10, "function_timeout_s": 30,
+              "invoke_backoff_initial_s": 0.05, "invoke_backoff_max_s": 0.2, **extra}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = tmp_path / "handler.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_status_shows_queue_depths_counts_and_last_error(tmp_path: Path, sqs, queues,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    config = write_config(tmp_path, queues)
+    assert main(["status", "--config", str(config)]) == 0
+    assert "no state yet" in capsys.readouterr().out
+    for _ in range(3):
+        sqs.send_message(QueueUrl=queues.input, MessageBody="{}")
+    sqs.send_message(QueueUrl=queues.input_dlq, MessageBody="{}")
+    with StateDB(tmp_path / "state" / "state.sqlite3") as state:
+        state.incr("videos_ok", 5)
+        state.incr("videos_failed", 1)
+        state.record_error("function", "dir/v.mp4: RuntimeError: model broke")
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("  ")[0].strip(): line.split() for line in out.splitlines() if line}
+    assert rows["input"][1:4] == ["3", "0", "0"]
+    assert rows["input DLQ"][2] == "1"  # found through the input queue's redrive policy
+    assert rows["output"][1] == "0" and "output DLQ" in rows
+    assert "videos processed" in out and " 5" in out
+    assert "RuntimeError: model broke" in out and "[function]" in out
+
+
+def _child_env() -> dict[str, str]:
+    # The repository on the path explicitly: the child runs in a temp dir, and an editable
+    # install made before a package existed does not map it.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+class DaemonProcess:
+    """``python -m openstack_handler run`` under a watchdog, its JSON log lines collected."""
+
+    def __init__(self, config: Path, tmp_path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openstack_handler", "run", "--config", str(config)],
+            cwd=tmp_path, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.raw.append(line)
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def events(self) -> list[str]:
+        return [line.get("event", "") for line in list(self.lines)]
+
+    def wait_for(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if line.get("event") == event:
+                    return line
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {event!r} log line; output:\n{''.join(self.raw)}")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._reader.join(timeout=5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture()
+def daemon_factory(tmp_path: Path, queues, fake_lambda: FakeLambda):
+    started: list[DaemonProcess] = []
+
+    def factory(**extra: Any) -> DaemonProcess:
+        process = DaemonProcess(write_config(tmp_path, queues, **extra), tmp_path)
+        started.append(process)
+        return process
+
+    yield factory
+    for process in started:  # the watchdog: never leave a daemon behind
+        process.kill()
+
+
+def test_sigterm_finishes_in_flight_work_and_exits_0(daemon_factory, sqs, queues, tmp_path: Path,
+                                                     fake_lambda: FakeLambda) -> None:
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(1.5), ok(payload))[1]
+    daemon = daemon_factory()
+    daemon.wait_for("handler.ready")
+    # GIVEN a result waiting on the output queue and a video being processed
+    sqs.send_message(QueueUrl=queues.output, MessageBody=json.dumps({
+        "schema": 1, "status": "ok", "bucket": "videos", "key": "earlier clip.mp4", "etag": "e",
+        "csv": "president_biden,,\n", "request_id": "r"}))
+    sqs.send_message(QueueUrl=queues.input,
+                     MessageBody=json.dumps(s3_event("videos", "dir/slow clip.mp4")))
+    fake_lambda.wait_started(timeout=20)
+    # WHEN systemd sends SIGTERM mid-invocation
+    daemon.proc.send_signal(signal.SIGTERM)
+    # THEN the invocation completes, its message is deleted, and the exit status is 0
+    assert daemon.wait(timeout=15) == 0
+    events = daemon.events()
+    assert "handler.stopping" in events and "handler.stopped" in events
+    processed = next(line for line in daemon.lines if line.get("event") == "video.processed")
+    assert processed["key"] == "dir/slow clip.mp4" and processed["elapsed_ms"] >= 1000
+    assert processed["message_id"]  # bound as context
+    assert queue_counts(sqs, queues.input) == (0, 0)
+    assert (tmp_path / "results" / "earlier clip.csv").read_text() == "president_biden,,\n"
+
+
+def test_second_signal_exits_at_once(daemon_factory, sqs, queues,
+                                     fake_lambda: FakeLambda) -> None:
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(20), ok(payload))[1]
+    daemon = daemon_factory()
+    daemon.wait_for("handler.ready")
+    sqs.send_message(QueueUrl=queues.input, MessageBody=json.dumps(s3_event("videos", "v.mp4")))
+    fake_lambda.wait_started(timeout=20)
+    daemon.proc.send_signal(signal.SIGINT)
+    daemon.wait_for("handler.stopping")
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=5) == ExitCode.INTERRUPTED
+    assert time.monotonic() - started < 3
+    assert queue_counts(sqs, queues.input) == (0, 1)  # not deleted: it will be redelivered
+
+
+def test_grace_period_expiry_exits_tempfail(daemon_factory, sqs, queues,
+                                            fake_lambda: FakeLambda) -> None:
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(20), ok(payload))[1]
+    daemon = daemon_factory(grace_period_s=1)
+    daemon.wait_for("handler.ready")
+    sqs.send_message(QueueUrl=queues.input, MessageBody=json.dumps(s3_event("videos", "v.mp4")))
+    fake_lambda.wait_started(timeout=20)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == ExitCode.TEMPFAIL
+    assert "handler.grace_expired" in daemon.events()
+    assert queue_counts(sqs, queues.input) == (0, 1)
+
+
+def test_missing_queue_exits_config_error(daemon_factory, queues) -> None:
+    queues.input = queues.input.rsplit("/", 1)[0] + "/no-such-queue"
+    daemon = daemon_factory()
+    assert daemon.wait(timeout=30) == ExitCode.CONFIG_ERROR
+    assert "startup.queue_unusable" in daemon.events()
