@@ -260,13 +260,17 @@ class FunctionPool:
             self._release(worker)
         else:
             self._replace(worker)
-        self._counters["invocations"] += 1
+        self._count("invocations")
         if result.function_error:
-            self._counters["errors"] += 1
+            self._count("errors")
         log.info("invocation", function=self.function.name, request_id=request_id,
                  pid=worker.pid, duration_ms=round(result.duration_ms, 2),
                  error=result.function_error)
         return result
+
+    def _count(self, name: str) -> None:
+        with self._cond:
+            self._counters[name] += 1
 
     def _release(self, worker: _Worker) -> None:
         with self._cond:
@@ -292,7 +296,7 @@ class FunctionPool:
         rid = request.request_id
 
         def failure(error_type: str, message: str) -> tuple[InvocationResult, bool]:
-            self._counters[error_type] += 1
+            self._count(error_type)
             log.warning("worker_killed", function=self.function.name, pid=worker.pid,
                         request_id=rid, error_type=error_type)
             payload = error_payload(error_type, f"RequestId: {rid} Error: {message}")
