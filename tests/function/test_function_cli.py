@@ -1,0 +1,65 @@
+"""`python -m lambda_image`: recognise local videos and build galleries without any cloud."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lambda_image.cli import main
+
+
+def test_recognize_prints_one_json_line_per_video(course_data: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"")
+
+    code = main(["recognize", "--gallery", str(course_data / "encoding"),
+                 str(course_data / "videos" / "test_6.mp4"), str(bad)])
+
+    good, broken = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert code == 1, "a failed video makes the exit status non-zero"
+    assert good["names"] == ["floki"] and good["error"] is None and good["faces"]
+    assert broken["names"] == [] and "InvalidVideo" in broken["error"]
+
+
+def test_enroll_dlib_gallery_then_inspect_and_recognize(photos: dict, clips: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    images = tmp_path / "people"
+    for person, photo in {"obama": "obama2", "biden": "biden", "hopper": "grace_hopper"}.items():
+        (images / person).mkdir(parents=True)
+        shutil.copy(photos[photo], images / person / Path(photos[photo]).name)
+    out = tmp_path / "encoding"
+
+    assert main(["gallery", "enroll", "--embedder", "dlib", "--images", str(images),
+                 "--out", str(out)]) == 0
+    assert main(["gallery", "inspect", str(out)]) == 0
+    assert main(["recognize", "--gallery", str(out), str(clips["two_presidents"]),
+                 str(clips["grace_hopper"])]) == 0
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[1]["embedder"] == "dlib" and lines[1]["people"] == {"biden": 1, "hopper": 1,
+                                                                     "obama": 1}
+    assert set(lines[2]["names"]) == {"obama", "biden"}
+    assert lines[3]["names"] == ["hopper"]
+
+
+def test_enroll_facenet_writes_data_pt_format(photos: dict, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    weights = tmp_path / "random-weights.pt"  # random init: format test only, not accuracy
+    torch.save(InceptionResnetV1(pretrained=None).state_dict(), weights)
+    (tmp_path / "people" / "obama").mkdir(parents=True)
+    shutil.copy(photos["obama"], tmp_path / "people" / "obama" / "a.jpg")
+
+    assert main(["gallery", "enroll", "--embedder", "facenet", "--images",
+                 str(tmp_path / "people"), "--out", str(tmp_path / "data.pt"),
+                 "--facenet-weights", str(weights)]) == 0
+
+    embeddings, names = torch.load(tmp_path / "data.pt", weights_only=True)
+    assert names == ["obama"] and embeddings[0].shape == (1, 512)
+    assert json.loads(capsys.readouterr().out)["embedder"] == "facenet"

@@ -1,0 +1,120 @@
+"""Small pure pieces: events, CSV, voting, settings, galleries, rotation."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lambda_image.config import FunctionSettings
+from lambda_image.errors import ConfigError, GalleryError, InvalidRequest
+from lambda_image.events import frame_request, s3_objects
+from lambda_image.gallery import Gallery, inspect_gallery, load_gallery, save_gallery
+from lambda_image.matching import Matcher
+from lambda_image.outputs import csv_key, person_rows, render_csv
+from lambda_image.recognize import FaceResult, decide
+from lambda_image.video import rotate_k
+
+
+def test_s3_keys_are_url_decoded_and_test_events_dropped() -> None:
+    event = {"Records": [
+        {"eventName": "ObjectCreated:Put",
+         "s3": {"bucket": {"name": "b"}, "object": {"key": "a%2Fmy+clip.mp4", "eTag": "e"}}},
+        {"eventName": "ObjectRemoved:Delete",
+         "s3": {"bucket": {"name": "b"}, "object": {"key": "x.mp4"}}},
+    ]}
+
+    (obj,) = s3_objects(event)
+
+    assert (obj.bucket, obj.key, obj.etag) == ("b", "a/my clip.mp4", "e")
+    assert list(s3_objects({"Event": "s3:TestEvent", "Records": []})) == []
+
+
+def test_frame_request_decodes_body_and_rejects_garbage() -> None:
+    import base64
+    import json
+
+    body = json.dumps({"content": base64.b64encode(b"img").decode(), "request_id": "r"})
+    assert frame_request({"body": body}).content == b"img"
+    encoded = base64.b64encode(body.encode()).decode()
+    assert frame_request({"body": encoded, "isBase64Encoded": True}).request_id == "r"
+    with pytest.raises(InvalidRequest):
+        frame_request({"body": json.dumps({"content": "***"})})
+    with pytest.raises(InvalidRequest):
+        frame_request({"body": "{not json"})
+
+
+def test_csv_rows_and_key() -> None:
+    rows = person_rows(["a", "ghost", "unknown_person"], {"a": {"name": "a", "major": "m",
+                                                               "year": "y"}})
+
+    assert render_csv(rows) == "a,m,y\nghost,,\nunknown_person,,\n"
+    assert render_csv(person_rows([], {})) == "no_persons_found,,\n"
+    assert csv_key("dir/my clip.mp4") == "dir/my clip.csv"
+    assert csv_key("noext") == "noext.csv"
+
+
+def _face(name: str, frame: int, size: int) -> FaceResult:
+    return FaceResult(name=name, distance=0.4, frame=frame, box=(0, 0, size, size), nearest=name)
+
+
+def test_votes_order_and_unknown_rule() -> None:
+    # an unknown face in an early frame, recognised later: not reported as a stranger
+    assert decide([[_face("unknown_person", 0, 50)], [_face("a", 1, 50)]]) == ["a"]
+    # the deciding frame holds a stranger beside a known face: both reported, known first
+    assert decide([[_face("unknown_person", 0, 90), _face("a", 0, 50)]]) == ["a", "unknown_person"]
+    # larger face first
+    assert decide([[_face("a", 0, 40), _face("b", 0, 80)]]) == ["b", "a"]
+    assert decide([[], []]) == []
+
+
+def test_matcher_threshold() -> None:
+    gallery = Gallery(names=("a", "b"), embeddings=np.eye(2, 128, dtype=np.float32),
+                      embedder="dlib")
+    probes = np.zeros((2, 128), dtype=np.float32)
+    probes[0, 0] = 0.9  # 0.1 from a
+    probes[1, 5] = 1.0  # far from both
+
+    near, far = Matcher(gallery).match(probes)
+
+    assert (near.name, round(near.distance, 3)) == ("a", 0.1)
+    assert far.name == "unknown_person" and far.nearest in {"a", "b"}
+
+
+def test_settings_from_env() -> None:
+    settings = FunctionSettings.from_env({"GALLERY_PATH": "/g", "MATCH_THRESHOLD": "0.5",
+                                          "MAX_FRAMES": "3", "TORCH_HOME": "/t"})
+
+    assert settings.gallery_path == Path("/g") and settings.match_threshold == 0.5
+    assert settings.max_frames == 3 and settings.max_decode_seconds == 2.0
+    assert settings.students_table == "students" and settings.torch_num_threads == 1
+    with pytest.raises(ConfigError):
+        FunctionSettings.from_env({"MAX_FRAMES": "many"})
+    with pytest.raises(ConfigError):
+        FunctionSettings.from_env({}).require_gallery()
+
+
+@pytest.mark.parametrize("embedder,dim", [("dlib", 128), ("facenet", 512)])
+def test_gallery_round_trip_in_its_own_format(tmp_path: Path, embedder: str, dim: int) -> None:
+    gallery = Gallery(names=("x", "y", "x"), embedder=embedder,
+                      embeddings=np.random.default_rng(0).random((3, dim), dtype=np.float32))
+
+    loaded = load_gallery(save_gallery(gallery, tmp_path / "g"))
+
+    assert loaded.embedder == embedder and loaded.names == gallery.names
+    assert np.allclose(loaded.embeddings, gallery.embeddings)
+    assert inspect_gallery(loaded)["people"] == {"x": 2, "y": 1}
+
+
+def test_gallery_pickle_may_not_run_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil"
+    path.write_bytes(pickle.dumps({"name": ["a"], "encoding": [Path("/")]}))
+
+    with pytest.raises(GalleryError):
+        load_gallery(path)
+
+
+def test_rotation_quarter_turns() -> None:
+    assert [rotate_k(r) for r in (0, 90, -90, 180, 270, -180)] == [0, 1, 3, 2, 3, 2]
