@@ -1,6 +1,7 @@
 """``openstack-handler``: the command line.
 
     openstack-handler run --config FILE      run the daemon (foreground; systemd Type=notify)
+        [--daemonize --pidfile FILE --log-file FILE]   detach, for hosts without systemd
     openstack-handler status --config FILE   queue depths and what this daemon processed
 
 Other commands (``local …``, ``aws provision``) are registered by the hooks below; they must import
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import TextIO
 
 from openstack_handler import __version__
 from openstack_handler.errors import ConfigError
@@ -34,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_argument(run)
     run.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                      help="auto: JSON lines unless stdout is a terminal")
+    run.add_argument("--daemonize", action="store_true",
+                     help="detach (python-daemon) for hosts without systemd; needs --pidfile and "
+                          "--log-file. Under systemd run in the foreground instead (Type=notify)")
+    run.add_argument("--pidfile", metavar="FILE", help="with --daemonize: PID lock file")
+    run.add_argument("--log-file", metavar="FILE", help="with --daemonize: JSON log lines here")
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="queue depths, processed/failed counts, last error")
@@ -67,14 +74,48 @@ def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(args, os.environ)
+    if not args.daemonize:
+        json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
+        return _run_handler(settings, json_logs=json_logs, stream=None,
+                            notify_socket=os.environ.get("NOTIFY_SOCKET"))
+    if not (args.pidfile and args.log_file):
+        print("openstack-handler: --daemonize needs --pidfile and --log-file", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    import signal
+
+    import daemon
+    import daemon.pidfile
+
+    log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    context = daemon.DaemonContext(
+        working_directory=os.getcwd(), umask=0o022,
+        pidfile=daemon.pidfile.TimeoutPIDLockFile(os.path.abspath(args.pidfile),
+                                                  acquire_timeout=5),
+        stdout=log_stream, stderr=log_stream,
+        # SIGTERM stays ours: Handler installs its graceful-stop handler after detaching.
+        signal_map={signal.SIGTTIN: None, signal.SIGTTOU: None, signal.SIGTSTP: None})
+    with context:
+        return _run_handler(settings, json_logs=True, stream=log_stream, notify_socket=None)
+
+
+def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO | None,
+                 notify_socket: str | None) -> int:
+    import structlog
+
     from openstack_handler.daemon import Handler
     from openstack_handler.logs import configure_logging
 
-    settings = _load(args, os.environ)
-    json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
-    configure_logging(json_logs, level=settings.log_level)
-    handler = Handler(settings, notify_socket=os.environ.get("NOTIFY_SOCKET"))
-    return int(handler.run())
+    configure_logging(json_logs, level=settings.log_level, stream=stream)
+    log = structlog.get_logger(__name__)
+    try:
+        handler = Handler(settings, notify_socket=notify_socket)
+        return int(handler.run())
+    except ConfigError:
+        raise
+    except Exception:  # the process's outermost boundary: log it with the traceback
+        log.exception("handler.crashed")
+        return int(ExitCode.FAILURE)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

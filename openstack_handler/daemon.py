@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from openstack_handler.consumer import InputConsumer
 from openstack_handler.drainer import OutputDrainer
+from openstack_handler.errors import ConfigError
 from openstack_handler.exit_codes import ExitCode
 from openstack_handler.invoker import LambdaInvoker, lambda_client_config
 from openstack_handler.results_store import ResultsStore
@@ -54,7 +56,10 @@ class Handler:
         self.sqs = session.client("sqs", config=sqs_client_config(settings))
         lambda_client = session.client("lambda", config=lambda_client_config(
             function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
-        self.state = StateDB(settings.state_db_path)
+        try:
+            self.state = StateDB(settings.state_db_path)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"state_dir {settings.state_dir} is not usable: {exc}") from exc
         self.store = ResultsStore(settings.results_dir)
         self.invoker = LambdaInvoker(
             client=lambda_client, function_name=settings.function_name,

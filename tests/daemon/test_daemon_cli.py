@@ -209,3 +209,41 @@ def test_missing_queue_exits_config_error(daemon_factory, queues) -> None:
     daemon = daemon_factory()
     assert daemon.wait(timeout=30) == ExitCode.CONFIG_ERROR
     assert "startup.queue_unusable" in daemon.events()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in state
+
+
+def test_daemonize_detaches_writes_pidfile_and_stops_on_sigterm(tmp_path: Path, queues,
+                                                                fake_lambda: FakeLambda) -> None:
+    config = write_config(tmp_path, queues)
+    pidfile, logfile = tmp_path / "handler.pid", tmp_path / "handler.log"
+    launcher = subprocess.run(
+        [sys.executable, "-m", "openstack_handler", "run", "--config", str(config),
+         "--daemonize", "--pidfile", str(pidfile), "--log-file", str(logfile)],
+        check=False, cwd=tmp_path, env=_child_env(), capture_output=True, text=True,
+        timeout=30)
+    assert launcher.returncode == 0, launcher.stderr
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+            logfile.exists() and '"handler.ready"' in logfile.read_text()):
+        time.sleep(0.1)
+    pid = int(pidfile.read_text().split()[0])
+    try:
+        assert _alive(pid)
+        assert '"handler.ready"' in logfile.read_text()
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert '"handler.stopped"' in logfile.read_text()
+    assert not pidfile.exists()

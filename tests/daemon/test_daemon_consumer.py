@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from conftest import FUNCTION, queue_counts, s3_event
 from fake_lambda import FakeLambda, function_error, ok, throttled
 
@@ -171,3 +172,21 @@ def test_stop_mid_run_lets_in_flight_invocations_finish(make_consumer, sqs, queu
     assert len(fake_lambda.calls) == 2 and stats.succeeded == 2 and stats.deleted == 2
     assert consumer.in_flight == 0
     assert queue_counts(sqs, queues.input) == (1, 0)
+
+
+@pytest.mark.parametrize("succeeds", [True, False])
+def test_redelivery_while_in_flight_is_not_started_twice(make_consumer, sqs, queues,
+                                                         fake_lambda: FakeLambda,
+                                                         succeeds: bool) -> None:
+    # GIVEN a heartbeat too slow to keep the message hidden (visibility 2 s, invocation 3.5 s)
+    reply = ok if succeeds else (lambda payload: function_error())
+    fake_lambda.behaviour = lambda name, payload: (time.sleep(3.5), reply(payload))[1]
+    send(sqs, queues.input, s3_event("videos", "slow.mp4"))
+    consumer = make_consumer(visibility_timeout_s=2, heartbeat_interval_s=60, concurrency=2)
+    # WHEN the same message comes back to this consumer mid-invocation
+    stats = consumer.run(max_messages=2, max_idle=1)
+    # THEN it is not invoked again and not acknowledged as a duplicate: it is deleted (with the
+    # newest receipt handle, so the delete sticks) only if the one invocation succeeded
+    assert stats.received == 2 and stats.duplicates == 0
+    assert len(fake_lambda.calls) == 1
+    assert sum(queue_counts(sqs, queues.input)) == (0 if succeeds else 1)
