@@ -46,7 +46,7 @@ class FunctionSettings:
             value = env.get(name, "").strip()
             return value or None
 
-        def num(name: str, kind: type, default: float | int) -> float | int:
+        def num(name: str, kind: type, default: float) -> float | int:
             raw = opt(name)
             if raw is None:
                 return default

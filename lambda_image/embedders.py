@@ -93,7 +93,7 @@ class DlibEmbedder:
         shapes = self._dlib.full_object_detections()
         for face in faces:
             box = self.dlib_box(rgb, face)
-            rect = self._dlib.rectangle(*(int(round(v)) for v in box))
+            rect = self._dlib.rectangle(*(round(v) for v in box))
             shapes.append(self._predictor(rgb, rect))
         return list(self._dlib.get_face_chips(rgb, shapes, size=150, padding=0.25))
 

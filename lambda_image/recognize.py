@@ -163,5 +163,5 @@ class Recognizer:
     def _identify(self, frame: Frame, faces: list[Detection]) -> list[FaceResult]:
         matches: list[Match] = self.matcher.match(self.embedder.embed(frame.rgb, faces))
         return [FaceResult(name=m.name, distance=m.distance, frame=frame.index,
-                           box=tuple(int(round(v)) for v in f.box), nearest=m.nearest)
+                           box=tuple(round(v) for v in f.box), nearest=m.nearest)
                 for f, m in zip(faces, matches, strict=True)]

@@ -42,7 +42,7 @@ def rotate_k(rotation: float) -> int:
     PyAV's `VideoFrame.rotation` is the counter-clockwise angle the display matrix applies; a
     phone clip shot in portrait has -90 (ffmpeg's `autorotate` turns it 90° clockwise).
     """
-    return int(round(rotation / 90.0)) % 4
+    return round(rotation / 90.0) % 4
 
 
 def to_frame(frame: av.VideoFrame, index: int, *, detect_max_side: int) -> Frame:
