@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from daemon_helpers import FUNCTION, Queues, queue_with_dlq
 from fake_lambda import FakeLambda
 
 from openstack_handler.consumer import InputConsumer
@@ -17,26 +16,6 @@ from openstack_handler.drainer import OutputDrainer
 from openstack_handler.invoker import LambdaInvoker, lambda_client_config
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.state import StateDB
-
-FUNCTION = "recognise"
-
-
-@dataclass
-class Queues:
-    input: str
-    input_dlq: str
-    output: str
-    output_dlq: str
-
-
-def _queue_with_dlq(sqs: Any, name: str, max_receive: int = 3) -> tuple[str, str]:
-    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"]
-    url = sqs.create_queue(QueueName=name, Attributes={
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn,
-                                     "maxReceiveCount": str(max_receive)})})["QueueUrl"]
-    return url, dlq
 
 
 @pytest.fixture()
@@ -46,8 +25,8 @@ def sqs(boto_session: boto3.session.Session) -> Any:
 
 @pytest.fixture()
 def queues(sqs: Any) -> Queues:
-    inp, inp_dlq = _queue_with_dlq(sqs, "input")
-    out, out_dlq = _queue_with_dlq(sqs, "output")
+    inp, inp_dlq = queue_with_dlq(sqs, "input")
+    out, out_dlq = queue_with_dlq(sqs, "output")
     return Queues(inp, inp_dlq, out, out_dlq)
 
 
@@ -102,24 +81,3 @@ def make_drainer(boto_session: boto3.session.Session, queues: Queues, state: Sta
         return OutputDrainer(**kwargs)
 
     return factory
-
-
-def s3_event(bucket: str, key: str, *, etag: str = "0123abcd", size: int = 1000,
-             event_name: str = "ObjectCreated:Put") -> dict[str, Any]:
-    """An S3 event notification body as S3/moto sends it (key URL-encoded with '+')."""
-    from urllib.parse import quote_plus
-
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventName": event_name,
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "videos",
-               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-               "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag}}}]}
-
-
-def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    """(visible, not visible) for *url*."""
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import queue_counts, s3_event
+from daemon_helpers import queue_counts, s3_event
 from fake_lambda import FakeLambda, ok
 
 from openstack_handler.cli import main

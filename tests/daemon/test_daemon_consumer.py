@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FUNCTION, queue_counts, s3_event
+from daemon_helpers import FUNCTION, queue_counts, s3_event
 from fake_lambda import FakeLambda, function_error, ok, throttled
 
 from openstack_handler.state import StateDB

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import queue_counts
+from daemon_helpers import queue_counts
 
 import openstack_handler.results_store as results_store_module
 from openstack_handler.results_store import ResultsStore

@@ -1,0 +1,49 @@
+"""Helpers shared by the daemon's tests (a module of its own: test modules must not import
+``conftest``, whose name several test folders share)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+FUNCTION = "recognise"
+
+
+@dataclass
+class Queues:
+    input: str
+    input_dlq: str
+    output: str
+    output_dlq: str
+
+
+def queue_with_dlq(sqs: Any, name: str, max_receive: int = 3) -> tuple[str, str]:
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+    url = sqs.create_queue(QueueName=name, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn,
+                                     "maxReceiveCount": str(max_receive)})})["QueueUrl"]
+    return url, dlq
+
+
+def s3_event(bucket: str, key: str, *, etag: str = "0123abcd", size: int = 1000,
+             event_name: str = "ObjectCreated:Put") -> dict[str, Any]:
+    """An S3 event notification body as S3/moto sends it (key URL-encoded with '+')."""
+    from urllib.parse import quote_plus
+
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventName": event_name,
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "videos",
+               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag}}}]}
+
+
+def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
+    """(visible, not visible) for *url*."""
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(
+        attrs["ApproximateNumberOfMessagesNotVisible"])
