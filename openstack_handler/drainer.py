@@ -147,7 +147,7 @@ class OutputDrainer:
 
     def _handle(self, message: dict[str, Any]) -> bool:
         """Write one result; True when it is durable and the message may be deleted."""
-        receive_count = message.get("Attributes", {}).get("ApproximateReceiveCount")
+        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
         with bound_contextvars(message_id=message["MessageId"], receive_count=receive_count):
             try:
                 result = parse_result(message.get("Body", ""))
