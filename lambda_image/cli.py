@@ -78,7 +78,8 @@ def _enroll(args: argparse.Namespace) -> int:
     from lambda_image.gallery import enroll, enrollment_images, inspect_gallery, save_gallery
 
     settings = _settings(args)
-    embedder = build_embedder(args.embedder, facenet_weights=settings.facenet_weights)
+    embedder = build_embedder(args.embedder, facenet_weights=settings.facenet_weights,
+                              dlib_encoder=settings.dlib_encoder)
     gallery = enroll(enrollment_images(args.images), detector=FaceDetector(), embedder=embedder)
     save_gallery(gallery, args.out)
     print(json.dumps({"out": str(args.out), **inspect_gallery(gallery)}))

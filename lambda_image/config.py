@@ -31,6 +31,8 @@ class FunctionSettings:
     #: None means the embedder's documented default (matching.DEFAULT_THRESHOLDS).
     match_threshold: float | None = None
     facenet_weights: Path | None = None
+    #: Who runs dlib's ResNet for a dlib gallery: "torch" (default, fast) or "dlib" (reference).
+    dlib_encoder: str = "torch"
     max_frames: int = 8
     max_decode_seconds: float = 2.0
     torch_num_threads: int = 1
@@ -58,6 +60,9 @@ class FunctionSettings:
                 raise ConfigError(f"{name} must be positive, got {raw!r}")
             return value
 
+        dlib_encoder = (opt("DLIB_ENCODER") or "torch").lower()
+        if dlib_encoder not in ("torch", "dlib"):
+            raise ConfigError(f"DLIB_ENCODER={dlib_encoder!r} must be 'torch' or 'dlib'")
         gallery = opt("GALLERY_PATH")
         weights = opt("FACENET_WEIGHTS")
         return cls(
@@ -68,6 +73,7 @@ class FunctionSettings:
             response_queue_url=opt("RESPONSE_QUEUE_URL"),
             match_threshold=float(num("MATCH_THRESHOLD", float, 0.0)) or None,
             facenet_weights=Path(weights) if weights else default_facenet_weights(env),
+            dlib_encoder=dlib_encoder,
             max_frames=int(num("MAX_FRAMES", int, 8)),
             max_decode_seconds=float(num("MAX_DECODE_SECONDS", float, 2.0)),
             torch_num_threads=int(num("TORCH_NUM_THREADS", int, 1)),

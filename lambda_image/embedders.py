@@ -30,6 +30,11 @@ class Embedder(Protocol):
 
 # --- dlib -----------------------------------------------------------------------------------------
 
+#: Who runs dlib's face-recognition ResNet on the aligned chips: "torch" (the same weights, read
+#: from dlib's file by lambda_image.dlib_resnet; ~25 ms/face) or "dlib" itself (~175 ms/face with
+#: dlib-bin, which has no BLAS). Descriptors agree to ~3e-7 (tests/function/test_function_dlib_resnet).
+DLIB_ENCODERS = ("torch", "dlib")
+
 #: dlib's HOG window is 80×80: the refinement crop is scaled so the face is about this wide.
 _HOG_FACE_PX = 100
 
@@ -53,20 +58,39 @@ class DlibEmbedder:
     (vin_diesel 0.58 instead of 0.47). So each MTCNN face is re-detected by dlib's HOG detector in
     a small crop around it (~10 ms), which yields exactly the geometry the predictor was trained
     on; where HOG finds nothing (profile faces) the box is mapped geometrically instead.
+
+    The chips are dlib's own (`get_face_chips`, 150 px, padding 0.25, exactly what
+    `compute_face_descriptor` extracts); `encoder` picks who runs the ResNet on them.
     """
 
     name = "dlib"
     dim = 128
 
-    def __init__(self, *, num_jitters: int = 1) -> None:
+    def __init__(self, *, encoder: str = "torch", num_jitters: int = 1) -> None:
         import dlib
         import face_recognition_models as models
 
+        if encoder not in DLIB_ENCODERS:
+            raise ValueError(f"unknown dlib encoder {encoder!r} (one of {', '.join(DLIB_ENCODERS)})")
+        if encoder == "torch" and num_jitters > 1:
+            raise ValueError("jittered descriptors need the dlib encoder")
+        self.encoder = encoder
         self.num_jitters = num_jitters
         self._dlib = dlib
         self._hog = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self._encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        if encoder == "torch":
+            from lambda_image.dlib_resnet import TorchFaceEncoder
+
+            self._encode = TorchFaceEncoder(models.face_recognition_model_location())
+        else:
+            reference = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+
+            def encode(chips: list[np.ndarray]) -> np.ndarray:
+                vectors = reference.compute_face_descriptor(chips, self.num_jitters)
+                return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
+
+            self._encode = encode
 
     def dlib_box(self, rgb: np.ndarray, face: Detection) -> tuple[float, float, float, float]:
         """The box dlib's own detector would give for this face (HOG in a crop), else a mapping."""
@@ -88,21 +112,24 @@ class DlibEmbedder:
                         left + r.right() / factor, top + r.bottom() / factor)
         return mtcnn_to_dlib_box(face.box)
 
-    def chips(self, rgb: np.ndarray, faces: Sequence[Detection]) -> list[np.ndarray]:
-        """150×150 aligned face chips, the encoder's input."""
+    def shapes(self, rgb: np.ndarray, faces: Sequence[Detection]):  # -> full_object_detections
+        """dlib's 5-point landmarks of each face (on its dlib-geometry box)."""
         shapes = self._dlib.full_object_detections()
         for face in faces:
             box = self.dlib_box(rgb, face)
             rect = self._dlib.rectangle(*(round(v) for v in box))
             shapes.append(self._predictor(rgb, rect))
-        return list(self._dlib.get_face_chips(rgb, shapes, size=150, padding=0.25))
+        return shapes
+
+    def chips(self, rgb: np.ndarray, faces: Sequence[Detection]) -> list[np.ndarray]:
+        """150×150 aligned face chips, the encoder's input (what compute_face_descriptor crops)."""
+        return list(self._dlib.get_face_chips(rgb, self.shapes(rgb, faces), size=150,
+                                              padding=0.25))
 
     def embed(self, rgb: np.ndarray, faces: Sequence[Detection]) -> np.ndarray:
         if not faces:
             return np.zeros((0, self.dim), dtype=np.float32)
-        chips = self.chips(np.ascontiguousarray(rgb), faces)
-        vectors = self._encoder.compute_face_descriptor(chips, self.num_jitters)
-        return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
+        return self._encode(self.chips(np.ascontiguousarray(rgb), faces))
 
 
 # --- facenet --------------------------------------------------------------------------------------
@@ -153,9 +180,10 @@ class FacenetEmbedder:
         return out.numpy().astype(np.float32)
 
 
-def build_embedder(name: str, *, facenet_weights: Path | None = None) -> Embedder:
+def build_embedder(name: str, *, facenet_weights: Path | None = None,
+                   dlib_encoder: str = "torch") -> Embedder:
     if name == "dlib":
-        return DlibEmbedder()
+        return DlibEmbedder(encoder=dlib_encoder)
     if name == "facenet":
         if facenet_weights is None:
             raise WeightsError("the facenet embedder needs a weights file")
