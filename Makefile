@@ -10,8 +10,15 @@ SHARED ?= ../shared
 
 .PHONY: demo test test-unit test-integration bench lint clean venv
 
+DEMO_DIR := .cache/demo
+
+# The main job on built-in sample data: real photos from PyPI packages → gallery, records and clips
+# (cached in $(DEMO_DIR)), then the whole pipeline on the local cloud; results land in results/.
 demo: $(STAMP)
-	$(PY) -m openstack_handler.cli local sample-demo --results results
+	$(PY) -m sampledata build --out $(DEMO_DIR)
+	$(PY) -m openstack_handler local demo --videos $(DEMO_DIR)/videos \
+		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
+		--expected $(DEMO_DIR)/expected.csv --results results
 
 test: $(STAMP)
 	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q

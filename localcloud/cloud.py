@@ -8,7 +8,6 @@ Clients (the daemon, the CLI, tests) reach it only through boto3's endpoint vari
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -35,6 +34,7 @@ from openstack_handler.provisioning import (
     provision,
     seed_students,
 )
+from openstack_handler.settings import settings_toml
 
 log = structlog.get_logger()
 
@@ -190,7 +190,7 @@ class LocalCloud:
     def write_daemon_config(self, path: Path, results_dir: Path, state_dir: Path,
                             concurrency: int = 4) -> Path:
         """Write the daemon's TOML config atomically; returns *path*."""
-        text = to_flat_toml(self.daemon_settings(results_dir, state_dir, concurrency),
+        text = settings_toml(self.daemon_settings(results_dir, state_dir, concurrency),
                             header="openstack-handler daemon settings for the local cloud "
                                    "(its moto state is in memory: regenerate on every `local up`)")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,20 +198,6 @@ class LocalCloud:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
         return path
-
-
-def to_flat_toml(values: Mapping[str, str | int | bool], *, header: str = "") -> str:
-    """Flat `key = value` TOML (strings, integers, booleans): all the daemon settings need."""
-    lines = [f"# {header}"] if header else []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            rendered = "true" if value else "false"
-        elif isinstance(value, int):
-            rendered = str(value)
-        else:  # JSON string escapes are TOML basic-string escapes, except DEL must be escaped
-            rendered = json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
-        lines.append(f"{key} = {rendered}")
-    return "\n".join(lines) + "\n"
 
 
 def _without_aws_variables(env: Mapping[str, str]) -> dict[str, str]:

@@ -3,6 +3,8 @@
     openstack-handler run --config FILE      run the daemon (foreground; systemd Type=notify)
         [--daemonize --pidfile FILE --log-file FILE]   detach, for hosts without systemd
     openstack-handler status --config FILE   queue depths and what this daemon processed
+    openstack-handler local up|demo ...      the embedded local cloud (moto + Lambda endpoint)
+    openstack-handler aws provision ...      the AWS resources, from one declarative definition
 
 Other commands (``local …``, ``aws provision``) are registered by the hooks below; they must import
 their modules lazily, inside the command, so that ``import openstack_handler.cli`` never pulls in
@@ -58,15 +60,17 @@ def _add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_local_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Hook for the local-cloud commands (``local …``); a no-op until localcloud registers them.
+    """``local up`` / ``local demo``: their modules import localcloud lazily."""
+    from openstack_handler.cloud_commands import add_local_commands
 
-    Register with ``subparsers.add_parser(...).set_defaults(func=...)`` where ``func`` imports
-    ``localcloud`` inside its body.
-    """
+    add_local_commands(subparsers)
 
 
 def _add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Hook for ``aws provision`` (openstack_handler.provisioning); a no-op for now."""
+    """``aws provision`` (openstack_handler.provisioning, imported lazily)."""
+    from openstack_handler.cloud_commands import add_aws_commands
+
+    add_aws_commands(subparsers)
 
 
 def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:

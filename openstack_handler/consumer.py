@@ -47,6 +47,9 @@ from openstack_handler.state import StateDB
 log = structlog.get_logger(__name__)
 
 SQS_MAX_BATCH = 10
+#: Backoff window for a message whose invocation was throttled or could not reach Lambda.
+RETRY_SOON_INITIAL_S = 2.0
+RETRY_SOON_CAP_S = 60.0
 
 
 def _chunks(items: Sequence[Any], size: int = SQS_MAX_BATCH) -> Iterable[Sequence[Any]]:
@@ -381,6 +384,7 @@ class InputConsumer:
                              error_type=exc.error_type)
             except InvokeUnavailable as exc:  # retryable: logged at info
                 self._failed(flight, "invoke", exc, level="info")
+                self._retry_soon(flight)
             except InvokeFailed as exc:
                 self._failed(flight, "invoke", exc, level="error")
             else:
@@ -396,6 +400,23 @@ class InputConsumer:
         self._add_stats(failed=1)
         self.state.incr("invocations_failed")
         self.state.record_error(source, f"{', '.join(r.key for r in flight.refs)}: {exc}")
+
+    def _retry_soon(self, flight: _Flight) -> None:
+        """After throttling or an unreachable endpoint, offer the message again after a short
+        jittered backoff instead of the whole visibility timeout: the function never ran, and
+        the backlog should move as soon as capacity returns."""
+        self.heartbeat.untrack(flight.message_id)
+        delay_s = round(compute_backoff(flight.receive_count, initial_s=RETRY_SOON_INITIAL_S,
+                                        cap_s=RETRY_SOON_CAP_S))
+        with self._cond:
+            receipt = flight.receipt_handle
+        try:
+            change_visibility(self.sqs, self.queue_url, [receipt], delay_s)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("input.retry_delay_failed", error=str(exc),
+                        note="the message returns after its visibility timeout")
+            return
+        log.info("input.retry_scheduled", delay_s=delay_s)
 
     def _succeeded(self, flight: _Flight, result: Any) -> None:
         elapsed_ms = round((time.monotonic() - flight.started) * 1000, 1)

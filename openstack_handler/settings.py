@@ -10,6 +10,7 @@ AWS credentials and endpoints are not settings: boto3's normal chain provides th
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -210,3 +211,17 @@ def _validate(s: Settings) -> None:
     need(s.log_level.lower() in _LOG_LEVELS,
          f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {s.log_level!r}")
     need(s.input_queue_url != s.output_queue_url, "input_queue_url and output_queue_url are the same")
+
+
+def settings_toml(values: Mapping[str, Any], *, header: str = "") -> str:
+    """Render settings as the flat `key = value` TOML that :func:`load_settings` reads."""
+    lines = [f"# {header}"] if header else []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, int | float):
+            rendered = repr(value)
+        else:  # JSON string escapes are TOML basic-string escapes, except DEL must be escaped
+            rendered = json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+        lines.append(f"{key} = {rendered}")
+    return "\n".join(lines) + "\n"

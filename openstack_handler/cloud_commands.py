@@ -1,0 +1,153 @@
+"""The commands that manage a cloud rather than run the daemon: `local up`, `local demo` and
+`aws provision`. Everything heavy is imported inside the command, so `import openstack_handler.cli`
+stays light (no moto, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from openstack_handler.exit_codes import ExitCode
+
+DEFAULT_DEMO_CONCURRENCY = max(1, min(2, os.cpu_count() or 1))
+
+
+def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
+    local = subparsers.add_parser("local", help="the embedded local cloud (moto + Lambda endpoint)")
+    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+
+    up = local_sub.add_parser("up", help="run the local cloud in the foreground until Ctrl-C")
+    _add_function_inputs(up)
+    up.add_argument("--config-out", type=Path, metavar="FILE",
+                    help="write the daemon config here (default: in the cloud's work dir)")
+    up.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                    help="results dir written into the daemon config")
+    up.set_defaults(func=_cmd_local_up)
+
+    demo = local_sub.add_parser(
+        "demo", help="upload a folder of videos through the whole pipeline and print a table")
+    _add_function_inputs(demo)
+    demo.add_argument("--videos", type=Path, required=True, metavar="DIR")
+    demo.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
+    demo.add_argument("--expected", type=Path, metavar="FILE",
+                      help="CSV `video,names` to check the results against")
+    demo.add_argument("--daemon-concurrency", type=int, default=None,
+                      help="in-flight invocations (default: the function's concurrency, so the "
+                           "daemon does not provoke throttling)")
+    demo.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    demo.set_defaults(func=_cmd_local_demo)
+
+
+def _add_function_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gallery", type=Path, required=True, metavar="FILE",
+                        help="gallery file: the course `encoding` pickle or a facenet data.pt")
+    parser.add_argument("--students", type=Path, required=True, metavar="FILE",
+                        help="student records JSON [{id, name, major, year}] to seed DynamoDB")
+    parser.add_argument("--function-concurrency", type=int, default=DEFAULT_DEMO_CONCURRENCY,
+                        help="warm function workers (default: the cores, at most 2)")
+
+
+def _cmd_local_up(args: argparse.Namespace) -> int:
+    from localcloud.cloud import run_local_up
+    from openstack_handler.logs import configure_logging
+
+    configure_logging(None, level="info")
+
+    return run_local_up(args.config_out, args.gallery, args.students, results_dir=args.results,
+                        function_concurrency=args.function_concurrency,
+                        daemon_concurrency=args.function_concurrency)
+
+
+def _cmd_local_demo(args: argparse.Namespace) -> int:
+    from localcloud.demo import run_local_demo
+    from openstack_handler.logs import configure_logging
+
+    configure_logging(False, level="warning")  # the table is the output; details are in the logs
+
+    report = run_local_demo(videos=args.videos, gallery=args.gallery, students=args.students,
+                            results=args.results, expected=args.expected,
+                            function_concurrency=args.function_concurrency,
+                            daemon_concurrency=args.daemon_concurrency or args.function_concurrency,
+                            timeout_s=args.timeout)
+    return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
+
+
+def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
+    aws = subparsers.add_parser("aws", help="provision the AWS side (boto3's credential chain)")
+    aws_sub = aws.add_subparsers(dest="aws_command", required=True, metavar="COMMAND")
+    prov = aws_sub.add_parser(
+        "provision", help="create or converge buckets, queues+DLQs, notification, table, function")
+    prov.add_argument("--config", "-c", type=Path, required=True, metavar="FILE",
+                      help="daemon config to write the queue URLs and function name into "
+                           "(other keys in it are kept)")
+    prov.add_argument("--prefix", default="openstack-handler",
+                      help="resource name prefix (bucket names must be globally unique)")
+    prov.add_argument("--region", default=None, help="default: boto3's configured region")
+    prov.add_argument("--students", type=Path, metavar="FILE", help="seed the table from this JSON")
+    prov.add_argument("--function-timeout", type=int, default=60, metavar="SECONDS")
+    prov.add_argument("--image-uri", help="ECR image of lambda_image: also create/update the "
+                                          "function and its least-privilege role")
+    prov.add_argument("--gallery-in-image", default="/var/task/gallery/encoding",
+                      help="GALLERY_PATH inside the image")
+    prov.set_defaults(func=_cmd_aws_provision)
+
+
+def _cmd_aws_provision(args: argparse.Namespace) -> int:
+    import boto3
+
+    from openstack_handler.provisioning import (
+        ResourceSpec,
+        describe_changes,
+        load_student_records,
+        provision,
+        provision_function,
+        seed_students,
+    )
+    from openstack_handler.settings import load_settings, settings_toml
+
+    session = boto3.session.Session(region_name=args.region)
+    spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout)
+    provisioned = provision(session, spec)
+    changes = list(provisioned.changes)
+    if args.students:
+        seeded = seed_students(session, provisioned.students_table,
+                               load_student_records(args.students))
+        print(f"seeded {seeded} student records into {provisioned.students_table}")
+    if args.image_uri:
+        function = provision_function(session, spec, args.image_uri, args.gallery_in_image,
+                                      provisioned=provisioned)
+        changes.extend(function.changes)
+    values = _read_toml(args.config)
+    values.update({
+        "input_queue_url": provisioned.input_queue_url,
+        "output_queue_url": provisioned.output_queue_url,
+        "input_dlq_url": provisioned.input_dlq_url,
+        "output_dlq_url": provisioned.output_dlq_url,
+        "function_name": spec.function_name,
+        "function_timeout_s": spec.function_timeout_s,
+        "region": provisioned.region,
+    })
+    text = settings_toml(values, header="openstack-handler settings (written by aws provision)")
+    if not args.config.exists() or args.config.read_text(encoding="utf-8") != text:
+        args.config.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.config.with_name(f".{args.config.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, args.config)
+        print(f"wrote {args.config}")
+    load_settings(args.config, env={})  # what we wrote must load: fail here, not in the daemon
+    print(describe_changes(changes))
+    return int(ExitCode.OK)
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    if not path.exists():
+        return {}
+    with path.open("rb") as handle:
+        try:
+            return tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            print(f"openstack-handler: {path} is not valid TOML: {exc}", file=sys.stderr)
+            raise SystemExit(int(ExitCode.CONFIG_ERROR)) from exc
