@@ -1,0 +1,87 @@
+"""Helpers for the integration tier: a test's view of the shared local cloud and a waiter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from localcloud.cloud import EndpointSession, LocalCloud
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float, interval_s: float = 0.05,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Pipeline:
+    """One test's view of the shared cloud: clients, queue hygiene, invocation counts, a daemon."""
+
+    def __init__(self, cloud: LocalCloud, tmp_path: Path) -> None:
+        self.cloud = cloud
+        self.results = tmp_path / "results"
+        self.state = tmp_path / "state"
+        self.config = cloud.write_daemon_config(tmp_path / "daemon.toml", self.results,
+                                                self.state, concurrency=2)
+        self.log_path = tmp_path / "daemon.log"
+        session = EndpointSession(cloud.moto_url)
+        self.s3 = session.client("s3")
+        self.sqs = session.client("sqs")
+        self.bucket = cloud.provisioned.input_bucket
+
+    def empty_queues(self) -> None:
+        """Delete whatever an earlier test left (PurgeQueue allows one call a minute)."""
+        p = self.cloud.provisioned
+        for url in (p.input_queue_url, p.output_queue_url, p.input_dlq_url, p.output_dlq_url):
+            while messages := self.sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages"):
+                self.sqs.delete_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)])
+
+    def invocations(self) -> int:
+        stats = self.cloud.endpoint.health()["functions"][self.cloud.resources.function_name]
+        return int(stats.get("invocations", 0))
+
+    def queue_idle(self, url: str) -> bool:
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                          "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return attrs["ApproximateNumberOfMessages"] == "0" == \
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+
+    def result_files(self) -> list[Path]:
+        return sorted(p for p in self.results.rglob("*") if p.is_file())
+
+    @contextmanager
+    def daemon(self, **env_overrides: str) -> Iterator[subprocess.Popen[bytes]]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(self.cloud.client_env())
+        env["PYTHONPATH"] = str(REPO)
+        env["OPENSTACK_HANDLER_WAIT_TIME_S"] = "1"  # short polls: tests stop quickly
+        env.update(env_overrides)
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "openstack_handler", "run", "--config", str(self.config),
+                 "--log-format", "json"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                yield proc
+            finally:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                code = proc.wait(timeout=60)
+        assert code == 0, f"daemon exit code {code}; log:\n{self.log_path.read_text()[-4000:]}"

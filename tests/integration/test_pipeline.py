@@ -1,0 +1,116 @@
+"""End to end on the local cloud: the course clips, duplicate deliveries and hostile keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+import pytest
+from integration_helpers import REPO, Pipeline, wait_for
+
+from localcloud.demo import read_expected
+from openstack_handler.results_store import safe_relative_path
+
+pytestmark = pytest.mark.integration
+
+
+def test_local_demo_command_gives_the_course_records_for_all_eight_clips(
+        course_data: Path, course_records: dict[str, str], tmp_path: Path) -> None:
+    # GIVEN the course's 8 clips, gallery and student table
+    expected = tmp_path / "expected.csv"
+    expected.write_text("video,names\n" + "".join(
+        f"{video},{row.split(',')[0]}\n" for video, row in course_records.items()))
+    results = tmp_path / "results"
+    # WHEN the user runs the main job through the real CLI
+    proc = subprocess.run(
+        [sys.executable, "-m", "openstack_handler", "local", "demo",
+         "--videos", str(course_data / "videos"), "--gallery", str(course_data / "encoding"),
+         "--students", str(course_data / "student_data.json"), "--results", str(results),
+         "--expected", str(expected)],
+        check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
+    # THEN it succeeds, and every clip has the course's record as its first (most prominent) row
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8/8 videos have results" in proc.stdout
+    for video, row in course_records.items():
+        csv_text = (results / (Path(video).stem + ".csv")).read_text()
+        assert csv_text.splitlines()[0] == row, (video, csv_text)
+    assert sorted(p.name for p in results.iterdir()) == sorted(
+        Path(v).stem + ".csv" for v in course_records)
+    assert read_expected(expected)["test_0.mp4"] == ["president_trump"]
+
+
+def test_redelivered_duplicated_and_test_events_cause_no_duplicate_work(
+        pipeline: Pipeline, course_data: Path, course_records: dict[str, str]) -> None:
+    p = pipeline.cloud.provisioned
+    # GIVEN a real upload's S3 event, captured from the queue before any daemon runs ...
+    pipeline.s3.upload_file(str(course_data / "videos" / "test_7.mp4"), pipeline.bucket,
+                            "dup/test_7.mp4")
+    received = wait_for(lambda: pipeline.sqs.receive_message(
+        QueueUrl=p.input_queue_url, WaitTimeSeconds=1, VisibilityTimeout=0).get("Messages"),
+        timeout_s=10, what="the upload's event")
+    body = received[0]["Body"]
+    assert unquote_plus(json.loads(body)["Records"][0]["s3"]["object"]["key"]) == "dup/test_7.mp4"
+    # ... the same event delivered twice more, and a test event
+    for _ in range(2):
+        pipeline.sqs.send_message(QueueUrl=p.input_queue_url, MessageBody=body)
+    pipeline.sqs.send_message(QueueUrl=p.input_queue_url, MessageBody=json.dumps(
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": pipeline.bucket}))
+    # ... and a multipart upload, for which moto emits more than one event
+    upload = pipeline.s3.create_multipart_upload(Bucket=pipeline.bucket, Key="dup/test_8.mp4")
+    part = pipeline.s3.upload_part(
+        Bucket=pipeline.bucket, Key="dup/test_8.mp4", UploadId=upload["UploadId"], PartNumber=1,
+        Body=(course_data / "videos" / "test_8.mp4").read_bytes())
+    pipeline.s3.complete_multipart_upload(
+        Bucket=pipeline.bucket, Key="dup/test_8.mp4", UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    before = pipeline.invocations()
+    # WHEN the daemon drains everything
+    with pipeline.daemon():
+        wait_for(lambda: pipeline.queue_idle(p.input_queue_url)
+                 and pipeline.queue_idle(p.output_queue_url)
+                 and len(pipeline.result_files()) == 2, timeout_s=90, what="queues drained")
+    # THEN each video was recognised exactly once and has one correct result file
+    assert pipeline.invocations() - before == 2
+    assert [f.relative_to(pipeline.results).as_posix() for f in pipeline.result_files()] == [
+        "dup/test_7.csv", "dup/test_8.csv"]
+    assert (pipeline.results / "dup/test_7.csv").read_text().splitlines()[0] == \
+        course_records["test_7.mp4"]
+    assert (pipeline.results / "dup/test_8.csv").read_text().splitlines()[0] == \
+        course_records["test_8.mp4"]
+
+
+HOSTILE_KEYS = [
+    "class 2026/week 1/my clip (final).mp4",
+    "ünïcödé/видео 視頻.mp4",
+    "plus+and%20percent+.mp4",
+    "../../escape attempt.mp4",
+    "a/./b/../../c.mp4",
+]
+
+
+def test_hostile_keys_land_inside_the_results_dir_with_correct_results(
+        pipeline: Pipeline, course_data: Path, course_records: dict[str, str]) -> None:
+    # GIVEN uploads whose keys hold spaces, unicode, '+', '%' and '..'
+    clip = course_data / "videos" / "test_0.mp4"
+    for key in HOSTILE_KEYS:
+        pipeline.s3.upload_file(str(clip), pipeline.bucket, key)
+    # WHEN the daemon processes them
+    with pipeline.daemon():
+        wait_for(lambda: len(pipeline.result_files()) == len(HOSTILE_KEYS), timeout_s=90,
+                 what="a result per hostile key")
+    # THEN every result is inside the results dir, at the key's own (neutralised) path
+    root = pipeline.results.resolve()
+    for key in HOSTILE_KEYS:
+        rel = safe_relative_path(key)
+        path = pipeline.results / rel.parent / (rel.name + ".csv")
+        assert path.resolve().is_relative_to(root), key
+        assert path.read_text().splitlines()[0] == course_records["test_0.mp4"], key
+    names = {f.relative_to(pipeline.results).as_posix() for f in pipeline.result_files()}
+    assert "class 2026/week 1/my clip (final).csv" in names
+    assert "ünïcödé/видео 視頻.csv" in names
+    assert "plus+and%20percent+.csv" in names
+    assert all(".." not in Path(n).parts for n in names)
+    assert not list(root.parent.glob("escape attempt*"))
