@@ -56,6 +56,28 @@ def test_throttling_then_success_retries_and_deletes(make_consumer, sqs, queues,
     assert queue_counts(sqs, queues.input) == (0, 0)
 
 
+def test_exhausted_throttling_offers_the_message_again_soon_not_after_the_visibility_timeout(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda, state: StateDB) -> None:
+    # GIVEN a function that throttles every attempt of the first delivery, then recovers
+    throttle = threading.Event()
+    throttle.set()
+    fake_lambda.behaviour = lambda name, payload: throttled() if throttle.is_set() else ok(payload)
+    send(sqs, queues.input, s3_event("videos", "busy.mp4", etag="b1"))
+    # WHEN the consumer gives up on this delivery (visibility timeout far longer than the test)
+    stats = make_consumer(visibility_timeout_s=300).run(max_messages=1, max_idle=1)
+    assert stats.failed == 1 and stats.deleted == 0
+    assert not state.is_processed("videos", "busy.mp4", "b1")
+    # THEN the message is visible again within the short retry backoff (first window: 2 s) ...
+    throttle.clear()
+    deadline = time.monotonic() + 5
+    while queue_counts(sqs, queues.input)[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert queue_counts(sqs, queues.input) == (1, 0)
+    # ... and the next delivery completes it
+    again = make_consumer().run(max_messages=1, max_idle=1)
+    assert again.deleted == 1 and state.is_processed("videos", "busy.mp4", "b1")
+
+
 def test_duplicates_are_invoked_once_also_after_a_restart(make_consumer, sqs, queues,
                                                           fake_lambda: FakeLambda) -> None:
     # GIVEN the same upload delivered twice (moto sends two events for one multipart upload)
