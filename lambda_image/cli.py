@@ -79,7 +79,8 @@ def _enroll(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     embedder = build_embedder(args.embedder, facenet_weights=settings.facenet_weights,
-                              dlib_encoder=settings.dlib_encoder)
+                              dlib_encoder=settings.dlib_encoder,
+                              cache_dir=settings.model_cache_dir)
     gallery = enroll(enrollment_images(args.images), detector=FaceDetector(), embedder=embedder)
     save_gallery(gallery, args.out)
     print(json.dumps({"out": str(args.out), **inspect_gallery(gallery)}))

@@ -19,6 +19,11 @@ def default_facenet_weights(env: Mapping[str, str]) -> Path:
     return Path(torch_home) / "checkpoints" / FACENET_WEIGHTS_FILE
 
 
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where derived model files are kept ($XDG_CACHE_HOME/lambda_image, default ~/.cache/...)."""
+    return Path(env.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "lambda_image"
+
+
 @dataclass(frozen=True)
 class FunctionSettings:
     """Everything the function reads from its environment (names as in docs/contracts.md)."""
@@ -33,6 +38,8 @@ class FunctionSettings:
     facenet_weights: Path | None = None
     #: Who runs dlib's ResNet for a dlib gallery: "torch" (default, fast) or "dlib" (reference).
     dlib_encoder: str = "torch"
+    #: Derived model files (dlib's HOG detector in its fast-loading form); None: no cache.
+    model_cache_dir: Path | None = None
     max_frames: int = 8
     max_decode_seconds: float = 2.0
     torch_num_threads: int = 1
@@ -74,6 +81,7 @@ class FunctionSettings:
             match_threshold=float(num("MATCH_THRESHOLD", float, 0.0)) or None,
             facenet_weights=Path(weights) if weights else default_facenet_weights(env),
             dlib_encoder=dlib_encoder,
+            model_cache_dir=Path(opt("MODEL_CACHE_DIR") or default_cache_dir(env)),
             max_frames=int(num("MAX_FRAMES", int, 8)),
             max_decode_seconds=float(num("MAX_DECODE_SECONDS", float, 2.0)),
             torch_num_threads=int(num("TORCH_NUM_THREADS", int, 1)),

@@ -191,18 +191,26 @@ def _parse(r: _Reader) -> DlibNet:
 
 # --- the network in torch -------------------------------------------------------------------------
 
-def _folded_conv(con: DlibLayer, affine: DlibLayer):  # -> torch.nn.Conv2d
-    """con followed by affine as one Conv2d: gamma·(W*x + b) + beta."""
+def _folded_conv(con: DlibLayer, affine: DlibLayer):  # -> torch.nn.Module
+    """con followed by affine as one convolution: gamma·(W*x + b) + beta."""
     import torch
+    import torch.nn.functional as F
 
-    weight = con.params["weight"]
+    class Conv(torch.nn.Module):
+        # Parameters straight from the file: nn.Conv2d would first random-initialise them.
+        def __init__(self, weight: np.ndarray, bias: np.ndarray, stride, padding) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.from_numpy(weight), requires_grad=False)
+            self.bias = torch.nn.Parameter(torch.from_numpy(bias), requires_grad=False)
+            self.stride, self.padding = tuple(stride), tuple(padding)
+
+        def forward(self, x):
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
     gamma, beta = affine.params["gamma"], affine.params["beta"]
-    conv = torch.nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:],
-                           stride=con.params["stride"], padding=con.params["padding"], bias=True)
-    with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(weight * gamma[:, None, None, None]))
-        conv.bias.copy_(torch.from_numpy(con.params["bias"] * gamma + beta))
-    return conv
+    weight = (con.params["weight"] * gamma[:, None, None, None]).astype(np.float32)
+    bias = (con.params["bias"] * gamma + beta).astype(np.float32)
+    return Conv(weight, bias, con.params["stride"], con.params["padding"])
 
 
 def _build_module(net: DlibNet):  # -> torch.nn.Module
@@ -229,9 +237,8 @@ def _build_module(net: DlibNet):  # -> torch.nn.Module
             super().__init__()
             self.stem, self.pool = stem, pool
             self.blocks = torch.nn.Sequential(*blocks)
-            self.fc = torch.nn.Linear(fc_weight.shape[0], fc_weight.shape[1], bias=False)
-            with torch.no_grad():
-                self.fc.weight.copy_(torch.from_numpy(np.ascontiguousarray(fc_weight.T)))
+            self.fc_weight = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(fc_weight.T)),
+                                                requires_grad=False)
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
 
         def forward(self, chips):
@@ -240,7 +247,7 @@ def _build_module(net: DlibNet):  # -> torch.nn.Module
             x = F.relu(self.stem(x))
             x = F.max_pool2d(x, self.pool[0], self.pool[1], self.pool[2])
             x = self.blocks(x)
-            return self.fc(x.mean(dim=(2, 3)))
+            return F.linear(x.mean(dim=(2, 3)), self.fc_weight)
 
     kinds = [layer.kind for layer in net.layers]
     layers = net.layers

@@ -110,7 +110,8 @@ class Recognizer:
         return cls(gallery, detector=FaceDetector(min_face_px=settings.min_face_px),
                    embedder=build_embedder(gallery.embedder,
                                            facenet_weights=settings.facenet_weights,
-                                           dlib_encoder=settings.dlib_encoder),
+                                           dlib_encoder=settings.dlib_encoder,
+                                           cache_dir=settings.model_cache_dir),
                    threshold=settings.match_threshold, max_frames=settings.max_frames,
                    max_decode_s=settings.max_decode_seconds,
                    detect_max_side=settings.detect_max_side)

@@ -127,3 +127,37 @@ def test_dlib_encoder_fallback_gives_same_answer(course_data: Path, course_galle
     assert fallback.embedder.encoder == "dlib"
     assert slow.names == fast.names
     assert abs(slow.faces[0].distance - fast.faces[0].distance) < 1e-3
+
+
+def test_hog_detector_cache_loads_the_same_detector(tmp_path: Path, course_data: Path) -> None:
+    import dlib
+
+    from lambda_image.embedders import frontal_face_detector
+
+    frame = _first_frame(course_data / "videos" / "test_7.mp4")
+    small = np.ascontiguousarray(np.asarray(frame.small))
+    built = dlib.get_frontal_face_detector()
+
+    first = frontal_face_detector(tmp_path)  # builds and saves
+    (saved,) = tmp_path.glob("dlib-*-frontal_face_detector.svm")
+    loaded = frontal_face_detector(tmp_path)  # loads
+    saved.write_bytes(b"garbage")
+    rebuilt = frontal_face_detector(tmp_path)  # unreadable: rebuilt and saved again
+
+    want = built.run(small, 1, -0.5)
+    assert want[0], "a face to compare on"
+    for detector in (first, loaded, rebuilt):
+        rects, scores, kinds = detector.run(small, 1, -0.5)
+        assert [(r.left(), r.top(), r.right(), r.bottom()) for r in rects] == \
+            [(r.left(), r.top(), r.right(), r.bottom()) for r in want[0]]
+        assert np.allclose(scores, want[1]) and list(kinds) == list(want[2])
+    assert saved.stat().st_size > 1000
+
+
+def test_unwritable_hog_cache_still_gives_a_detector(tmp_path: Path) -> None:
+    from lambda_image.embedders import frontal_face_detector
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    assert frontal_face_detector(blocker / "cache") is not None
