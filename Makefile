@@ -26,6 +26,12 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
+# Benchmarks (not timed tests): the function per clip, then end to end on the local cloud.
+bench: $(STAMP)
+	mkdir -p bench/out
+	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 | tee bench/out/function.json
+	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --count 100 --concurrency 1 2
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image tests
 
