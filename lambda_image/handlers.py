@@ -1,10 +1,12 @@
 """Lambda entry points: `s3_handler` (S3 events, direct or via the daemon) and `frame_handler`
-(Function URL single-frame requests). Models and AWS clients are built once per process, lazily.
+(Function URL single-frame requests). Models and AWS clients are built once per process: at
+import when the function is configured (Lambda's init phase), otherwise on first use.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -177,3 +179,10 @@ def _body_request_id(event: Mapping[str, Any]) -> str | None:
 def _http(status: int, body: Mapping[str, Any]) -> dict[str, Any]:
     return {"statusCode": status, "headers": {"Content-Type": "application/json"},
             "body": json.dumps(body), "isBase64Encoded": False}
+
+
+# Lambda's init phase: a configured function (GALLERY_PATH set) builds its models and clients at
+# import, so the first invocation of a fresh container, or of a warm local-endpoint worker, does
+# not pay for them. Unconfigured imports (tests, the CLI) stay light and build on first use.
+if os.environ.get("GALLERY_PATH"):
+    runtime()
