@@ -39,9 +39,9 @@ def make_variants(course_dir: Path, out_dir: Path, count: int, *, seed: int = 54
     variants = []
     for index in range(count):
         source = sources[index % len(sources)]
-        params = dict(crop=rng.uniform(0.85, 1.0), dx=rng.random(), dy=rng.random(),
-                      size=rng.choice(SIZES), brightness=rng.uniform(0.8, 1.2),
-                      offset=rng.uniform(0.0, 0.4))
+        params = {"crop": rng.uniform(0.85, 1.0), "dx": rng.random(), "dy": rng.random(),
+                  "size": rng.choice(SIZES), "brightness": rng.uniform(0.8, 1.2),
+                  "offset": rng.uniform(0.0, 0.4)}
         path = out_dir / f"v{index:03d}_{Path(source).stem}.mp4"
         if not path.exists():
             _render_variant(course_dir / "videos" / source, path, seconds=seconds, **params)
@@ -56,7 +56,7 @@ def _render_variant(src: Path, out: Path, *, crop: float, dx: float, dy: float,
     with av.open(str(src)) as inp, av.open(str(tmp), mode="w") as outp:
         in_stream = inp.streams.video[0]
         in_stream.thread_type = "AUTO"
-        fps = int(round(float(in_stream.average_rate or 24)))
+        fps = round(float(in_stream.average_rate or 24))
         stream = outp.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         stream.options = {"preset": "veryfast"}

@@ -98,6 +98,7 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_aws_provision(args: argparse.Namespace) -> int:
     import boto3
 
+    from openstack_handler.logs import configure_logging
     from openstack_handler.provisioning import (
         ResourceSpec,
         describe_changes,
@@ -108,6 +109,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
     )
     from openstack_handler.settings import load_settings, settings_toml
 
+    configure_logging(None, level="warning", stream=sys.stderr)  # stdout: the changes, once
     session = boto3.session.Session(region_name=args.region)
     spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout)
     provisioned = provision(session, spec)

@@ -1,0 +1,54 @@
+"""`openstack-handler aws provision` against a real moto server over HTTP (as if it were AWS)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from integration_helpers import REPO
+
+from openstack_handler.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/face-recognition:v1"
+
+
+def provision_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openstack_handler", "aws", "provision", *args],
+        check=False, capture_output=True, text=True, timeout=120, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_aws_provision_writes_a_loadable_config_and_a_second_run_is_unchanged(
+        aws_env: str, course_data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "handler.toml"
+    config.write_text('concurrency = 8\nresults_dir = "/srv/results"\n')  # operator's own keys
+    args = ("--config", str(config), "--prefix", "class", "--students",
+            str(course_data / "student_data.json"), "--image-uri", IMAGE,
+            "--gallery-in-image", "/opt/gallery/encoding", "--function-timeout", "45")
+    # WHEN it runs the first time, everything is created
+    first = provision_cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "created sqs queue class-input" in first.stdout
+    assert "created lambda function face-recognition" in first.stdout
+    settings = load_settings(config, env={})
+    session = boto3.session.Session(region_name="us-east-1")
+    assert settings.input_queue_url == session.client("sqs").get_queue_url(
+        QueueName="class-input")["QueueUrl"]
+    assert settings.function_timeout_s == 45 and settings.input_dlq_url
+    assert settings.concurrency == 8 and str(settings.results_dir) == "/srv/results"
+    item = session.client("dynamodb").get_item(
+        TableName="class-students", Key={"name": {"S": "floki"}})["Item"]
+    assert item["major"]["S"] == "history"
+    # WHEN it runs again, nothing changes and the config is left as it was
+    before = config.read_text()
+    second = provision_cli(*args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.strip().splitlines()[-1] == "unchanged"
+    assert config.read_text() == before
