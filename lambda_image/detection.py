@@ -1,4 +1,5 @@
-"""Face detection with facenet-pytorch's MTCNN (weights ship inside the wheel)."""
+"""Face detection with MTCNN: facenet-pytorch's networks and weights (shipped in its wheel), run by
+lambda_image.mtcnn without importing facenet_pytorch or torchvision (cold start)."""
 
 from __future__ import annotations
 
@@ -29,28 +30,27 @@ class FaceDetector:
     """Every face in a (downscaled) frame, mapped back to full-resolution coordinates."""
 
     def __init__(self, *, min_face_px: int = 24, min_prob: float = 0.9,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)) -> None:
-        from facenet_pytorch import MTCNN  # heavy import: only when a detector is built
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 factor: float = 0.709) -> None:
+        from lambda_image.mtcnn import MTCNN  # imports torch: only when a detector is built
 
         self.min_prob = min_prob
-        self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_px, thresholds=list(thresholds),
-                            post_process=False, device="cpu")
+        self._mtcnn = MTCNN(min_face_size=min_face_px, thresholds=thresholds, factor=factor)
 
-    def detect(self, image: Image.Image, *, scale: float = 1.0) -> list[Detection]:
+    def detect(self, image: Image.Image | np.ndarray, *, scale: float = 1.0) -> list[Detection]:
         """Faces in `image`; `scale` is image size / full-resolution size (boxes are divided by it).
 
-        Sorted by area, largest first. MTCNN.detect returns None or (sometimes dtype=object) arrays.
+        Sorted by area, largest first.
         """
-        boxes, probs, points = self._mtcnn.detect(image, landmarks=True)
-        if boxes is None:
-            return []
+        boxes, points = self._mtcnn.detect(image)
         found = []
-        for box, prob, lms in zip(boxes, probs, points, strict=True):
-            if box is None or prob is None or float(prob) < self.min_prob:
+        for box, lms in zip(boxes, points, strict=True):
+            prob = float(box[4])
+            if prob < self.min_prob:
                 continue
-            b = np.asarray(box, dtype=np.float64) / scale
+            b = np.asarray(box[:4], dtype=np.float64) / scale
             found.append(Detection(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                                   prob=float(prob),
+                                   prob=prob,
                                    landmarks=np.asarray(lms, dtype=np.float64).reshape(5, 2) / scale))
         found.sort(key=lambda d: d.area, reverse=True)
         return found

@@ -107,7 +107,8 @@ class Recognizer:
 
         torch.set_num_threads(settings.torch_num_threads)
         gallery = load_gallery(settings.require_gallery())
-        return cls(gallery, detector=FaceDetector(min_face_px=settings.min_face_px),
+        return cls(gallery, detector=FaceDetector(min_face_px=settings.min_face_px,
+                                                      factor=settings.detect_factor),
                    embedder=build_embedder(gallery.embedder,
                                            facenet_weights=settings.facenet_weights,
                                            dlib_encoder=settings.dlib_encoder,
