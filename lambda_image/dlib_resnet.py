@@ -287,7 +287,11 @@ class TorchFaceEncoder:
 
     def __init__(self, model_path: Path | str) -> None:
         self.net = read_dlib_net(model_path)
-        self.module = _build_module(self.net)
+        import torch
+
+        # Channels-last weights and inputs: oneDNN skips a per-call weight reorder (~17 instead
+        # of ~23 ms for one chip, 28 instead of 47 ms for two; descriptors agree to ~1e-7).
+        self.module = _build_module(self.net).to(memory_format=torch.channels_last)
 
     def __call__(self, chips: list[np.ndarray] | np.ndarray) -> np.ndarray:
         import torch
@@ -297,5 +301,6 @@ class TorchFaceEncoder:
             raise ValueError(f"expected (n, {self.net.size}, {self.net.size}, 3) RGB chips, "
                              f"got {batch.shape}")
         with torch.inference_mode():
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+            # NHWC uint8 → float, viewed as NCHW: already channels-last, no copy
+            x = torch.from_numpy(batch).float().permute(0, 3, 1, 2)
             return self.module(x).numpy().astype(np.float32, copy=False)
