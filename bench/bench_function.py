@@ -1,7 +1,8 @@
 """Benchmark the recognition function on the course clips: warm per-stage medians, cold start, RSS.
 
 Runs the real handler against a moto server it starts itself (S3 object in, CSV + SQS message out),
-one torch thread. Prints one JSON summary.
+one torch thread. Prints one JSON summary, and nothing else, on stdout (`make bench` tees stdout
+to a .json file); log lines go to stderr.
 
     .venv/bin/python bench/bench_function.py [--repeat 5] [--data ../shared/data/cse546-2023]
 """
@@ -23,6 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TORCH_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+def logs_to_stderr() -> None:
+    """structlog prints to stdout by default: keep stdout for the JSON summary alone."""
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
 
 STAGES = ("download", "decode", "detect", "embed", "lookup", "write", "total")
 
@@ -77,6 +85,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--cold-child", metavar="KEY")
     args = parser.parse_args()
+    logs_to_stderr()
     if args.cold_child:
         cold(args.cold_child)
         return 0
@@ -90,8 +99,8 @@ def main() -> int:
         clips = sorted(p.name for p in (args.data / "videos").glob("*.mp4"))
 
         child = subprocess.run([sys.executable, __file__, "--cold-child", clips[0]],
-                               capture_output=True, text=True, check=True, env=os.environ)
-        cold_start = json.loads(child.stdout.strip().splitlines()[-1])
+                               stdout=subprocess.PIPE, text=True, check=True, env=os.environ)
+        cold_start = json.loads(child.stdout)
 
         from lambda_image import handlers
 
