@@ -22,6 +22,7 @@ from typing import IO, Any, Self
 import boto3
 import structlog
 
+from localcloud.faults import FaultSpec
 from localcloud.lambda_endpoint import LambdaEndpoint
 from localcloud.lambda_spec import EndpointSpec, FunctionSpec
 from localcloud.moto_server import MotoServer
@@ -73,7 +74,8 @@ class LocalCloud:
                  resources: ResourceSpec | None = None, handler: str = DEFAULT_HANDLER,
                  concurrency: int = 2, extra_environment: Mapping[str, str] | None = None,
                  work_dir: Path | None = None, host: str = "127.0.0.1",
-                 pythonpath: Sequence[Path] = (), start_timeout_s: float = 180.0) -> None:
+                 pythonpath: Sequence[Path] = (), start_timeout_s: float = 180.0,
+                 faults: FaultSpec | None = None) -> None:
         self.gallery = gallery
         self.students = students
         self.resources = resources or ResourceSpec(prefix="local")
@@ -83,6 +85,7 @@ class LocalCloud:
         self.host = host
         self.pythonpath = (*pythonpath, SOURCE_ROOT)
         self.start_timeout_s = start_timeout_s
+        self.faults = faults
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir
         self.moto: MotoServer | None = None
@@ -169,7 +172,20 @@ class LocalCloud:
         return FunctionSpec(name=self.resources.function_name, handler=self.handler,
                             timeout_s=self.resources.function_timeout_s,
                             memory_mb=self.resources.function_memory_mb,
-                            concurrency=self.concurrency, environment=environment)
+                            concurrency=self.concurrency, environment=environment,
+                            faults=self.faults)
+
+    def set_faults(self, faults: FaultSpec | Mapping[str, Any] | None) -> dict[str, Any]:
+        """Change the running function's injected faults (None: none), e.g. to fix a cause."""
+        if self.endpoint is None:
+            raise RuntimeError("LocalCloud is not started")
+        return self.endpoint.set_faults(faults, self.resources.function_name)
+
+    def function_stats(self) -> dict[str, Any]:
+        """The function's /health counters: invocations (handler runs), injected_*, throttles."""
+        if self.endpoint is None:
+            raise RuntimeError("LocalCloud is not started")
+        return dict(self.endpoint.health()["functions"][self.resources.function_name])
 
     def client_env(self) -> dict[str, str]:
         """Environment for any boto3 client of this cloud (the daemon, the CLI, tests)."""

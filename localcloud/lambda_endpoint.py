@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any, Self
 
 import structlog
 
-from localcloud.lambda_http import HEALTH_PATH, LambdaHTTPServer
+from localcloud.faults import FaultSpec
+from localcloud.lambda_http import FAULTS_PATH, HEALTH_PATH, LambdaHTTPServer
 from localcloud.lambda_service import LambdaService
 from localcloud.lambda_spec import EndpointSpec
 from localcloud.net import free_port
@@ -50,17 +52,18 @@ def configure_logging() -> None:
 
 
 def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 120.0,
-          stop: threading.Event | None = None) -> None:
-    """Start the pools and the HTTP server; return after *stop* is set (signals set it)."""
+          stop: threading.Event | None = None, faults: FaultSpec | None = None) -> None:
+    """Start the pools and the HTTP server; return after *stop* is set (signals set it).
+    *faults* (the ``LOCALCLOUD_FAULTS`` override) replaces every function's own fault spec."""
     stop = stop or threading.Event()
-    service = LambdaService(spec, init_timeout_s=init_timeout_s)
+    service = LambdaService(spec, init_timeout_s=init_timeout_s, faults_override=faults)
     server = LambdaHTTPServer((host, port), service)
     service.start()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="http", daemon=True)
     thread.start()
     log.info("lambda_endpoint_listening", host=host, port=port,
-             functions=[f.name for f in spec.functions])
+             functions=[f.name for f in spec.functions], faults=service.fault_specs())
     try:
         if service.wait_warm(init_timeout_s):
             log.info("lambda_endpoint_warm")
@@ -84,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         spec = EndpointSpec.load(args.spec)
+        faults = FaultSpec.from_env(os.environ)
     except (OSError, ValueError) as exc:
         log.error("bad_spec", path=str(args.spec), error=str(exc))
         return EXIT_BAD_SPEC
@@ -94,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    serve(spec, args.host, args.port, init_timeout_s=args.init_timeout, stop=stop)
+    serve(spec, args.host, args.port, init_timeout_s=args.init_timeout, stop=stop, faults=faults)
     return EXIT_OK
 
 
@@ -159,6 +163,18 @@ class LambdaEndpoint:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:  # 503 while warming still carries the document
             return json.loads(exc.read())
+
+    def set_faults(self, faults: FaultSpec | Mapping[str, Any] | None,
+                   function: str | None = None) -> dict[str, Any]:
+        """Replace the running endpoint's fault spec (None: no faults) for *function* or all;
+        returns every function's spec as the endpoint now has it."""
+        spec = FaultSpec.from_json(faults if faults is not None else {})
+        query = "?" + urllib.parse.urlencode({"function": function}) if function else ""
+        request = urllib.request.Request(
+            self.url + FAULTS_PATH + query, data=json.dumps(spec.to_json()).encode(),
+            method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

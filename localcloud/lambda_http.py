@@ -1,5 +1,9 @@
 """HTTP face of the local Lambda: the Invoke REST contract boto3 speaks (and `sam local
 start-lambda` serves), plus GetFunction/ListFunctions for status checks and a health endpoint.
+
+Admin (not part of Lambda's API): ``GET /_faults`` shows each function's fault spec, and
+``POST /_faults[?function=NAME]`` with a fault-spec JSON body replaces it (every function when no
+name is given) — see :mod:`localcloud.faults`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from localcloud.faults import FaultSpec
 from localcloud.lambda_service import (
     InvalidParameterValue,
     Invocation,
@@ -29,6 +34,7 @@ log = structlog.get_logger()
 
 API_PREFIX = "/2015-03-31/functions"
 HEALTH_PATH = "/health"
+FAULTS_PATH = "/_faults"
 
 
 class LambdaHTTPServer(ThreadingHTTPServer):
@@ -68,6 +74,9 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
             health = service.health()
             self._send_json(200 if health["status"] == "ready" else 503, health)
             return
+        if path == FAULTS_PATH:
+            self._send_json(200, service.fault_specs())
+            return
         parts = self._function_parts(path)
         try:
             if parts == []:
@@ -87,6 +96,9 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path, query = self._split_path()
         body = self._read_body()
+        if path == FAULTS_PATH:
+            self._set_faults(query, body)
+            return
         parts = self._function_parts(path)
         if parts is None or len(parts) != 2 or parts[1] != "invocations":
             self._send_error_json(404, "ResourceNotFoundException", f"No route for {path}")
@@ -97,6 +109,20 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
             self._send_service_error(exc)
             return
         self._send_outcome(outcome)
+
+    def _set_faults(self, query: dict[str, list[str]], body: bytes) -> None:
+        try:
+            spec = FaultSpec.from_json(json.loads(body or b"{}"))
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, FaultSpecError
+            self._send_error_json(400, "InvalidParameterValueException", f"bad fault spec: {exc}")
+            return
+        try:
+            specs = self.server.service.set_faults(spec, (query.get("function") or [None])[0])
+        except ServiceError as exc:
+            self._send_service_error(exc)
+            return
+        log.info("faults_configured", faults=spec.to_json(), function=query.get("function"))
+        self._send_json(200, specs)
 
     # -- parsing -----------------------------------------------------------------------------
     def _split_path(self) -> tuple[str, dict[str, list[str]]]:

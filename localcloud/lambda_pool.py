@@ -163,6 +163,15 @@ class FunctionPool:
         return self._execute(worker, request_id or str(uuid.uuid4()), payload, want_logs,
                              client_context)
 
+    def occupy(self, seconds: float) -> None:
+        """Hold one worker for *seconds* without running anything (an injected hang/timeout:
+        the slot is as busy as a hung handler's); raise Throttled when none is free."""
+        worker = self._acquire(block=False)
+        try:
+            time.sleep(seconds)
+        finally:
+            self._release(worker)
+
     def submit_async(self, payload: bytes) -> str:
         """Queue an Event invocation; it runs when a worker is free. Returns its request id."""
         request_id = str(uuid.uuid4())

@@ -1,7 +1,8 @@
 """The Lambda service behind the HTTP layer: function lookup and the one invocation dispatch point.
 
-`LambdaService.invoke()` is where every invocation passes (sync, async, dry run), so later concerns
-such as fault injection wrap this one method rather than the HTTP handler or the pools.
+`LambdaService.invoke()` is where every invocation passes (sync, async, dry run), so fault
+injection (:mod:`localcloud.faults`) happens in this one method rather than in the HTTP handler or
+the pools.
 """
 
 from __future__ import annotations
@@ -9,12 +10,18 @@ from __future__ import annotations
 import enum
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
+from localcloud.faults import Fault, FaultInjector, FaultSpec
 from localcloud.lambda_pool import FunctionPool, InvocationResult, Throttled
 from localcloud.lambda_spec import EndpointSpec
 from localcloud.lambda_worker import error_payload
+
+log = structlog.get_logger()
 
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # Lambda's 6 MB request/response limit (sync)
 MAX_ASYNC_PAYLOAD = 256 * 1024  # and 256 KB for Event invocations
@@ -97,11 +104,24 @@ class Outcome:
 class LambdaService:
     """Functions by name, each backed by a warm FunctionPool."""
 
-    def __init__(self, spec: EndpointSpec, *, init_timeout_s: float = 120.0) -> None:
+    def __init__(self, spec: EndpointSpec, *, init_timeout_s: float = 120.0,
+                 faults_override: FaultSpec | None = None) -> None:
         self.spec = spec
         self.pools = {f.name: FunctionPool(f, spec, init_timeout_s=init_timeout_s)
                       for f in spec.functions}
+        self.faults = {f.name: FaultInjector(faults_override or f.faults)
+                       for f in spec.functions}
         self.started_at = time.time()
+
+    def set_faults(self, spec: FaultSpec, function: str | None = None) -> dict[str, Any]:
+        """Replace the fault spec of *function* (None: every function); returns all specs."""
+        names = [self.resolve(function, None).function.name] if function else list(self.faults)
+        for name in names:
+            self.faults[name].configure(spec)
+        return self.fault_specs()
+
+    def fault_specs(self) -> dict[str, Any]:
+        return {name: injector.spec.to_json() for name, injector in self.faults.items()}
 
     def start(self) -> None:
         for pool in self.pools.values():
@@ -121,7 +141,8 @@ class LambdaService:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ready" if self.is_warm() else "starting",
-                "functions": {name: pool.stats() for name, pool in self.pools.items()}}
+                "functions": {name: {**pool.stats(), **self.faults[name].stats()}
+                              for name, pool in self.pools.items()}}
 
     def resolve(self, function: str, qualifier: str | None) -> FunctionPool:
         """Accept a name, a partial or full ARN (`...:function:NAME[:QUALIFIER]`)."""
@@ -155,6 +176,9 @@ class LambdaService:
         try:
             if invocation.invocation_type is InvocationType.EVENT:
                 return Outcome(202, request_id=pool.submit_async(invocation.payload))
+            fault = self.faults[pool.function.name].decide(invocation.payload)
+            if fault is not None:
+                return self._inject(pool, fault)
             result = pool.invoke(invocation.payload, want_logs=invocation.want_logs,
                                  client_context=invocation.client_context)
         except Throttled as exc:
@@ -168,3 +192,20 @@ class LambdaService:
             result = InvocationResult(result.request_id, oversized, "Unhandled", result.log_tail,
                                       result.duration_ms)
         return Outcome(200, result, result.request_id)
+
+    def _inject(self, pool: FunctionPool, fault: Fault) -> Outcome:
+        """An injected failure in place of running the handler (raises Throttled for 429)."""
+        request_id = str(uuid.uuid4())
+        timeout_s = pool.function.timeout_s
+        if fault is Fault.THROTTLE:
+            raise Throttled(f"{pool.function.name} (injected)")
+        if fault is Fault.ERROR:
+            payload = error_payload("InjectedFault", f"RequestId: {request_id} Error: injected "
+                                                     f"function error")
+        else:  # a handler that hangs until the function times out
+            pool.occupy(timeout_s)
+            payload = error_payload("Sandbox.Timedout", f"RequestId: {request_id} Error: Task "
+                                                        f"timed out after {timeout_s:.2f} seconds")
+        log.info("invocation_fault_injected", function=pool.function.name, fault=fault.value,
+                 request_id=request_id)
+        return Outcome(200, InvocationResult(request_id, payload, "Unhandled"), request_id)

@@ -5,7 +5,10 @@ Spec file format::
     {"region": "us-east-1", "account_id": "123456789012",
      "functions": [{"name": "face-recognition", "handler": "lambda_image.handlers:s3_handler",
                     "timeout_s": 60, "memory_mb": 2048, "concurrency": 2,
-                    "environment": {"GALLERY_PATH": "/path/encoding"}}]}
+                    "environment": {"GALLERY_PATH": "/path/encoding"},
+                    "faults": {"error_rate": 0.1, "error_keys": ["poison/"], "seed": 1}}]}
+
+``faults`` is optional (see :mod:`localcloud.faults`; off by default).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from localcloud.faults import FaultSpec
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"  # moto's account, so ARNs line up with the other services
@@ -37,6 +42,7 @@ class FunctionSpec:
     memory_mb: int = 2048
     concurrency: int = 2
     environment: Mapping[str, str] = field(default_factory=dict)
+    faults: FaultSpec | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -46,11 +52,17 @@ class FunctionSpec:
             raise SpecError(f"{self.name}: timeout_s, memory_mb and concurrency must be positive")
         env = {str(k): str(v) for k, v in dict(self.environment).items()}
         object.__setattr__(self, "environment", MappingProxyType(env))
+        if self.faults is not None:
+            try:
+                object.__setattr__(self, "faults", FaultSpec.from_json(self.faults))
+            except ValueError as exc:
+                raise SpecError(f"{self.name}: {exc}") from exc
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "handler": self.handler, "timeout_s": self.timeout_s,
                 "memory_mb": self.memory_mb, "concurrency": self.concurrency,
-                "environment": dict(self.environment)}
+                "environment": dict(self.environment),
+                **({"faults": self.faults.to_json()} if self.faults is not None else {})}
 
 
 @dataclass(frozen=True)
