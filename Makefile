@@ -20,7 +20,7 @@ demo: $(STAMP)
 		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
 		--expected $(DEMO_DIR)/expected.csv --results results
 
-test: $(STAMP)
+test: lint
 	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -33,7 +33,7 @@ bench: $(STAMP)
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --count 100 --concurrency 1 2
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image tests
+	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image sampledata bench tests
 
 venv: $(STAMP)
 
