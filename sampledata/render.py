@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,3 +78,25 @@ def _encode(container: av.container.OutputContainer, stream: av.video.stream.Vid
             frame: av.VideoFrame | None) -> None:
     for packet in stream.encode(frame):
         container.mux(packet)
+
+
+def set_display_rotation(mp4: Path, degrees: int) -> Path:
+    """Write a display matrix rotating the video by *degrees* (0/90/180/270) into the MP4's
+    (first) track header, the way phones tag portrait clips; the pixels stay as stored."""
+    cos_sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}
+    if degrees not in cos_sin:
+        raise ValueError(f"rotation must be one of {sorted(cos_sin)}, not {degrees}")
+    c, s = cos_sin[degrees]
+    data = bytearray(mp4.read_bytes())
+    box = data.find(b"tkhd")
+    if box < 0:
+        raise ValueError(f"{mp4} has no track header")
+    version = data[box + 4]
+    # tkhd: version/flags 4, times+track id+reserved+duration 20 (v0) or 32 (v1), reserved 8,
+    # layer 2, alternate group 2, volume 2, reserved 2, then the 3×3 matrix (16.16 / 2.30 fixed).
+    offset = box + 4 + 4 + (32 if version == 1 else 20) + 8 + 8
+    one, zero = 0x10000, 0
+    matrix = (c * one, s * one, zero, -s * one, c * one, zero, zero, zero, 0x40000000)
+    data[offset:offset + 36] = struct.pack(">9i", *matrix)
+    mp4.write_bytes(bytes(data))
+    return mp4
