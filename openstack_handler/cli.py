@@ -3,6 +3,8 @@
     openstack-handler run --config FILE      run the daemon (foreground; systemd Type=notify)
         [--daemonize --pidfile FILE --log-file FILE]   detach, for hosts without systemd
     openstack-handler status --config FILE   queue depths and what this daemon processed
+    openstack-handler redrive --config FILE [--queue input|output|both]
+                                             move dead letters back once their cause is fixed
     openstack-handler local up|demo ...      the embedded local cloud (moto + Lambda endpoint)
     openstack-handler aws provision ...      the AWS resources, from one declarative definition
 
@@ -49,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_argument(status)
     status.set_defaults(func=_cmd_status)
 
+    redrive = sub.add_parser(
+        "redrive", help="move messages from a dead-letter queue back to its source queue")
+    _add_config_argument(redrive)
+    redrive.add_argument("--queue", choices=("input", "output", "both"), default="input",
+                         help="whose dead letters to move back (default: input)")
+    redrive.set_defaults(func=_cmd_redrive)
+
     _add_local_commands(sub)
     _add_aws_commands(sub)
     return parser
@@ -81,8 +90,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args, os.environ)
     if not args.daemonize:
         json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
+        from openstack_handler.systemd import watchdog_interval_s
+
         return _run_handler(settings, json_logs=json_logs, stream=None,
-                            notify_socket=os.environ.get("NOTIFY_SOCKET"))
+                            notify_socket=os.environ.get("NOTIFY_SOCKET"),
+                            watchdog_s=watchdog_interval_s(os.environ, os.getpid()))
     if not (args.pidfile and args.log_file):
         print("openstack-handler: --daemonize needs --pidfile and --log-file", file=sys.stderr)
         return int(ExitCode.USAGE)
@@ -104,7 +116,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO | None,
-                 notify_socket: str | None) -> int:
+                 notify_socket: str | None, watchdog_s: float | None = None) -> int:
     import structlog
 
     from openstack_handler.daemon import Handler
@@ -113,7 +125,7 @@ def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO |
     configure_logging(json_logs, level=settings.log_level, stream=stream)
     log = structlog.get_logger(__name__)
     try:
-        handler = Handler(settings, notify_socket=notify_socket)
+        handler = Handler(settings, notify_socket=notify_socket, watchdog_interval_s=watchdog_s)
         return int(handler.run())
     except ConfigError:
         raise
@@ -133,6 +145,47 @@ def _cmd_status(args: argparse.Namespace) -> int:
     sqs = session.client("sqs", config=sqs_client_config(settings))
     sys.stdout.write(render_status(collect_status(settings, sqs)))
     return int(ExitCode.OK)
+
+
+def _cmd_redrive(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from openstack_handler.daemon import sqs_client_config
+    from openstack_handler.logs import configure_logging
+    from openstack_handler.redrive import dlq_url_for, move_messages
+    from openstack_handler.status import queue_depth
+
+    settings = _load(args, os.environ)
+    configure_logging(None, level="warning", stream=sys.stderr)  # stdout: what was moved
+    session = boto3.session.Session(region_name=settings.region)
+    sqs = session.client("sqs", config=sqs_client_config(settings))
+    queues = {"input": (settings.input_queue_url, settings.input_dlq_url),
+              "output": (settings.output_queue_url, settings.output_dlq_url)}
+    names = ["input", "output"] if args.queue == "both" else [args.queue]
+    code = ExitCode.OK
+    for name in names:
+        source, configured = queues[name]
+        try:
+            dlq = dlq_url_for(sqs, name, source, configured)
+            if dlq is None:
+                print(f"{name}: no dead-letter queue (set {name}_dlq_url or a redrive policy)",
+                      file=sys.stderr)
+                code = ExitCode.CONFIG_ERROR
+                continue
+            # Only what is there now: a message that fails again and returns meanwhile waits
+            # for the next redrive instead of circling.
+            waiting = queue_depth(sqs, f"{name} DLQ", dlq).visible or 0
+            result = move_messages(sqs, dlq, source, queue=name, limit=waiting)
+        except (BotoCoreError, ClientError) as exc:
+            print(f"{name}: SQS error: {exc}", file=sys.stderr)
+            code = ExitCode.UNAVAILABLE
+            continue
+        print(f"{name}: moved {result.moved} message(s) from {dlq} back to {source}"
+              + (f"; {result.failed} could not be sent and stay there" if result.failed else ""))
+        if result.failed and code is ExitCode.OK:
+            code = ExitCode.FAILURE
+    return int(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,13 @@
   first message stays the carrier: if it fails it comes back, so the duplicate can be dropped).
 - Bad input never stops the loop: ``s3:TestEvent`` and non-``ObjectCreated`` records are
   acknowledged and dropped; an unparsable body is logged and left for the dead-letter queue; an
-  object above ``max_object_bytes`` gets a local ``.error`` result and is acknowledged.
+  object above ``max_object_bytes`` gets a local ``.error`` result and is acknowledged, and so
+  does an object deleted before it was processed (the function fails with ``NoSuchKey``).
+- Outages (SQS or Lambda unreachable, throttled) are logged once when they start and once when
+  they end (:class:`Availability`), and waited out with a capped, jittered backoff: no restart,
+  no spinning.
+- :attr:`last_progress` is stamped on every turn of the poll loop, for the systemd watchdog;
+  :attr:`first_poll` is set once a receive has succeeded (the daemon is then READY).
 - On stop: messages received but not started are released (visibility 0); in-flight invocations
   finish within the grace period.
 """
@@ -31,6 +37,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
+from openstack_handler.availability import Availability
 from openstack_handler.backoff import compute_backoff
 from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
 from openstack_handler.events import (
@@ -50,6 +57,8 @@ SQS_MAX_BATCH = 10
 #: Backoff window for a message whose invocation was throttled or could not reach Lambda.
 RETRY_SOON_INITIAL_S = 2.0
 RETRY_SOON_CAP_S = 60.0
+#: function error types that mean the object is gone for good: acknowledged with an .error file.
+OBJECT_GONE_ERRORS = frozenset({"NoSuchKey"})
 
 
 def _chunks(items: Sequence[Any], size: int = SQS_MAX_BATCH) -> Iterable[Sequence[Any]]:
@@ -75,8 +84,10 @@ class VisibilityHeartbeat:
     """Extends the visibility of tracked messages every *interval_s* in a background thread."""
 
     def __init__(self, *, sqs: Any, queue_url: str, visibility_timeout_s: int,
-                 interval_s: float | None = None) -> None:
+                 interval_s: float | None = None,
+                 availability: Availability | None = None) -> None:
         self.sqs = sqs
+        self.availability = availability or Availability("sqs_heartbeat")
         self.queue_url = queue_url
         self.visibility_timeout_s = visibility_timeout_s
         self.interval_s = interval_s if interval_s is not None else visibility_timeout_s / 3
@@ -123,8 +134,12 @@ class VisibilityHeartbeat:
         while not self._stopped.wait(self.interval_s):
             try:
                 self.beat_once()
+            except (BotoCoreError, ClientError) as exc:  # SQS outage: logged once, not per beat
+                self.availability.failed(exc, queue_url=self.queue_url)
             except Exception:  # the heartbeat thread's outermost loop: log and keep beating
                 log.exception("heartbeat.failed")
+            else:
+                self.availability.succeeded()
 
 
 @dataclass
@@ -142,6 +157,7 @@ class ConsumerStats:
     invalid: int = 0
     skipped_events: int = 0
     too_large: int = 0
+    gone: int = 0  #: objects deleted before they were processed
 
 
 @dataclass
@@ -160,7 +176,8 @@ class InputConsumer:
     def __init__(self, *, sqs: Any, queue_url: str, invoker: LambdaInvoker, state: StateDB,
                  store: ResultsStore, concurrency: int = 4, wait_time_s: int = 20,
                  visibility_timeout_s: int = 90, max_object_bytes: int = 512 * 1024 * 1024,
-                 heartbeat_interval_s: float | None = None) -> None:
+                 heartbeat_interval_s: float | None = None,
+                 outage_backoff_max_s: float = 15.0) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.invoker = invoker
@@ -170,15 +187,21 @@ class InputConsumer:
         self.wait_time_s = wait_time_s
         self.visibility_timeout_s = visibility_timeout_s
         self.max_object_bytes = max_object_bytes
+        self.sqs_state = Availability("sqs_input", cap_s=outage_backoff_max_s)
+        self.lambda_state = Availability("lambda", cap_s=outage_backoff_max_s)
         self.heartbeat = VisibilityHeartbeat(sqs=sqs, queue_url=queue_url,
                                              visibility_timeout_s=visibility_timeout_s,
-                                             interval_s=heartbeat_interval_s)
+                                             interval_s=heartbeat_interval_s,
+                                             availability=Availability(
+                                                 "sqs_heartbeat", cap_s=outage_backoff_max_s))
         self.stats = ConsumerStats()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="invoke")
         self._cond = threading.Condition()
         self._flights: dict[str, _Flight] = {}
         self._claimed: set[tuple[str, str, str]] = set()
         self._stop = threading.Event()
+        self.last_progress = time.monotonic()
+        self.first_poll = threading.Event()
 
     # -- public API --------------------------------------------------------------------------
 
@@ -186,6 +209,15 @@ class InputConsumer:
     def in_flight(self) -> int:
         with self._cond:
             return len(self._flights)
+
+    def knows(self, bucket: str, key: str, etag: str | None) -> bool:
+        """Whether this daemon is working on, or has finished, the video (for the drainer)."""
+        etag = str(etag).strip('"') if etag else ""
+        with self._cond:
+            if any(c[0] == bucket and c[1] == key and (not etag or c[2] == etag)
+                   for c in self._claimed):
+                return True
+        return bool(etag) and self.state.is_processed(bucket, key, etag)
 
     def free_slots(self) -> int:
         with self._cond:
@@ -212,6 +244,10 @@ class InputConsumer:
             QueueUrl=self.queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=self.wait_time_s,
             VisibilityTimeout=self.visibility_timeout_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        self.sqs_state.succeeded()
+        if not self.first_poll.is_set():
+            self.first_poll.set()
+            log.info("consumer.first_poll_ok")
         messages = response.get("Messages", [])
         self._add_stats(received=len(messages))
         for index, message in enumerate(messages):
@@ -237,14 +273,20 @@ class InputConsumer:
         log.info("consumer.started", queue_url=self.queue_url, concurrency=self.concurrency)
         try:
             while not stop.is_set():
+                self.last_progress = time.monotonic()
                 if max_messages is not None and received >= max_messages:
                     break
                 remaining = None if max_messages is None else max_messages - received
                 try:
                     count = self.poll_once(stop_event=stop, limit=remaining)
+                except (BotoCoreError, ClientError) as exc:  # SQS unreachable or failing
+                    self.last_progress = time.monotonic()
+                    stop.wait(self.sqs_state.failed(exc, queue_url=self.queue_url))
+                    continue
                 except Exception:  # outermost loop: log with traceback, back off, carry on
                     failures += 1
                     log.exception("consumer.poll_failed", consecutive=failures)
+                    self.last_progress = time.monotonic()
                     stop.wait(compute_backoff(failures))
                     continue
                 failures = 0
@@ -380,14 +422,21 @@ class InputConsumer:
             try:
                 result = self.invoker.invoke(invocation_payload(flight.refs))
             except FunctionFailed as exc:
-                self._failed(flight, "function", exc, level="error",
-                             error_type=exc.error_type)
-            except InvokeUnavailable as exc:  # retryable: logged at info
-                self._failed(flight, "invoke", exc, level="info")
+                self.lambda_state.succeeded()  # Lambda answered
+                if exc.error_type in OBJECT_GONE_ERRORS and len(flight.refs) == 1:
+                    self._object_gone(flight, exc)
+                else:
+                    self._failed(flight, "function", exc, level="error",
+                                 error_type=exc.error_type)
+            except InvokeUnavailable as exc:  # retryable: the outage is logged once, not per try
+                first = not self.lambda_state.down
+                self.lambda_state.failed(exc, function=self.invoker.function_name)
+                self._failed(flight, "invoke", exc, level="info" if first else "debug")
                 self._retry_soon(flight)
             except InvokeFailed as exc:
                 self._failed(flight, "invoke", exc, level="error")
             else:
+                self.lambda_state.succeeded()
                 self._succeeded(flight, result)
             finally:
                 self._finish(flight)
@@ -400,6 +449,33 @@ class InputConsumer:
         self._add_stats(failed=1)
         self.state.incr("invocations_failed")
         self.state.record_error(source, f"{', '.join(r.key for r in flight.refs)}: {exc}")
+
+    def _object_gone(self, flight: _Flight, exc: FunctionFailed) -> None:
+        """The object was deleted before the function read it: nothing to retry. Write an
+        ``.error`` result saying so and acknowledge the message."""
+        ref = flight.refs[0]
+        reason = (f"ObjectGone: s3://{ref.bucket}/{ref.key} (eTag {ref.etag}) no longer exists; "
+                  f"it was deleted before it was processed ({exc.message[:200]})")
+        try:
+            written = self.store.write_error(ref.key, reason)
+        except OSError as write_exc:
+            log.error("video.gone_write_failed", error=str(write_exc),
+                      note="left for redelivery")
+            self._add_stats(failed=1)
+            return
+        except InvalidKey:
+            written = None
+        self.state.mark_processed(*ref.identity, status="gone")
+        self.state.incr("videos_failed")
+        self.state.record_error("input", f"{ref.bucket}/{ref.key}: {reason}")
+        self._add_stats(gone=1)
+        log.warning("video.processed", status="gone", reason=reason,
+                    path=str(written.path) if written else None,
+                    elapsed_ms=round((time.monotonic() - flight.started) * 1000, 1))
+        self.heartbeat.untrack(flight.message_id)
+        with self._cond:
+            receipt = flight.receipt_handle
+        self._delete(receipt)
 
     def _retry_soon(self, flight: _Flight) -> None:
         """After throttling or an unreachable endpoint, offer the message again after a short

@@ -2,9 +2,14 @@
 
 Signal handlers only count signals. The main thread watches that count: the first SIGTERM/SIGINT
 stops receiving (the consumer releases received-but-unstarted messages), waits up to
-``grace_period_s`` for in-flight invocations and the drainer's current batch, and exits 0; a second
-signal exits at once (130). If the grace period expires with invocations still running, the
-process exits 75 (EX_TEMPFAIL) — their messages reappear after the visibility timeout.
+``grace_period_s`` for in-flight invocations while the drainer keeps writing results, then stops
+the drainer after a final flush of the output queue, and exits 0; a second signal exits at once
+(130). If the grace period expires with invocations still running, the process exits 75
+(EX_TEMPFAIL) — their messages reappear after the visibility timeout.
+
+systemd (``Type=notify``): ``READY=1`` once the consumer's first receive succeeded; ``STATUS=``
+with counts every few seconds when it changes; ``WATCHDOG=1`` at half ``$WATCHDOG_USEC`` while
+both loops keep turning (a loop stuck for ``stall_limit_s`` stops the pings); ``STOPPING=1``.
 """
 
 from __future__ import annotations
@@ -28,20 +33,23 @@ from openstack_handler.errors import ConfigError
 from openstack_handler.exit_codes import ExitCode
 from openstack_handler.invoker import LambdaInvoker, lambda_client_config
 from openstack_handler.results_store import ResultsStore
-from openstack_handler.settings import Settings
+from openstack_handler.settings import SQS_ATTEMPTS, Settings
 from openstack_handler.state import StateDB
-from openstack_handler.systemd import sd_notify
+from openstack_handler.systemd import Watchdog, sd_notify
 
 log = structlog.get_logger(__name__)
 
 _MISSING_QUEUE_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 _TICK_S = 0.1
+_STATUS_EVERY_S = 2.0
+_FLUSH_MAX_S = 10.0
 
 
 def sqs_client_config(settings: Settings) -> Config:
-    """SQS: read timeout above the long-poll wait, sockets for every thread, standard retries."""
-    return Config(read_timeout=settings.wait_time_s + 20, connect_timeout=10,
-                  retries={"mode": "standard", "max_attempts": 5},
+    """SQS: read timeout above the long-poll wait, sockets for every thread, standard retries
+    (few: our loops back off and log outages themselves)."""
+    return Config(read_timeout=settings.sqs_read_timeout_s, connect_timeout=5,
+                  retries={"mode": "standard", "max_attempts": SQS_ATTEMPTS},
                   max_pool_connections=settings.concurrency + 8)
 
 
@@ -49,9 +57,11 @@ class Handler:
     """The running daemon. ``Handler(settings).run()`` returns an :class:`ExitCode`."""
 
     def __init__(self, settings: Settings, *, session: Any = None,
-                 notify_socket: str | None = None) -> None:
+                 notify_socket: str | None = None,
+                 watchdog_interval_s: float | None = None) -> None:
         self.settings = settings
         self.notify_socket = notify_socket
+        self.watchdog = Watchdog(interval_s=watchdog_interval_s, socket_path=notify_socket)
         session = session or boto3.session.Session(region_name=settings.region)
         self.sqs = session.client("sqs", config=sqs_client_config(settings))
         lambda_client = session.client("lambda", config=lambda_client_config(
@@ -70,11 +80,18 @@ class Handler:
             sqs=self.sqs, queue_url=settings.input_queue_url, invoker=self.invoker,
             state=self.state, store=self.store, concurrency=settings.concurrency,
             wait_time_s=settings.wait_time_s, visibility_timeout_s=settings.visibility_timeout_s,
-            max_object_bytes=settings.max_object_bytes)
+            max_object_bytes=settings.max_object_bytes,
+            outage_backoff_max_s=settings.outage_backoff_max_s)
         self.drainer = OutputDrainer(sqs=self.sqs, queue_url=settings.output_queue_url,
                                      store=self.store, state=self.state,
-                                     wait_time_s=settings.wait_time_s)
-        self.stop_event = threading.Event()
+                                     wait_time_s=settings.wait_time_s,
+                                     is_known=self.consumer.knows,
+                                     outage_backoff_max_s=settings.outage_backoff_max_s)
+        self.stop_event = threading.Event()  # the consumer's: stop receiving
+        self.drainer_stop = threading.Event()  # set once in-flight invocations are done
+        self.ready = False
+        self._status_text = ""
+        self._status_at = 0.0
         self._signals = 0  # written only by the signal handler and request_stop()
 
     # -- signals -----------------------------------------------------------------------------
@@ -121,13 +138,17 @@ class Handler:
         threads = {
             "consumer": threading.Thread(target=self.consumer.run, name="consumer",
                                          args=(self.stop_event,), daemon=True),
-            "drainer": threading.Thread(target=self.drainer.run, name="drainer",
-                                        args=(self.stop_event,), daemon=True),
+            "drainer": threading.Thread(
+                target=self.drainer.run, name="drainer", args=(self.drainer_stop,),
+                kwargs={"flush_on_stop": True,
+                        "flush_timeout_s": min(_FLUSH_MAX_S, max(1.0, self.settings.grace_period_s))},
+                daemon=True),
         }
         for thread in threads.values():
             thread.start()
-        sd_notify("READY=1\nSTATUS=consuming", socket_path=self.notify_socket)
-        log.info("handler.ready")
+        sd_notify("STATUS=starting: waiting for the first receive", socket_path=self.notify_socket)
+        log.info("handler.started", watchdog_interval_s=self.watchdog.interval_s,
+                 stall_limit_s=self.settings.stall_limit_s)
         code = ExitCode.OK
         while not self._signals:
             dead = [name for name, t in threads.items() if not t.is_alive()]
@@ -135,8 +156,48 @@ class Handler:
                 log.error("handler.thread_died", threads=dead)
                 code = ExitCode.SOFTWARE
                 break
+            self.main_loop_tick()
             time.sleep(_TICK_S)
         return self._shutdown(threads, code)
+
+    def main_loop_tick(self) -> None:
+        """One turn of the main loop's duties: READY once, the watchdog, STATUS when it changes."""
+        if not self.ready and self.consumer.first_poll.is_set():
+            self.ready = True
+            sd_notify("READY=1\nSTATUS=" + self.status_text(), socket_path=self.notify_socket)
+            log.info("handler.ready")
+        self.watchdog.tick(self.stalled_loops())
+        now = time.monotonic()
+        if self.ready and now - self._status_at >= _STATUS_EVERY_S:
+            self._status_at = now
+            text = self.status_text()
+            if text != self._status_text:
+                self._status_text = text
+                sd_notify("STATUS=" + text, socket_path=self.notify_socket)
+
+    def stalled_loops(self, now: float | None = None) -> list[str]:
+        """Names of the loops that have not turned for ``stall_limit_s`` (hung)."""
+        now = time.monotonic() if now is None else now
+        limit = self.settings.stall_limit_s
+        loops = {"consumer": self.consumer.last_progress, "drainer": self.drainer.last_progress}
+        return [name for name, stamp in loops.items() if now - stamp > limit]
+
+    def status_text(self) -> str:
+        """One line for ``systemctl status``: in flight, videos, results, outages."""
+        c, d = self.consumer.stats, self.drainer.stats
+        parts = [f"in flight {self.consumer.in_flight}/{self.settings.concurrency}",
+                 f"videos ok {c.succeeded} failed {c.failed}",
+                 f"results written {d.written + d.unchanged}",
+                 f"duplicates {c.duplicates}"]
+        problems = [label for label, state in (
+            ("SQS input unreachable", self.consumer.sqs_state),
+            ("SQS output unreachable", self.drainer.sqs_state),
+            ("Lambda unavailable", self.consumer.lambda_state),
+            ("results dir unwritable", self.drainer.disk_state)) if state.down]
+        stalled = self.stalled_loops()
+        if stalled:
+            problems.append("stalled: " + ", ".join(stalled))
+        return "; ".join(parts + problems)
 
     def _shutdown(self, threads: dict[str, threading.Thread], code: ExitCode) -> ExitCode:
         grace = self.settings.grace_period_s
@@ -144,15 +205,14 @@ class Handler:
                  signals=self._signals)
         sd_notify("STOPPING=1", socket_path=self.notify_socket)
         self.stop_event.set()
-        # In-flight invocations get the grace period. The consumer and drainer may also be inside
-        # a long poll: it returns within wait_time_s (the consumer then releases what it got).
+        # In-flight invocations get the grace period, while the drainer keeps writing their
+        # results. The consumer may be inside a long poll: it returns within wait_time_s (and
+        # then releases what it got).
         now = time.monotonic()
         grace_deadline = now + grace
-        poll_deadline = max(grace_deadline, now + self.settings.wait_time_s + 5)
-        while any(t.is_alive() for t in threads.values()):
-            if self._signals >= 2:
-                log.warning("handler.second_signal_exiting_now", in_flight=self.consumer.in_flight)
-                self._hard_exit(ExitCode.INTERRUPTED)
+        poll_deadline = max(grace_deadline, now + self.settings.sqs_read_timeout_s + 5)
+        while threads["consumer"].is_alive():
+            self._check_second_signal()
             now = time.monotonic()
             if now >= grace_deadline and self.consumer.in_flight:
                 log.warning("handler.grace_expired", in_flight=self.consumer.in_flight,
@@ -161,11 +221,28 @@ class Handler:
             if now >= poll_deadline:
                 log.warning("handler.poll_did_not_return", note="nothing in flight; exiting")
                 self._hard_exit(code)
+            self.watchdog.tick()
+            time.sleep(_TICK_S)
+        # Then the drainer: it finishes its poll, flushes what is on the output queue, stops.
+        self.drainer_stop.set()
+        flush_deadline = time.monotonic() + self.settings.sqs_read_timeout_s + _FLUSH_MAX_S + 5
+        while threads["drainer"].is_alive():
+            self._check_second_signal()
+            if time.monotonic() >= flush_deadline:
+                log.warning("handler.flush_did_not_finish",
+                            note="the results left stay on the output queue for the next start")
+                self._hard_exit(code)
+            self.watchdog.tick()
             time.sleep(_TICK_S)
         self.state.close()
         log.info("handler.stopped", exit_code=int(code), consumer=vars(self.consumer.stats),
                  drainer=vars(self.drainer.stats))
         return code
+
+    def _check_second_signal(self) -> None:
+        if self._signals >= 2:
+            log.warning("handler.second_signal_exiting_now", in_flight=self.consumer.in_flight)
+            self._hard_exit(ExitCode.INTERRUPTED)
 
     def _hard_exit(self, code: ExitCode) -> None:
         # Invocation threads cannot be cancelled; leave now. Unfinished messages are not deleted

@@ -6,6 +6,18 @@ with the reason. The message is deleted only after the file is durable (the stor
 and its directory before returning). A message that is not a result — not JSON, an unknown schema,
 no bucket/key to tell which video it is about — is logged and *not* deleted: the output queue's
 redrive policy moves it to the output dead-letter queue, where an operator can inspect it.
+
+A result for a video this daemon does not know (never received, or received by another handler,
+or S3 triggered the function directly) is written all the same, with a log line saying so.
+
+When the results dir cannot be written (unwritable, full), the failing message and the rest of its
+batch are not deleted; the drainer logs the outage once, stops receiving (every receive would
+count towards the output queue's ``maxReceiveCount``), probes the dir with a capped backoff, and
+once a probe succeeds releases the held messages (visibility 0) so they are written at once.
+SQS outages are waited out the same way, logged once when they start and once when they end.
+
+On stop, with ``flush_on_stop``, the drainer empties the output queue with short polls (bounded by
+``flush_timeout_s``) so the results of invocations that finished during the grace period land.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +33,9 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
+from openstack_handler.availability import Availability
 from openstack_handler.backoff import compute_backoff
+from openstack_handler.consumer import change_visibility
 from openstack_handler.errors import InvalidResult
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.state import StateDB
@@ -90,35 +105,54 @@ class DrainerStats:
     invalid: int = 0  #: left for the output DLQ
     write_failed: int = 0  #: left for redelivery
     deleted: int = 0
+    unknown: int = 0  #: results for videos this daemon does not know (written anyway)
+    held: int = 0  #: messages not attempted because the results dir was failing
 
 
 class OutputDrainer:
     """Drains the output queue into a :class:`ResultsStore`."""
 
     def __init__(self, *, sqs: Any, queue_url: str, store: ResultsStore, state: StateDB,
-                 wait_time_s: int = 20) -> None:
+                 wait_time_s: int = 20,
+                 is_known: Callable[[str, str, str | None], bool] | None = None,
+                 outage_backoff_max_s: float = 15.0) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.store = store
         self.state = state
         self.wait_time_s = wait_time_s
+        self.is_known = is_known
         self.stats = DrainerStats()
+        self.sqs_state = Availability("sqs_output", cap_s=outage_backoff_max_s)
+        self.disk_state = Availability("results_dir", initial_s=1.0, cap_s=outage_backoff_max_s)
+        self.last_progress = time.monotonic()
+        self._held: list[str] = []  # receipts not attempted while the results dir was failing
+        self._disk_retry_at = 0.0
 
-    def poll_once(self, *, limit: int | None = None) -> int:
+    def poll_once(self, *, limit: int | None = None, wait_time_s: int | None = None) -> int:
         """Receive one batch, write the results, delete what is durable; returns received."""
         batch = min(10, limit if limit is not None else 10)
         response = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=self.wait_time_s,
+            QueueUrl=self.queue_url, MaxNumberOfMessages=batch,
+            WaitTimeSeconds=self.wait_time_s if wait_time_s is None else wait_time_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        self.sqs_state.succeeded()
         messages = response.get("Messages", [])
         self.stats.received += len(messages)
-        done = [m for m in messages if self._handle(m)]
+        done = []
+        for index, message in enumerate(messages):
+            if self.disk_state.down:  # do not try the rest of the batch: hold it
+                self._hold(messages[index:])
+                break
+            if self._handle(message):
+                done.append(message)
         if done:
             self._delete(done)
         return len(messages)
 
     def run(self, stop_event: threading.Event | None = None, *, max_messages: int | None = None,
-            max_idle: float | None = None) -> DrainerStats:
+            max_idle: float | None = None, flush_on_stop: bool = False,
+            flush_timeout_s: float = 10.0) -> DrainerStats:
         """Drain until *stop_event* is set (burst mode: *max_messages* / *max_idle* seconds)."""
         stop = stop_event or threading.Event()
         received = 0
@@ -126,14 +160,23 @@ class OutputDrainer:
         idle_since = time.monotonic()
         log.info("drainer.started", queue_url=self.queue_url)
         while not stop.is_set():
+            self.last_progress = time.monotonic()
             if max_messages is not None and received >= max_messages:
                 break
+            if self.disk_state.down and not self._disk_recovered():
+                stop.wait(max(0.05, self._disk_retry_at - time.monotonic()))
+                continue
             try:
                 count = self.poll_once(
                     limit=None if max_messages is None else max_messages - received)
+            except (BotoCoreError, ClientError) as exc:  # SQS unreachable or failing
+                self.last_progress = time.monotonic()
+                stop.wait(self.sqs_state.failed(exc, queue_url=self.queue_url))
+                continue
             except Exception:  # outermost loop: log with traceback, back off, carry on
                 failures += 1
                 log.exception("drainer.poll_failed", consecutive=failures)
+                self.last_progress = time.monotonic()
                 stop.wait(compute_backoff(failures))
                 continue
             failures = 0
@@ -142,8 +185,60 @@ class OutputDrainer:
                 idle_since = time.monotonic()
             elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                 break
+        if flush_on_stop:
+            self.flush(timeout_s=flush_timeout_s)
         log.info("drainer.stopped", **vars(self.stats))
         return self.stats
+
+    def flush(self, *, timeout_s: float) -> int:
+        """Write what is on the output queue now (short polls until one comes back empty)."""
+        deadline = time.monotonic() + timeout_s
+        flushed = 0
+        while time.monotonic() < deadline and not self.disk_state.down:
+            self.last_progress = time.monotonic()
+            try:
+                count = self.poll_once(wait_time_s=0)
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("drainer.flush_failed", error=str(exc),
+                            note="the results stay on the output queue for the next start")
+                break
+            if not count:
+                break
+            flushed += count
+        if flushed:
+            log.info("drainer.flushed", messages=flushed)
+        return flushed
+
+    # -- results dir outage ------------------------------------------------------------------
+
+    def _hold(self, messages: list[dict[str, Any]]) -> None:
+        self._held.extend(m["ReceiptHandle"] for m in messages)
+        self.stats.held += len(messages)
+
+    def _disk_failed(self, exc: OSError, **context: Any) -> None:
+        delay = self.disk_state.failed(exc, results_dir=str(self.store.root), **context)
+        self._disk_retry_at = time.monotonic() + delay
+
+    def _disk_recovered(self) -> bool:
+        """Probe the results dir when its backoff is due; on success release the held messages."""
+        if time.monotonic() < self._disk_retry_at:
+            return False
+        try:
+            self.store.probe()
+        except OSError as exc:
+            self._disk_failed(exc)
+            return False
+        self.disk_state.succeeded()
+        held, self._held = self._held, []
+        if held:
+            try:
+                released = change_visibility(self.sqs, self.queue_url, held, 0)
+            except (ClientError, BotoCoreError) as exc:
+                log.info("output.release_failed", count=len(held), error=str(exc),
+                         note="they return after the queue's visibility timeout")
+            else:
+                log.info("output.released_after_disk_recovery", count=released)
+        return True
 
     def _handle(self, message: dict[str, Any]) -> bool:
         """Write one result; True when it is durable and the message may be deleted."""
@@ -165,10 +260,19 @@ class OutputDrainer:
                     self._invalid(message, str(exc))
                     return False
                 except OSError as exc:
-                    log.error("result.write_failed_left_for_redelivery", error=str(exc))
+                    log.error("result.write_failed_left_for_redelivery", error=str(exc),
+                              errno=exc.errno, path=exc.filename)
                     self.stats.write_failed += 1
                     self.state.record_error("results", f"{result.key}: {exc}")
+                    self._disk_failed(exc, key=result.key)
+                    self._hold([message])
                     return False
+                if self.is_known is not None and not self.is_known(result.bucket, result.key,
+                                                                   result.etag):
+                    self.stats.unknown += 1
+                    log.info("result.for_unknown_video", etag=result.etag,
+                             note="written anyway: another handler, a direct S3 trigger or an "
+                                  "earlier run of this one may have invoked the function")
                 if outcome.changed:
                     self.stats.written += 1
                     self.state.incr("results_written")

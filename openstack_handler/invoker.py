@@ -128,6 +128,7 @@ class LambdaInvoker:
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.info("invoke.retry", function=self.function_name, attempt=state.attempt_number,
+        # debug: the consumer logs an outage once when it starts and once when it ends
+        log.debug("invoke.retry", function=self.function_name, attempt=state.attempt_number,
                  wait_s=round(state.next_action.sleep, 3) if state.next_action else None,
                  error=type(exc).__name__, detail=str(exc)[:300])

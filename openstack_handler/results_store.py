@@ -92,6 +92,19 @@ class ResultsStore:
         self._remove(self.path_for(key, CSV_SUFFIX))
         return outcome
 
+    def probe(self) -> None:
+        """Check that a result could be written now (create, fsync and remove a temp file);
+        raise OSError if not."""
+        self._make_dirs(self.root)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + "probe-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"probe\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            os.unlink(tmp)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _write(self, path: Path, data: bytes) -> WriteOutcome:

@@ -22,6 +22,9 @@ from openstack_handler.errors import ConfigError
 
 ENV_PREFIX = "OPENSTACK_HANDLER_"
 MIB = 1024 * 1024
+#: botocore attempts per SQS call, and the read timeout's margin above the long-poll wait.
+SQS_ATTEMPTS = 3
+SQS_READ_MARGIN_S = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +58,11 @@ class Settings:
     invoke_max_attempts: int = 6
     invoke_backoff_initial_s: float = 0.5
     invoke_backoff_max_s: float = 20.0
+    #: longest wait between two tries of an unreachable SQS or Lambda, or an unwritable results dir.
+    outage_backoff_max_s: float = 15.0
+    #: a consumer/drainer loop that has not turned for this long counts as hung: the systemd
+    #: watchdog pings stop (so systemd restarts the daemon). 0: derived from the SQS timeouts.
+    stall_timeout_s: int = 0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -67,6 +75,19 @@ class Settings:
     @property
     def heartbeat_interval_s(self) -> float:
         return self.visibility_timeout_s / 3
+
+    @property
+    def sqs_read_timeout_s(self) -> int:
+        """SQS read timeout: the long poll plus a margin (botocore retries it SQS_ATTEMPTS times)."""
+        return self.wait_time_s + SQS_READ_MARGIN_S
+
+    @property
+    def stall_limit_s(self) -> float:
+        """How long one loop turn may legitimately take (every SQS try timing out, then the
+        longest backoff), unless ``stall_timeout_s`` says otherwise."""
+        if self.stall_timeout_s:
+            return float(self.stall_timeout_s)
+        return SQS_ATTEMPTS * (self.sqs_read_timeout_s + 5) + self.outage_backoff_max_s + 30
 
     @property
     def state_db_path(self) -> Path:
@@ -201,6 +222,12 @@ def _validate(s: Settings) -> None:
          f"function_timeout_s must be 1..900 (Lambda's limit), not {s.function_timeout_s}")
     need(0 <= s.wait_time_s <= 20, f"wait_time_s must be 0..20 (SQS long poll), not {s.wait_time_s}")
     need(0 <= s.grace_period_s <= 3600, f"grace_period_s must be 0..3600, not {s.grace_period_s}")
+    need(s.grace_period_s < s.visibility_timeout_s,
+         f"grace_period_s ({s.grace_period_s}) must be shorter than visibility_timeout_s "
+         f"({s.visibility_timeout_s}): in-flight messages must not reappear while we finish them")
+    need(0.5 <= s.outage_backoff_max_s <= 600,
+         f"outage_backoff_max_s must be 0.5..600, not {s.outage_backoff_max_s}")
+    need(0 <= s.stall_timeout_s <= 86400, f"stall_timeout_s must be 0..86400, not {s.stall_timeout_s}")
     need(2 <= s.visibility_timeout_s <= 43200,
          f"visibility_timeout_s must be 2..43200, not {s.visibility_timeout_s}")
     need(s.max_object_bytes >= 1, f"max_object_bytes must be positive, not {s.max_object_bytes}")

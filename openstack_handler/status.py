@@ -95,6 +95,9 @@ def render_status(report: StatusReport, *, now: Callable[[], float] = time.time)
     rows = [("QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "NOTE")]
     for q in report.queues:
         note = q.error or ""
+        if not note and q.name.endswith(" DLQ") and q.visible:
+            note = (f"dead letters: fix the cause, then `openstack-handler redrive "
+                    f"--queue {q.name.split()[0]}`")
         rows.append((q.name, _cell(q.visible), _cell(q.in_flight), _cell(q.delayed), note))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []

@@ -1,0 +1,267 @@
+"""Outages, the results dir failing, gone objects, unknown results, redrive, graceful flush and the
+systemd watchdog — in process, against the session's moto server and the fake Lambda."""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from daemon_helpers import queue_counts, s3_event
+from fake_lambda import FakeLambda, function_error
+from structlog.testing import capture_logs
+
+from localcloud.net import free_port
+from openstack_handler.availability import Availability
+from openstack_handler.cli import main
+from openstack_handler.errors import ConfigError
+from openstack_handler.redrive import move_messages
+from openstack_handler.results_store import ResultsStore
+from openstack_handler.settings import load_settings
+from openstack_handler.systemd import Watchdog, watchdog_interval_s
+
+
+def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry.get("event") == name]
+
+
+# -- availability and backoff --------------------------------------------------------------------
+
+def test_availability_logs_each_state_change_once_and_backs_off_with_a_floor_and_cap() -> None:
+    clock = [100.0]
+    state = Availability("sqs_input", initial_s=0.5, cap_s=4.0, clock=lambda: clock[0],
+                         rng=lambda: 1.0)
+    with capture_logs() as logs:
+        delays = [state.failed(OSError("refused")) for _ in range(6)]
+        clock[0] += 30
+        state.succeeded()
+        state.succeeded()
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == [
+        "sqs_input.unavailable", "sqs_input.recovered"]
+    assert _events(logs, "sqs_input.recovered")[0]["down_s"] == 30.0
+    assert Availability("x", rng=lambda: 0.0).failed("e") >= 0.2  # never a busy loop
+    assert not state.down and state.outages == 1
+
+
+# -- systemd watchdog ----------------------------------------------------------------------------
+
+def test_watchdog_interval_is_half_of_watchdog_usec_and_only_for_this_pid() -> None:
+    assert watchdog_interval_s({}, 10) is None
+    assert watchdog_interval_s({"WATCHDOG_USEC": "4000000"}, 10) == 2.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "10"}, 10) == 2.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "11"}, 10) is None
+    assert watchdog_interval_s({"WATCHDOG_USEC": "soon"}, 10) is None
+
+
+def test_watchdog_pings_at_its_interval_and_stops_while_a_loop_is_stalled() -> None:
+    clock = [0.0]
+    sent: list[str] = []
+    dog = Watchdog(interval_s=1.0, socket_path="/run/fake", clock=lambda: clock[0],
+                   send=lambda msg, socket_path: sent.append(msg) or True)
+    with capture_logs() as logs:
+        for _ in range(30):  # 3 s of healthy main-loop ticks
+            dog.tick()
+            clock[0] += 0.1
+        healthy = len(sent)
+        for _ in range(30):  # 3 s with the consumer stuck
+            dog.tick(["consumer"])
+            clock[0] += 0.1
+        stalled = len(sent) - healthy
+        for _ in range(5):
+            dog.tick()
+            clock[0] += 0.1
+    assert healthy == 3 and stalled == 0 and len(sent) == 4
+    assert set(sent) == {"WATCHDOG=1"}
+    assert [e["event"] for e in logs] == ["watchdog.withheld", "watchdog.resumed"]
+    assert not Watchdog(interval_s=None, socket_path="/run/fake").tick()
+
+
+# -- SQS outage ----------------------------------------------------------------------------------
+
+def test_sqs_outage_is_logged_once_waited_out_without_spinning_and_recovered(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda) -> None:
+    # GIVEN a consumer whose SQS endpoint refuses connections
+    dead = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{free_port('127.0.0.1')}",
+                        config=Config(retries={"mode": "standard", "max_attempts": 1},
+                                      connect_timeout=1))
+    consumer = make_consumer(sqs=dead, outage_backoff_max_s=1.0)
+    calls = {"n": 0}
+    original = dead.receive_message
+
+    def counting(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        return original(**kwargs)
+
+    dead.receive_message = counting
+    sqs.send_message(QueueUrl=queues.input, MessageBody=json.dumps(s3_event("videos", "v.mp4")))
+    stop = threading.Event()
+    with capture_logs() as logs:
+        thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+        thread.start()
+        time.sleep(3.0)
+        tries_while_down = calls["n"]
+        # WHEN SQS comes back
+        consumer.sqs = sqs
+        deadline = time.monotonic() + 15
+        while queue_counts(sqs, queues.input) != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        thread.join(timeout=10)
+    # THEN a handful of tries, not a spin; one line when it went down and one when it came back
+    assert 2 <= tries_while_down <= 12, tries_while_down
+    assert len(_events(logs, "sqs_input.unavailable")) == 1
+    assert len(_events(logs, "sqs_input.recovered")) == 1
+    assert not _events(logs, "consumer.poll_failed")
+    assert queue_counts(sqs, queues.input) == (0, 0) and len(fake_lambda.calls) == 1
+    assert consumer.first_poll.is_set()
+
+
+# -- results dir unwritable or full --------------------------------------------------------------
+
+def _result_body(key: str) -> str:
+    return json.dumps({"schema": 1, "status": "ok", "request_id": "r", "bucket": "videos",
+                       "key": key, "etag": "e", "csv": "mr_bean,lawyer,freshmen\n"})
+
+
+@pytest.mark.parametrize("failure", ["full", "unwritable"])
+def test_results_dir_failure_keeps_messages_and_recovers_when_the_disk_does(
+        failure: str, make_drainer, sqs, queues, store: ResultsStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body(f"dir/v{i}.mp4"))
+    # GIVEN a results dir that fails: ENOSPC on every write, or a file where the dir should be
+    if failure == "full":
+        def no_space(self: ResultsStore, *args: Any) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.root))
+
+        monkeypatch.setattr(ResultsStore, "_write", no_space)
+        monkeypatch.setattr(ResultsStore, "probe", lambda self: no_space(self))
+    else:
+        store.root.parent.mkdir(parents=True, exist_ok=True)
+        store.root.write_text("not a directory")
+    drainer = make_drainer(outage_backoff_max_s=1.0)
+    stop = threading.Event()
+    with capture_logs() as logs:
+        thread = threading.Thread(target=drainer.run, args=(stop,), daemon=True)
+        thread.start()
+        time.sleep(3.0)
+        # THEN nothing is deleted and the receives stop (no receive-count burn)
+        assert queue_counts(sqs, queues.output)[0] + queue_counts(sqs, queues.output)[1] == 3
+        received_while_down = drainer.stats.received
+        # WHEN the disk recovers
+        if failure == "full":
+            monkeypatch.undo()
+        else:
+            store.root.unlink()
+        deadline = time.monotonic() + 15
+        while queue_counts(sqs, queues.output) != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        thread.join(timeout=10)
+    assert received_while_down <= 3
+    down = _events(logs, "results_dir.unavailable")
+    assert len(down) == 1 and down[0]["error_type"] in ("OSError", "NotADirectoryError",
+                                                        "FileExistsError")
+    if failure == "full":
+        assert "No space left on device" in down[0]["error"]
+    assert len(_events(logs, "results_dir.recovered")) == 1
+    assert sorted(p.name for p in (store.root / "dir").iterdir()) == ["v0.csv", "v1.csv", "v2.csv"]
+    assert not [p for p in store.root.rglob(".tmp-*")]
+
+
+# -- bad input that needs the daemon's judgement -------------------------------------------------
+
+def test_object_deleted_before_processing_gets_an_error_file_and_is_acknowledged(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda, store: ResultsStore) -> None:
+    fake_lambda.behaviour = lambda name, payload: function_error(
+        "NoSuchKey", "An error occurred (NoSuchKey) when calling the GetObject operation")
+    sqs.send_message(QueueUrl=queues.input,
+                     MessageBody=json.dumps(s3_event("videos", "gone/clip.mp4")))
+    with capture_logs() as logs:
+        stats = make_consumer().run(max_messages=1, max_idle=1)
+    assert stats.gone == 1 and queue_counts(sqs, queues.input) == (0, 0)
+    assert (store.root / "gone" / "clip.error").read_text().startswith(
+        "ObjectGone: s3://videos/gone/clip.mp4")
+    assert [e["status"] for e in _events(logs, "video.processed")] == ["gone"]
+
+
+def test_result_for_an_unknown_video_is_written_with_a_log_line(make_drainer, sqs, queues,
+                                                                store: ResultsStore) -> None:
+    sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body("stranger.mp4"))
+    with capture_logs() as logs:
+        stats = make_drainer(is_known=lambda bucket, key, etag: False).run(max_messages=1,
+                                                                           max_idle=1)
+    assert stats.unknown == 1 and (store.root / "stranger.csv").exists()
+    assert len(_events(logs, "result.for_unknown_video")) == 1  # key: bound as context
+
+
+def test_consumer_knows_claimed_and_processed_videos(make_consumer, state) -> None:
+    consumer = make_consumer()
+    state.mark_processed("videos", "done.mp4", "e1", status="ok")
+    assert consumer.knows("videos", "done.mp4", '"e1"')
+    assert not consumer.knows("videos", "done.mp4", "other")
+    assert not consumer.knows("videos", "never.mp4", "e1")
+
+
+# -- graceful stop: the drainer flushes ----------------------------------------------------------
+
+def test_drainer_flushes_the_output_queue_on_stop(make_drainer, sqs, queues,
+                                                  store: ResultsStore) -> None:
+    for i in range(13):
+        sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body(f"f{i}.mp4"))
+    stop = threading.Event()
+    stop.set()  # stopped before its first poll: only the flush runs
+    stats = make_drainer().run(stop, flush_on_stop=True, flush_timeout_s=10)
+    assert stats.deleted == 13 and len(list(store.root.glob("*.csv"))) == 13
+    assert queue_counts(sqs, queues.output) == (0, 0)
+
+
+# -- redrive -------------------------------------------------------------------------------------
+
+def test_move_messages_sends_back_body_and_attributes_then_deletes(sqs, queues) -> None:
+    for i in range(12):
+        sqs.send_message(QueueUrl=queues.input_dlq, MessageBody=f"body {i}", MessageAttributes={
+            "origin": {"DataType": "String", "StringValue": f"o{i}"}})
+    result = move_messages(sqs, queues.input_dlq, queues.input)
+    assert (result.moved, result.failed, result.ok) == (12, 0, True)
+    assert queue_counts(sqs, queues.input_dlq) == (0, 0)
+    got = []
+    while batch := sqs.receive_message(QueueUrl=queues.input, MaxNumberOfMessages=10,
+                                       MessageAttributeNames=["All"]).get("Messages"):
+        got += [(m["Body"], m["MessageAttributes"]["origin"]["StringValue"]) for m in batch]
+    assert sorted(got) == sorted((f"body {i}", f"o{i}") for i in range(12))
+
+
+def test_redrive_command_moves_each_queue_and_status_points_at_it(
+        tmp_path: Path, sqs, queues, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "handler.toml"
+    config.write_text(f'input_queue_url = "{queues.input}"\noutput_queue_url = "{queues.output}"\n'
+                      f'function_name = "f"\nstate_dir = "{tmp_path / "state"}"\n')
+    sqs.send_message(QueueUrl=queues.input_dlq, MessageBody="poison")
+    sqs.send_message(QueueUrl=queues.output_dlq, MessageBody="not json")
+    assert main(["status", "--config", str(config)]) == 0
+    assert "openstack-handler redrive --queue input" in capsys.readouterr().out
+    # the DLQs are found through the redrive policies (not configured)
+    assert main(["redrive", "--config", str(config)]) == 0
+    assert "input: moved 1 message(s)" in capsys.readouterr().out
+    assert queue_counts(sqs, queues.input) == (1, 0) and queue_counts(sqs, queues.output_dlq)[0] == 1
+    assert main(["redrive", "--config", str(config), "--queue", "both"]) == 0
+    out = capsys.readouterr().out
+    assert "input: moved 0" in out and "output: moved 1" in out
+    assert queue_counts(sqs, queues.output) == (1, 0)
+
+
+def test_grace_period_must_be_shorter_than_the_visibility_timeout() -> None:
+    base = {"input_queue_url": "i", "output_queue_url": "o", "function_name": "f"}
+    with pytest.raises(ConfigError, match="shorter than visibility_timeout_s"):
+        load_settings(None, env={}, **base, grace_period_s=90, visibility_timeout_s=90)
+    settings = load_settings(None, env={}, **base, wait_time_s=20)
+    assert settings.sqs_read_timeout_s == 30 and settings.stall_limit_s > 100
+    assert load_settings(None, env={}, **base, stall_timeout_s=5).stall_limit_s == 5.0
