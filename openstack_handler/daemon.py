@@ -135,6 +135,10 @@ class Handler:
         if code is not ExitCode.OK:
             self.state.close()
             return code
+        try:
+            self.store.remove_stale_temp_files()
+        except OSError as exc:  # the drainer reports an unusable results dir when it writes
+            log.warning("results.stale_temp_scan_failed", error=str(exc))
         threads = {
             "consumer": threading.Thread(target=self.consumer.run, name="consumer",
                                          args=(self.stop_event,), daemon=True),

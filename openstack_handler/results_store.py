@@ -92,6 +92,24 @@ class ResultsStore:
         self._remove(self.path_for(key, CSV_SUFFIX))
         return outcome
 
+    def remove_stale_temp_files(self) -> int:
+        """Delete ``.tmp-*`` files a killed process left behind (at startup, before any write:
+        a temp file is never the result, the ``os.replace`` that publishes it never happened).
+        Returns how many were removed."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for path in self.root.rglob(_TMP_PREFIX + "*"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed += 1
+            except OSError as exc:
+                log.warning("results.stale_temp_not_removed", path=str(path), error=str(exc))
+        if removed:
+            log.info("results.stale_temp_removed", count=removed, results_dir=str(self.root))
+        return removed
+
     def probe(self) -> None:
         """Check that a result could be written now (create, fsync and remove a temp file);
         raise OSError if not."""

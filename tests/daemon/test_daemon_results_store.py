@@ -108,3 +108,14 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.
         store.write_csv("v.mp4", "new\n")
     assert _all_files(tmp_path) == ["v.csv"]
     assert (tmp_path / "v.csv").read_text() == "old\n"
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    assert store.remove_stale_temp_files() == 0  # no dir yet
+    store.write_csv("dir/v.mp4", "a,b,c\n")
+    (tmp_path / "results" / "dir" / ".tmp-abc123").write_bytes(b"half a res")
+    (tmp_path / "results" / ".tmp-x").write_bytes(b"")
+    assert store.remove_stale_temp_files() == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "results").rglob("*")
+                  if p.is_file()) == ["results/dir/v.csv"]
