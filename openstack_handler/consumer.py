@@ -17,7 +17,8 @@
   does an object deleted before it was processed (the function fails with ``NoSuchKey``).
 - Outages (SQS or Lambda unreachable, throttled) are logged once when they start and once when
   they end (:class:`Availability`), and waited out with a capped, jittered backoff: no restart,
-  no spinning.
+  no spinning. While Lambda is down only one message at a time is received (a probe), so the
+  backlog's receive counts do not run up towards the dead-letter queue.
 - :attr:`last_progress` is stamped on every turn of the poll loop, for the systemd watchdog;
   :attr:`first_poll` is set once a receive has succeeded (the daemon is then READY).
 - On stop: messages received but not started are released (visibility 0); in-flight invocations
@@ -202,6 +203,7 @@ class InputConsumer:
         self._stop = threading.Event()
         self.last_progress = time.monotonic()
         self.first_poll = threading.Event()
+        self._lambda_retry_at = 0.0
 
     # -- public API --------------------------------------------------------------------------
 
@@ -277,6 +279,15 @@ class InputConsumer:
                 if max_messages is not None and received >= max_messages:
                     break
                 remaining = None if max_messages is None else max_messages - received
+                if self.lambda_state.down:
+                    # Lambda unreachable or throttling us: receive one message at a time as a
+                    # probe, after the backoff, so the backlog's receive counts do not run up
+                    # towards the dead-letter queue during the outage.
+                    wait = self._lambda_retry_at - time.monotonic()
+                    if wait > 0 or self.in_flight:
+                        stop.wait(min(max(wait, 0.1), 1.0))
+                        continue
+                    remaining = 1 if remaining is None else min(remaining, 1)
                 try:
                     count = self.poll_once(stop_event=stop, limit=remaining)
                 except (BotoCoreError, ClientError) as exc:  # SQS unreachable or failing
@@ -430,7 +441,8 @@ class InputConsumer:
                                  error_type=exc.error_type)
             except InvokeUnavailable as exc:  # retryable: the outage is logged once, not per try
                 first = not self.lambda_state.down
-                self.lambda_state.failed(exc, function=self.invoker.function_name)
+                delay = self.lambda_state.failed(exc, function=self.invoker.function_name)
+                self._lambda_retry_at = time.monotonic() + delay
                 self._failed(flight, "invoke", exc, level="info" if first else "debug")
                 self._retry_soon(flight)
             except InvokeFailed as exc:
