@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from openstack_handler.backoff import compute_backoff
 
@@ -74,3 +75,38 @@ class Availability:
         if failures:
             log.info(f"{self.name}.recovered", failed_tries=failures,
                      down_s=round(self._clock() - (since or self._clock()), 1))
+
+
+class PollGuard:
+    """The outermost-loop policy the consumer and the drainer share.
+
+    An SQS failure waits on the queue's outage backoff (logged once per state change); anything
+    else is logged with its traceback (``<loop>.poll_failed``) and backed off. Either way the loop
+    still counts as turning (*touch*), so the watchdog only stops for a loop that is stuck.
+    """
+
+    def __init__(self, loop: str, *, sqs_state: Availability, queue_url: str,
+                 touch: Callable[[], None]) -> None:
+        self.loop = loop
+        self.sqs_state = sqs_state
+        self.queue_url = queue_url
+        self.touch = touch
+        self.failed_event = f"{loop}.poll_failed"
+        self.failures = 0
+
+    def poll(self, poll_once: Callable[[], int], stop: threading.Event) -> int | None:
+        """Run one poll; its count, or None after a failure (the backoff is already waited)."""
+        try:
+            count = poll_once()
+        except (BotoCoreError, ClientError) as exc:  # SQS unreachable or failing
+            self.touch()
+            stop.wait(self.sqs_state.failed(exc, queue_url=self.queue_url))
+            return None
+        except Exception:  # outermost loop: log with traceback, back off, carry on
+            self.failures += 1
+            log.exception(self.failed_event, consecutive=self.failures)
+            self.touch()
+            stop.wait(compute_backoff(self.failures))
+            return None
+        self.failures = 0
+        return count

@@ -38,7 +38,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
-from openstack_handler.availability import Availability
+from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.backoff import compute_backoff
 from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
 from openstack_handler.events import (
@@ -259,6 +259,9 @@ class InputConsumer:
             self._dispatch(message)
         return len(messages)
 
+    def _touch(self) -> None:
+        self.last_progress = time.monotonic()
+
     def run(self, stop_event: threading.Event | None = None, *, max_messages: int | None = None,
             max_idle: float | None = None, grace_period_s: float | None = None) -> ConsumerStats:
         """Poll until *stop_event* is set (or, in burst mode, *max_messages* were received or
@@ -270,7 +273,8 @@ class InputConsumer:
         self._stop = stop
         self.heartbeat.start()
         received = 0
-        failures = 0
+        guard = PollGuard("consumer", sqs_state=self.sqs_state, queue_url=self.queue_url,
+                          touch=self._touch)
         idle_since = time.monotonic()
         log.info("consumer.started", queue_url=self.queue_url, concurrency=self.concurrency)
         try:
@@ -288,19 +292,10 @@ class InputConsumer:
                         stop.wait(min(max(wait, 0.1), 1.0))
                         continue
                     remaining = 1 if remaining is None else min(remaining, 1)
-                try:
-                    count = self.poll_once(stop_event=stop, limit=remaining)
-                except (BotoCoreError, ClientError) as exc:  # SQS unreachable or failing
-                    self.last_progress = time.monotonic()
-                    stop.wait(self.sqs_state.failed(exc, queue_url=self.queue_url))
+                count = guard.poll(
+                    lambda limit=remaining: self.poll_once(stop_event=stop, limit=limit), stop)
+                if count is None:
                     continue
-                except Exception:  # outermost loop: log with traceback, back off, carry on
-                    failures += 1
-                    log.exception("consumer.poll_failed", consecutive=failures)
-                    self.last_progress = time.monotonic()
-                    stop.wait(compute_backoff(failures))
-                    continue
-                failures = 0
                 received += count
                 if count or self.in_flight:
                     idle_since = time.monotonic()

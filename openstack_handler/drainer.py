@@ -33,8 +33,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
-from openstack_handler.availability import Availability
-from openstack_handler.backoff import compute_backoff
+from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.consumer import change_visibility
 from openstack_handler.errors import InvalidResult
 from openstack_handler.results_store import ResultsStore
@@ -150,13 +149,17 @@ class OutputDrainer:
             self._delete(done)
         return len(messages)
 
+    def _touch(self) -> None:
+        self.last_progress = time.monotonic()
+
     def run(self, stop_event: threading.Event | None = None, *, max_messages: int | None = None,
             max_idle: float | None = None, flush_on_stop: bool = False,
             flush_timeout_s: float = 10.0) -> DrainerStats:
         """Drain until *stop_event* is set (burst mode: *max_messages* / *max_idle* seconds)."""
         stop = stop_event or threading.Event()
         received = 0
-        failures = 0
+        guard = PollGuard("drainer", sqs_state=self.sqs_state, queue_url=self.queue_url,
+                          touch=self._touch)
         idle_since = time.monotonic()
         log.info("drainer.started", queue_url=self.queue_url)
         while not stop.is_set():
@@ -166,20 +169,10 @@ class OutputDrainer:
             if self.disk_state.down and not self._disk_recovered():
                 stop.wait(max(0.05, self._disk_retry_at - time.monotonic()))
                 continue
-            try:
-                count = self.poll_once(
-                    limit=None if max_messages is None else max_messages - received)
-            except (BotoCoreError, ClientError) as exc:  # SQS unreachable or failing
-                self.last_progress = time.monotonic()
-                stop.wait(self.sqs_state.failed(exc, queue_url=self.queue_url))
+            limit = None if max_messages is None else max_messages - received
+            count = guard.poll(lambda limit=limit: self.poll_once(limit=limit), stop)
+            if count is None:
                 continue
-            except Exception:  # outermost loop: log with traceback, back off, carry on
-                failures += 1
-                log.exception("drainer.poll_failed", consecutive=failures)
-                self.last_progress = time.monotonic()
-                stop.wait(compute_backoff(failures))
-                continue
-            failures = 0
             received += count
             if count:
                 idle_since = time.monotonic()
