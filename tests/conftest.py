@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def course_data(shared_data: Path) -> Path:
     return shared_data / "cse546-2023"
+
+
+@pytest.fixture(scope="session")
+def course_records(course_data: Path) -> dict[str, str]:
+    """video file name -> the course's expected first CSV row (`name,major,year`)."""
+    with (course_data / "expected.csv").open(newline="") as handle:
+        return {r["video"]: f"{r['name']},{r['major']},{r['year']}"
+                for r in csv.DictReader(handle)}
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ the real recognition function in warm workers, the real daemon as a subprocess."
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,14 +10,6 @@ import pytest
 from integration_helpers import Pipeline
 
 from localcloud.cloud import LocalCloud
-
-
-@pytest.fixture(scope="session")
-def course_records(course_data: Path) -> dict[str, str]:
-    """video file name -> the CSV row the course expects (`name,major,year`)."""
-    with (course_data / "expected.csv").open(newline="") as handle:
-        return {r["video"]: f"{r['name']},{r['major']},{r['year']}"
-                for r in csv.DictReader(handle)}
 
 
 @pytest.fixture(scope="session")

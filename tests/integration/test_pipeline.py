@@ -9,7 +9,8 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 
 import pytest
-from integration_helpers import REPO, Pipeline, wait_for
+from integration_helpers import REPO, Pipeline
+from polling import wait_for
 
 from localcloud.demo import read_expected
 from openstack_handler.results_store import safe_relative_path

@@ -6,7 +6,6 @@ Set ``RELIABILITY_RESULTS=tests/reliability/RESULTS.md`` to write the table of a
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -26,14 +25,6 @@ from openstack_handler.provisioning import ResourceSpec
 FUNCTION_TIMEOUT_S = 4
 
 _ROWS: list[Row] = []
-
-
-@pytest.fixture(scope="session")
-def course_records(course_data: Path) -> dict[str, str]:
-    """video file name -> the course's expected first row (`name,major,year`)."""
-    with (course_data / "expected.csv").open(newline="") as handle:
-        return {r["video"]: f"{r['name']},{r['major']},{r['year']}"
-                for r in csv.DictReader(handle)}
 
 
 @pytest.fixture(scope="session")

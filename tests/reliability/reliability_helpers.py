@@ -3,18 +3,20 @@ the Lambda endpoint with fault injection, the real recognition function), with s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import polling
 
 from localcloud.cloud import EndpointSession, LocalCloud
 from openstack_handler.results_store import _TMP_PREFIX, ResultsStore
@@ -33,15 +35,8 @@ FAST_SETTINGS: dict[str, Any] = {
 }
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float, interval_s: float = 0.2,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+#: the reliability rigs' predicates make several SQS calls each: poll them less eagerly.
+wait_for = functools.partial(polling.wait_for, interval_s=0.2)
 
 
 @dataclass
