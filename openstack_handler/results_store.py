@@ -2,6 +2,7 @@
 
 ``<results_dir>/<input key without its extension>.csv`` (or ``.error``). Key folders are kept;
 empty and ``.`` components are dropped, ``..`` becomes ``__``, control characters become ``_``,
+a component that looks like the store's temp files (``.tmp-…``) gets a ``_`` in front,
 and a component too long for the filesystem is shortened with a hash suffix, so no key can
 address anything outside the results dir. Spaces and unicode are kept as they are.
 """
@@ -49,6 +50,8 @@ def safe_relative_path(key: str) -> PurePosixPath:
             continue
         if part == "..":
             part = "__"
+        elif part.startswith(_TMP_PREFIX):  # the store's own temp names are swept at startup
+            part = "_" + part
         parts.append(_CONTROL.sub("_", part))
     if not parts:
         raise InvalidKey(f"object key {key!r} has no usable path component")

@@ -119,3 +119,16 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None
     assert store.remove_stale_temp_files() == 2
     assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "results").rglob("*")
                   if p.is_file()) == ["results/dir/v.csv"]
+
+
+def test_a_key_named_like_a_temp_file_is_not_swept_as_one(tmp_path: Path) -> None:
+    # GIVEN results for keys that look like the store's own temp files
+    store = ResultsStore(tmp_path)
+    csv_file = store.write_csv(".tmp-clip.mp4", "president_trump,physics,junior\n").path
+    nested = store.write_csv(".tmp-dir/clip.mp4", "mr_bean,lawyer,freshmen\n").path
+    # WHEN the daemon restarts and sweeps stale temp files
+    assert store.remove_stale_temp_files() == 0
+    # THEN both results are still there, under names the sweep never matches
+    assert csv_file.read_text() == "president_trump,physics,junior\n"
+    assert nested.read_text() == "mr_bean,lawyer,freshmen\n"
+    assert csv_file.name == "_.tmp-clip.csv" and nested.parent.name == "_.tmp-dir"
