@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -13,6 +15,13 @@ log = structlog.get_logger()
 
 _BATCH_LIMIT = 100  # BatchGetItem keys per request
 _MAX_UNPROCESSED_ROUNDS = 5
+_UNPROCESSED_BACKOFF_CAP_S = 1.0
+
+
+def unprocessed_backoff_s(round_: int, rng: Callable[[], float] = random.random) -> float:
+    """Full-jitter wait before retrying keys DynamoDB left unprocessed (AWS's advice: back off,
+    they are unprocessed because the table is throttling): uniform(0, min(cap, 0.05·2^round))."""
+    return rng() * min(_UNPROCESSED_BACKOFF_CAP_S, 0.05 * 2 ** round_)
 
 
 class StudentRecords:
@@ -21,9 +30,11 @@ class StudentRecords:
     AWS errors propagate (ClientError etc.): the invocation fails and the caller retries.
     """
 
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: Any, table: str, *,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._client = client
         self.table = table
+        self._sleep = sleep
 
     def lookup(self, names: Iterable[str]) -> dict[str, dict[str, str]]:
         wanted = list(dict.fromkeys(names))
@@ -37,7 +48,9 @@ class StudentRecords:
         for start in range(0, len(wanted), _BATCH_LIMIT):
             keys = [{"name": {"S": n}} for n in wanted[start:start + _BATCH_LIMIT]]
             request: dict[str, Any] = {self.table: {"Keys": keys}}
-            for _ in range(_MAX_UNPROCESSED_ROUNDS):
+            for round_ in range(_MAX_UNPROCESSED_ROUNDS):
+                if round_:
+                    self._sleep(unprocessed_backoff_s(round_))
                 response = self._client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table, []):
                     record = _plain(item)

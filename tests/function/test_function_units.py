@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,3 +119,55 @@ def test_gallery_pickle_may_not_run_code(tmp_path: Path) -> None:
 
 def test_rotation_quarter_turns() -> None:
     assert [rotate_k(r) for r in (0, 90, -90, 180, 270, -180)] == [0, 1, 3, 2, 3, 2]
+
+
+class _ThrottledTable:
+    """A fake DynamoDB client for the error path: for its first *rounds* calls it answers only
+    *answered* keys and leaves the rest unprocessed, as a throttled table does."""
+
+    def __init__(self, rounds: int, answered: int = 1) -> None:
+        self.rounds = rounds
+        self.answered = answered
+        self.calls = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        (table, request), = RequestItems.items()
+        keys = request["Keys"]
+        if self.calls <= self.rounds:
+            done, left = keys[:self.answered], keys[self.answered:]
+        else:
+            done, left = keys, []
+        items = [{"name": k["name"], "major": {"S": "m"}, "year": {"S": "y"}} for k in done]
+        return {"Responses": {table: items},
+                "UnprocessedKeys": {table: {"Keys": left}} if left else {}}
+
+
+def test_unprocessed_keys_are_retried_with_a_growing_jittered_backoff() -> None:
+    from lambda_image.records import StudentRecords
+
+    sleeps: list[float] = []
+    client = _ThrottledTable(rounds=2)
+    found = StudentRecords(client, "students", sleep=sleeps.append).lookup(["a", "b", "c", "d"])
+    assert sorted(found) == ["a", "b", "c", "d"]
+    assert client.calls == 3 and len(sleeps) == 2
+    assert all(0 <= s <= 1.0 for s in sleeps)
+
+
+def test_keys_left_unprocessed_every_round_raise_for_a_retry_by_the_caller() -> None:
+    from lambda_image.errors import InfrastructureError
+    from lambda_image.records import StudentRecords
+
+    client = _ThrottledTable(rounds=100, answered=0)
+    with pytest.raises(InfrastructureError):
+        StudentRecords(client, "students", sleep=lambda s: None).lookup(["a", "b", "c"])
+    assert client.calls == 5
+
+
+def test_unprocessed_backoff_is_full_jitter_with_a_cap() -> None:
+    from lambda_image.records import unprocessed_backoff_s
+
+    assert unprocessed_backoff_s(1, rng=lambda: 1.0) == pytest.approx(0.1)
+    assert unprocessed_backoff_s(3, rng=lambda: 1.0) == pytest.approx(0.4)
+    assert unprocessed_backoff_s(10, rng=lambda: 1.0) == 1.0
+    assert unprocessed_backoff_s(10, rng=lambda: 0.0) == 0.0
