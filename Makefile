@@ -26,11 +26,18 @@ test: lint
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not timed tests): the function per clip, then end to end on the local cloud.
+# Benchmarks (not part of `make test`; about 12 minutes): the function per clip, the daemon alone
+# against a synthetic function, end to end with the peer-style baseline; then bench/out/REPORT.md
+# and PNG plots from bench/out/*.json.
 bench: $(STAMP)
 	mkdir -p bench/out
-	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 | tee bench/out/function.json
-	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --count 100 --concurrency 1 2
+	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 \
+		--out bench/out/function.json > /dev/null
+	$(PY) -m bench.orchestration --out bench/out
+	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --data $(SHARED)/data/cse546-2023 \
+		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
+	$(PY) -m bench.report --out bench/out > /dev/null
+	@echo "bench/out/REPORT.md written"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image sampledata bench tests
@@ -43,7 +50,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet $(TORCH_PINS)
 	# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so no deps.
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
-	$(PIP) install --quiet -e '.[function,local,dev]'
+	$(PIP) install --quiet -e '.[function,local,dev,bench]'
 	touch $(STAMP)
 
 clean:

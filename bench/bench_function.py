@@ -1,8 +1,18 @@
-"""Benchmark the recognition function on the course clips: warm per-stage medians, cold start, RSS.
+"""Benchmark the recognition function on the course clips: warm per-stage medians, cold start, RSS,
+by clip resolution and by embedder.
 
 Runs the real handler against a moto server it starts itself (S3 object in, CSV + SQS message out),
-one torch thread. Prints one JSON summary, and nothing else, on stdout (`make bench` tees stdout
-to a .json file); log lines go to stderr.
+one torch thread:
+
+* the 8 course clips as they are (dlib embedder, the course `encoding` gallery): per-stage medians;
+* the same clips scaled to 854×480, 1280×720 and 1920×1080 (bench/variants.py): per-stage medians
+  per resolution;
+* the facenet embedder (InceptionResnetV1, 512-d) in a child process with a `data.pt` gallery and
+  a RANDOMLY INITIALISED state dict saved to a file (FACENET_WEIGHTS): the vggface2 weights cannot
+  be downloaded here, so this times the work only; its names are meaningless;
+* cold start (import, model load, first video) in a fresh child process.
+
+Writes the JSON summary to --out (and prints it on stdout); log lines go to stderr.
 
     .venv/bin/python bench/bench_function.py [--repeat 5] [--data ../shared/data/cse546-2023]
 """
@@ -33,6 +43,7 @@ def logs_to_stderr() -> None:
 
 
 STAGES = ("download", "decode", "detect", "embed", "lookup", "write", "total")
+RESOLUTIONS = ((854, 480), (1280, 720), (1920, 1080))
 
 
 def provision(data: Path) -> dict[str, str]:
@@ -53,6 +64,30 @@ def provision(data: Path) -> dict[str, str]:
         s3.put_object(Bucket="bench-in", Key=clip.name, Body=clip.read_bytes())
     return {"GALLERY_PATH": str(data / "encoding"), "OUTPUT_BUCKET": "bench-out",
             "OUTPUT_QUEUE_URL": queue, "STUDENTS_TABLE": "students"}
+
+
+def scaled_keys(data: Path, cache: Path) -> dict[str, list[str]]:
+    """Upload the course clips scaled to each of RESOLUTIONS; keys `WxH/test_N.mp4` per size."""
+    import boto3
+
+    from bench.variants import make_scaled
+
+    s3 = boto3.session.Session(region_name="us-east-1").client("s3")
+    keys: dict[str, list[str]] = {}
+    for size in RESOLUTIONS:
+        label = f"{size[0]}x{size[1]}"
+        keys[label] = []
+        for variant in make_scaled(data, cache, size):
+            key = f"{label}/{variant.path.name}"
+            s3.put_object(Bucket="bench-in", Key=key, Body=variant.path.read_bytes())
+            keys[label].append(key)
+    return keys
+
+
+def expected_name(key: str, data: Path) -> str:
+    from bench.variants import course_expectations
+
+    return course_expectations(data)[key.rsplit("/", 1)[-1]]
 
 
 def event(key: str) -> dict:
@@ -77,17 +112,69 @@ def cold(key: str) -> None:
                       "first_result": result["people"][0]["name"]}))
 
 
+def warm_runs(keys: list[str], repeat: int) -> list[dict]:
+    """One warm-up call per key, then *repeat* timed calls each: per-call stage timings + wall."""
+    from lambda_image import handlers
+
+    handlers.runtime()
+    for key in keys:
+        handlers.s3_handler(event(key), None)
+    runs = []
+    for key in keys:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            (result,) = handlers.s3_handler(event(key), None)["results"]
+            wall = (time.perf_counter() - started) * 1000
+            runs.append({**result["timings_ms"], "wall": wall, "key": key,
+                         "faces": len(result["faces"]),
+                         "person": (result["people"] or [{"name": ""}])[0]["name"]})
+    return runs
+
+
+def stage_medians(runs: list[dict]) -> dict[str, float]:
+    return {s: round(statistics.median(r.get(s, 0.0) for r in runs), 1) for s in (*STAGES, "wall")}
+
+
+def facenet_child(keys: list[str], repeat: int, gallery: Path, tmp: Path) -> None:
+    """Child process: the facenet embedder with random weights (timing only)."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    weights = tmp / "random-inception-resnet-v1.pt"
+    torch.manual_seed(546)
+    torch.save(InceptionResnetV1(pretrained=None, classify=False).state_dict(), weights)
+    os.environ.update({"GALLERY_PATH": str(gallery), "FACENET_WEIGHTS": str(weights)})
+    runs = warm_runs(keys, repeat)
+    print(json.dumps({"embedder": "facenet", "weights": "random (timing only)",
+                      "gallery": str(gallery), "repeat": repeat,
+                      "median_ms": stage_medians(runs),
+                      "faces_median": statistics.median(r["faces"] for r in runs),
+                      "peak_rss_mb": round(resource.getrusage(
+                          resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
                         / "cse546-2023")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--resolution-repeat", type=int, default=3)
+    parser.add_argument("--facenet-gallery", type=Path, default=None,
+                        help="data.pt (default: cse546-2025/data.pt beside --data)")
+    parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench" / "scaled")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "function.json")
     parser.add_argument("--cold-child", metavar="KEY")
+    parser.add_argument("--facenet-child", nargs="+", metavar="KEY")
     args = parser.parse_args()
     logs_to_stderr()
+    facenet_gallery = args.facenet_gallery or args.data.parent / "cse546-2025" / "data.pt"
     if args.cold_child:
         cold(args.cold_child)
+        return 0
+    if args.facenet_child:
+        with tempfile.TemporaryDirectory() as tmp:
+            facenet_child(args.facenet_child, args.repeat, facenet_gallery, Path(tmp))
         return 0
 
     from localcloud.moto_server import MotoServer
@@ -97,6 +184,7 @@ def main() -> int:
                            "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
         os.environ.update(provision(args.data))
         clips = sorted(p.name for p in (args.data / "videos").glob("*.mp4"))
+        scaled = scaled_keys(args.data, args.cache)
 
         child = subprocess.run([sys.executable, __file__, "--cold-child", clips[0]],
                                stdout=subprocess.PIPE, text=True, check=True, env=os.environ)
@@ -109,6 +197,7 @@ def main() -> int:
             handlers.s3_handler(event(clip), None)
         per_clip: dict[str, dict] = {}
         walls: list[float] = []
+        all_runs: list[dict] = []
         for clip in clips:
             runs = []
             for _ in range(args.repeat):
@@ -117,6 +206,7 @@ def main() -> int:
                 wall = (time.perf_counter() - started) * 1000
                 runs.append({**result["timings_ms"], "wall": wall})
                 walls.append(wall)
+            all_runs.extend(runs)
             per_clip[clip] = {
                 "person": result["people"][0]["name"],
                 "distance": round(min(f["distance"] for f in result["faces"]), 3),
@@ -124,15 +214,33 @@ def main() -> int:
                 "median_ms": {s: round(statistics.median(r.get(s, 0.0) for r in runs), 1)
                               for s in (*STAGES, "wall")},
             }
+        by_resolution = {}
+        for size, keys in scaled.items():
+            runs = warm_runs(keys, args.resolution_repeat)
+            by_resolution[size] = {"clips": len(keys), "repeat": args.resolution_repeat,
+                                   "median_ms": stage_medians(runs),
+                                   "correct": sum(r["person"] == expected_name(r["key"], args.data)
+                                                  for r in runs) / len(runs)}
+        child = subprocess.run([sys.executable, __file__, "--data", str(args.data),
+                                "--repeat", str(args.resolution_repeat),
+                                "--facenet-child", *clips],
+                               stdout=subprocess.PIPE, text=True, check=True, env=os.environ)
+        facenet = json.loads(child.stdout)
         summary = {
             "threads": int(os.environ["TORCH_NUM_THREADS"]),
             "repeat": args.repeat,
             "overall_median_ms": round(statistics.median(walls), 1),
             "cold_start": cold_start,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "median_ms": stage_medians(all_runs),  # every timed call on the course clips
+            "by_resolution": by_resolution,
+            "facenet": facenet,
             "per_clip": per_clip,
         }
-        print(json.dumps(summary, indent=1))
+        text = json.dumps(summary, indent=1)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        print(text)
     return 0
 
 

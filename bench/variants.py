@@ -82,3 +82,19 @@ def _render_variant(src: Path, out: Path, *, crop: float, dx: float, dy: float,
         for packet in stream.encode(None):
             outp.mux(packet)
     tmp.replace(out)
+
+
+def make_scaled(course_dir: Path, out_dir: Path, size: tuple[int, int], *,
+                seconds: float = 1.0) -> list[Variant]:
+    """Every course clip scaled (whole frame, no other change) to *size*: cached by name."""
+    expected = course_expectations(course_dir)
+    out = out_dir / f"{size[0]}x{size[1]}"
+    out.mkdir(parents=True, exist_ok=True)
+    variants = []
+    for source in sorted(expected):
+        path = out / source
+        if not path.exists():
+            _render_variant(course_dir / "videos" / source, path, crop=1.0, dx=0.0, dy=0.0,
+                            size=size, brightness=1.0, offset=0.0, seconds=seconds)
+        variants.append(Variant(path, source, expected[source]))
+    return variants
