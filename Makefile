@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED ?= ../shared
 
-.PHONY: demo test test-unit test-integration bench lint clean venv
+.PHONY: demo test test-unit bench lint clean venv
 
 DEMO_DIR := .cache/demo
 
