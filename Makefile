@@ -50,7 +50,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet $(TORCH_PINS)
 	# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so no deps.
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0
-	$(PIP) install --quiet -e '.[function,local,dev,bench]'
+	$(PIP) install --quiet -e '.[function,local,openstack,dev,bench]'
 	touch $(STAMP)
 
 clean:
