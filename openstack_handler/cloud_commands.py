@@ -100,6 +100,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
 
     from openstack_handler.logs import configure_logging
     from openstack_handler.provisioning import (
+        Change,
         ResourceSpec,
         describe_changes,
         load_student_records,
@@ -117,7 +118,9 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
     if args.students:
         seeded = seed_students(session, provisioned.students_table,
                                load_student_records(args.students))
-        print(f"seeded {seeded} student records into {provisioned.students_table}")
+        if seeded:
+            changes.append(Change("dynamodb table", provisioned.students_table, "updated",
+                                  f"{seeded} student records written"))
     if args.image_uri:
         function = provision_function(session, spec, args.image_uri, args.gallery_in_image,
                                       provisioned=provisioned)
@@ -138,9 +141,9 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         tmp = args.config.with_name(f".{args.config.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, args.config)
-        print(f"wrote {args.config}")
+        changes.append(Change("config file", str(args.config), "updated"))
     load_settings(args.config, env={})  # what we wrote must load: fail here, not in the daemon
-    print(describe_changes(changes))
+    print(describe_changes(changes))  # the last line reads "unchanged" when nothing changed
     return int(ExitCode.OK)
 
 

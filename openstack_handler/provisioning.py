@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -339,15 +339,27 @@ def load_student_records(path: Path) -> list[dict[str, Any]]:
 
 def seed_students(session: SessionLike, table: str,
                   records: Iterable[Mapping[str, Any]]) -> int:
-    """Put every record (keyed by name; a later duplicate wins); returns how many were written."""
-    written = 0
-    with session.resource("dynamodb").Table(table).batch_writer(
-            overwrite_by_pkeys=["name"]) as batch:
-        for record in records:
-            batch.put_item(Item={k: _dynamo_value(v) for k, v in record.items()})
-            written += 1
-    log.info("students_seeded", table=table, records=written)
-    return written
+    """Converge the table to *records* (keyed by name; a later duplicate wins): put only the
+    records that are missing or differ, so a second run writes nothing. Returns how many it put."""
+    wanted = {str(r["name"]): {k: _dynamo_value(v) for k, v in r.items()} for r in records}
+    handle = session.resource("dynamodb").Table(table)
+    current = {str(item["name"]): item for item in _scan_all(handle)}
+    stale = [item for name, item in wanted.items() if current.get(name) != item]
+    with handle.batch_writer(overwrite_by_pkeys=["name"]) as batch:
+        for item in stale:
+            batch.put_item(Item=item)
+    log.info("students_seeded", table=table, records=len(wanted), written=len(stale))
+    return len(stale)
+
+
+def _scan_all(table: Any) -> Iterator[dict[str, Any]]:
+    kwargs: dict[str, Any] = {}
+    while True:
+        page = table.scan(**kwargs)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _dynamo_value(value: Any) -> Any:

@@ -122,6 +122,10 @@ def test_seed_students_from_course_file(boto_session: boto3.session.Session,
     item = boto_session.client("dynamodb").get_item(
         TableName=out.students_table, Key={"name": {"S": "president_biden"}})["Item"]
     assert item["major"] == {"S": "history"} and item["year"] == {"S": "sophomore"}
+    # WHEN it seeds again, nothing is written; a changed record is written alone
+    assert seed_students(boto_session, out.students_table, load_student_records(path)) == 0
+    path.write_text(json.dumps([{**STUDENTS[0], "year": "senior"}, *STUDENTS[1:]]))
+    assert seed_students(boto_session, out.students_table, load_student_records(path)) == 1
     table = boto_session.client("dynamodb").describe_table(TableName=out.students_table)["Table"]
     assert table["KeySchema"] == [{"AttributeName": "name", "KeyType": "HASH"}]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
