@@ -2,6 +2,7 @@
 
     openstack-handler run --config FILE      run the daemon (foreground; systemd Type=notify)
         [--daemonize --pidfile FILE --log-file FILE]   detach, for hosts without systemd
+    openstack-handler check-config --config FILE   validate a settings file (exit 78 if invalid)
     openstack-handler status --config FILE   queue depths and what this daemon processed
     openstack-handler redrive --config FILE [--queue input|output|both]
                                              move dead letters back once their cause is fixed
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pidfile", metavar="FILE", help="with --daemonize: PID lock file")
     run.add_argument("--log-file", metavar="FILE", help="with --daemonize: JSON log lines here")
     run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser(
+        "check-config", help="load the settings as `run` would; exit 78 (EX_CONFIG) if invalid")
+    _add_config_argument(check)
+    check.set_defaults(func=_cmd_check_config)
 
     status = sub.add_parser("status", help="queue depths, processed/failed counts, last error")
     _add_config_argument(status)
@@ -132,6 +138,14 @@ def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO |
     except Exception:  # the process's outermost boundary: log it with the traceback
         log.exception("handler.crashed")
         return int(ExitCode.FAILURE)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    """For deployment tools (Ansible's ``validate:``): a bad file never replaces a good one."""
+    settings = _load(args, os.environ)
+    print(f"{args.config}: ok (input {settings.input_queue_url}, function "
+          f"{settings.function_name}, results {settings.results_dir})")
+    return int(ExitCode.OK)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -39,6 +39,19 @@ def test_bad_config_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["status", "--config", str(tmp_path / "bad.toml")]) == 78
 
 
+def test_check_config_accepts_a_good_file_and_rejects_a_bad_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('input_queue_url = "http://q/in"\noutput_queue_url = "http://q/out"\n'
+                    'function_name = "face-recognition"\nresults_dir = "/srv/results"\n')
+    assert main(["check-config", "--config", str(good)]) == 0
+    assert "ok" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text() + "concurrency = 0\n")
+    assert main(["check-config", "--config", str(bad)]) == ExitCode.CONFIG_ERROR
+    assert "concurrency" in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as info:
         main(["run"])
