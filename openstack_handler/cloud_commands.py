@@ -5,6 +5,7 @@ stays light (no moto, no torch)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tomllib
@@ -92,6 +93,8 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
                                           "function and its least-privilege role")
     prov.add_argument("--gallery-in-image", default="/var/task/gallery/encoding",
                       help="GALLERY_PATH inside the image")
+    prov.add_argument("--json", action="store_true",
+                      help='print {"changed", "changes", "settings"} (for Ansible) instead of lines')
     prov.set_defaults(func=_cmd_aws_provision)
 
 
@@ -143,7 +146,11 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         os.replace(tmp, args.config)
         changes.append(Change("config file", str(args.config), "updated"))
     load_settings(args.config, env={})  # what we wrote must load: fail here, not in the daemon
-    print(describe_changes(changes))  # the last line reads "unchanged" when nothing changed
+    if args.json:
+        print(json.dumps({"changed": bool(changes), "changes": [str(c) for c in changes],
+                          "settings": values}))
+    else:
+        print(describe_changes(changes))  # the last line reads "unchanged" when nothing changed
     return int(ExitCode.OK)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,3 +53,9 @@ def test_aws_provision_writes_a_loadable_config_and_a_second_run_is_unchanged(
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.strip().splitlines()[-1] == "unchanged"
     assert config.read_text() == before
+    # WHEN a tool asks for JSON, it gets the same verdict and the settings it can deploy
+    third = provision_cli(*args, "--json")
+    assert third.returncode == 0, third.stdout + third.stderr
+    report = json.loads(third.stdout)
+    assert report["changed"] is False and report["changes"] == []
+    assert report["settings"]["input_queue_url"] == settings.input_queue_url
