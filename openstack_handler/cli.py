@@ -4,6 +4,7 @@
         [--daemonize --pidfile FILE --log-file FILE]   detach, for hosts without systemd
     openstack-handler check-config --config FILE   validate a settings file (exit 78 if invalid)
     openstack-handler status --config FILE   queue depths and what this daemon processed
+    openstack-handler status --cloud NAME    every handler server's heartbeat (server metadata)
     openstack-handler redrive --config FILE [--queue input|output|both]
                                              move dead letters back once their cause is fixed
     openstack-handler local up|demo ...      the embedded local cloud (moto + Lambda endpoint)
@@ -53,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_argument(check)
     check.set_defaults(func=_cmd_check_config)
 
-    status = sub.add_parser("status", help="queue depths, processed/failed counts, last error")
-    _add_config_argument(status)
+    status = sub.add_parser(
+        "status", help="queue depths, processed/failed counts, last error; with --cloud, the "
+                       "heartbeat of every handler server in an OpenStack cloud")
+    _add_config_argument(status, required=False)
+    status.add_argument("--cloud", metavar="NAME",
+                        help="clouds.yaml entry: list the servers carrying handler heartbeat "
+                             "metadata and its age (needs the `openstack` extra)")
     status.set_defaults(func=_cmd_status)
 
     redrive = sub.add_parser(
@@ -69,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", required=True, metavar="FILE",
+def _add_config_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--config", "-c", required=required, metavar="FILE",
                         help="TOML settings file; OPENSTACK_HANDLER_<KEY> variables override it")
 
 
@@ -149,15 +155,52 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    import boto3
+    if not (args.config or args.cloud):
+        print("openstack-handler status: give --config FILE, --cloud NAME or both",
+              file=sys.stderr)
+        return int(ExitCode.USAGE)
+    if args.config:
+        import boto3
 
-    from openstack_handler.daemon import sqs_client_config
-    from openstack_handler.status import collect_status, render_status
+        from openstack_handler.daemon import sqs_client_config
+        from openstack_handler.status import collect_status, render_status
 
-    settings = _load(args, os.environ)
-    session = boto3.session.Session(region_name=settings.region)
-    sqs = session.client("sqs", config=sqs_client_config(settings))
-    sys.stdout.write(render_status(collect_status(settings, sqs)))
+        settings = _load(args, os.environ)
+        session = boto3.session.Session(region_name=settings.region)
+        sqs = session.client("sqs", config=sqs_client_config(settings))
+        sys.stdout.write(render_status(collect_status(settings, sqs)))
+    if args.cloud:
+        if args.config:
+            sys.stdout.write("\n")
+        return _cloud_status(args.cloud)
+    return int(ExitCode.OK)
+
+
+def _cloud_status(cloud: str) -> int:
+    """The handler servers of *cloud*; openstacksdk is imported here, never at CLI import."""
+    try:
+        from keystoneauth1.exceptions import ClientException
+        from openstack.exceptions import ConfigException, SDKException
+
+        from openstack_handler.cloud_status import (
+            connect,
+            describe_problem,
+            handler_servers,
+            render_handler_servers,
+        )
+    except ImportError:
+        print("openstack-handler status --cloud needs openstacksdk: "
+              "pip install 'openstack-handler[openstack]'", file=sys.stderr)
+        return int(ExitCode.UNAVAILABLE)
+    try:
+        servers = handler_servers(connect(cloud))
+    except ConfigException as exc:
+        raise ConfigError(f"cloud {cloud!r}: {exc}") from exc
+    except (SDKException, ClientException) as exc:
+        print(f"openstack-handler status: cloud {cloud}: {describe_problem(exc)}: {exc}",
+              file=sys.stderr)
+        return int(ExitCode.UNAVAILABLE)
+    sys.stdout.write(render_handler_servers(servers, cloud=cloud))
     return int(ExitCode.OK)
 
 

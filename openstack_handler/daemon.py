@@ -7,6 +7,10 @@ the drainer after a final flush of the output queue, and exits 0; a second signa
 (130). If the grace period expires with invocations still running, the process exits 75
 (EX_TEMPFAIL) — their messages reappear after the visibility timeout.
 
+OpenStack: at start the instance identity (Nova's metadata service, optional) is bound into every
+log line; with ``cloud_name`` set, a heartbeat thread publishes the daemon's state to its server's
+metadata (openstack_handler.cloud_status), off the work's path, ending with ``state=stopped``.
+
 systemd (``Type=notify``): ``READY=1`` once the consumer's first receive succeeded; ``STATUS=``
 with counts every few seconds when it changes; ``WATCHDOG=1`` at half ``$WATCHDOG_USEC`` while
 both loops keep turning (a loop stuck for ``stall_limit_s`` stops the pings); ``STOPPING=1``.
@@ -27,11 +31,15 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from openstack_handler import __version__
+from openstack_handler.cloud_status import CloudStatusPublisher, Heartbeat, connect, heartbeat_from
 from openstack_handler.consumer import InputConsumer
 from openstack_handler.drainer import OutputDrainer
 from openstack_handler.errors import ConfigError
 from openstack_handler.exit_codes import ExitCode
+from openstack_handler.identity import InstanceIdentity, read_identity
 from openstack_handler.invoker import LambdaInvoker, lambda_client_config
+from openstack_handler.logs import bind_process_context
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.settings import SQS_ATTEMPTS, Settings
 from openstack_handler.state import StateDB
@@ -90,6 +98,8 @@ class Handler:
         self.stop_event = threading.Event()  # the consumer's: stop receiving
         self.drainer_stop = threading.Event()  # set once in-flight invocations are done
         self.ready = False
+        self.identity: InstanceIdentity | None = None
+        self.cloud_status: CloudStatusPublisher | None = None
         self._status_text = ""
         self._status_at = 0.0
         self._signals = 0  # written only by the signal handler and request_stop()
@@ -130,6 +140,10 @@ class Handler:
         period leaves through :func:`os._exit` because invocation threads cannot be cancelled)."""
         if install_signals:
             self.install_signal_handlers()
+        self.identity = read_identity(self.settings.metadata_url,
+                                      timeout_s=self.settings.metadata_timeout_s)
+        if self.identity is not None:
+            bind_process_context(**self.identity.log_context())
         log.info("handler.starting", pid=os.getpid(), **self.settings.as_log_dict())
         code = self.check_queues()
         if code is not ExitCode.OK:
@@ -150,6 +164,9 @@ class Handler:
         }
         for thread in threads.values():
             thread.start()
+        self.cloud_status = self._cloud_status_publisher()
+        if self.cloud_status is not None:
+            self.cloud_status.start()
         sd_notify("STATUS=starting: waiting for the first receive", socket_path=self.notify_socket)
         log.info("handler.started", watchdog_interval_s=self.watchdog.interval_s,
                  stall_limit_s=self.settings.stall_limit_s)
@@ -170,6 +187,8 @@ class Handler:
             self.ready = True
             sd_notify("READY=1\nSTATUS=" + self.status_text(), socket_path=self.notify_socket)
             log.info("handler.ready")
+            if self.cloud_status is not None:
+                self.cloud_status.poke()
         self.watchdog.tick(self.stalled_loops())
         now = time.monotonic()
         if self.ready and now - self._status_at >= _STATUS_EVERY_S:
@@ -178,6 +197,52 @@ class Handler:
             if text != self._status_text:
                 self._status_text = text
                 sd_notify("STATUS=" + text, socket_path=self.notify_socket)
+
+    def _cloud_status_publisher(self) -> CloudStatusPublisher | None:
+        """The heartbeat to this server's metadata, when a cloud is configured and the server
+        is known (``cloud_server``, else the instance uuid from the metadata service)."""
+        cloud = self.settings.cloud_name
+        if not cloud:
+            return None
+        server = self.settings.cloud_server or (self.identity.uuid if self.identity else None)
+        if server is None:
+            log.warning("cloud_status.off", cloud=cloud,
+                        reason="no cloud_server set and no instance uuid from the metadata service")
+            return None
+        timeout = self.settings.cloud_api_timeout_s
+        log.info("cloud_status.on", cloud=cloud, server=server,
+                 interval_s=self.settings.cloud_heartbeat_interval_s)
+        return CloudStatusPublisher(connect=lambda: connect(cloud, api_timeout_s=timeout),
+                                    server=server, snapshot=self.heartbeat,
+                                    interval_s=self.settings.cloud_heartbeat_interval_s)
+
+    def heartbeat(self, state: str | None = None) -> Heartbeat:
+        """What the cloud heartbeat says now: the durable counters and the last error."""
+        snap = self.state.snapshot()
+        return heartbeat_from(state=state or self.lifecycle_state(), version=__version__,
+                              counters=snap.counters, last_error=snap.last_error,
+                              interval_s=self.settings.cloud_heartbeat_interval_s)
+
+    def lifecycle_state(self) -> str:
+        """starting (before the first receive), running, degraded (a dependency is down or a
+        loop stalled), stopping."""
+        if self._signals:
+            return "stopping"
+        if not self.ready:
+            return "starting"
+        return "degraded" if self.problems() else "running"
+
+    def problems(self) -> list[str]:
+        """What is wrong right now, in words (empty when all is well)."""
+        problems = [label for label, state in (
+            ("SQS input unreachable", self.consumer.sqs_state),
+            ("SQS output unreachable", self.drainer.sqs_state),
+            ("Lambda unavailable", self.consumer.lambda_state),
+            ("results dir unwritable", self.drainer.disk_state)) if state.down]
+        stalled = self.stalled_loops()
+        if stalled:
+            problems.append("stalled: " + ", ".join(stalled))
+        return problems
 
     def stalled_loops(self, now: float | None = None) -> list[str]:
         """Names of the loops that have not turned for ``stall_limit_s`` (hung)."""
@@ -193,15 +258,7 @@ class Handler:
                  f"videos ok {c.succeeded} failed {c.failed}",
                  f"results written {d.written + d.unchanged}",
                  f"duplicates {c.duplicates}"]
-        problems = [label for label, state in (
-            ("SQS input unreachable", self.consumer.sqs_state),
-            ("SQS output unreachable", self.drainer.sqs_state),
-            ("Lambda unavailable", self.consumer.lambda_state),
-            ("results dir unwritable", self.drainer.disk_state)) if state.down]
-        stalled = self.stalled_loops()
-        if stalled:
-            problems.append("stalled: " + ", ".join(stalled))
-        return "; ".join(parts + problems)
+        return "; ".join(parts + self.problems())
 
     def _shutdown(self, threads: dict[str, threading.Thread], code: ExitCode) -> ExitCode:
         grace = self.settings.grace_period_s
@@ -238,6 +295,8 @@ class Handler:
                 self._hard_exit(code)
             self.watchdog.tick()
             time.sleep(_TICK_S)
+        if self.cloud_status is not None:  # bounded: a hung cloud costs seconds, not the stop
+            self.cloud_status.stop(final=self.heartbeat("stopped"))
         self.state.close()
         log.info("handler.stopped", exit_code=int(code), consumer=vars(self.consumer.stats),
                  drainer=vars(self.drainer.stats))

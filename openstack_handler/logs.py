@@ -2,7 +2,9 @@
 
 JSON lines to stdout when stdout is not a TTY (journald keeps them under systemd), a console
 renderer on a TTY. Modules just do ``log = structlog.get_logger(__name__)`` and bind per-message
-context with :func:`structlog.contextvars.bound_contextvars`.
+context with :func:`structlog.contextvars.bound_contextvars`. What holds for the whole process (the
+OpenStack instance it runs on) is bound once with :func:`bind_process_context`: contextvars do not
+reach threads started elsewhere, a processor does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,21 @@ from structlog.typing import EventDict, Processor
 
 #: event-dict keys whose values are never written (defence in depth: we do not log these anyway).
 _SECRET_MARKERS = ("secret", "password", "token", "credential", "authorization", "signature")
+
+
+#: key/values added to every log line of this process (see bind_process_context).
+_process_context: dict[str, Any] = {}
+
+
+def bind_process_context(**values: Any) -> None:
+    """Add *values* to every later log line, from every thread (stdlib loggers included)."""
+    _process_context.update(values)
+
+
+def _add_process_context(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+    for key, value in _process_context.items():
+        event_dict.setdefault(key, value)
+    return event_dict
 
 
 def _redact_secrets(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
@@ -33,6 +50,7 @@ def configure_logging(json: bool | None = None, *, level: str = "info",
         json = not (hasattr(stream, "isatty") and stream.isatty())
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_process_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

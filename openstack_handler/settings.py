@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openstack_handler.errors import ConfigError
+from openstack_handler.identity import NOVA_METADATA_URL
 
 ENV_PREFIX = "OPENSTACK_HANDLER_"
 MIB = 1024 * 1024
@@ -64,6 +65,20 @@ class Settings:
     #: watchdog pings stop (so systemd restarts the daemon). 0: derived from the SQS timeouts.
     stall_timeout_s: int = 0
     log_level: str = "info"
+    #: Nova's metadata service, read once at start for the instance identity bound into every
+    #: log line; "" turns it off. Off-cloud the read fails fast and the daemon carries on.
+    metadata_url: str = NOVA_METADATA_URL
+    metadata_timeout_s: float = 1.0
+    #: the clouds.yaml entry (openstacksdk's search path: $OS_CLIENT_CONFIG_FILE,
+    #: ~/.config/openstack, /etc/openstack) whose credential publishes the heartbeat to this
+    #: server's metadata. None: no heartbeat in the cloud.
+    cloud_name: str | None = None
+    #: the server (id or name) that carries the heartbeat; default: this instance's uuid from
+    #: the metadata service.
+    cloud_server: str | None = None
+    cloud_heartbeat_interval_s: float = 60.0
+    #: timeout of each OpenStack API call the heartbeat makes.
+    cloud_api_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -238,6 +253,14 @@ def _validate(s: Settings) -> None:
     need(s.log_level.lower() in _LOG_LEVELS,
          f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {s.log_level!r}")
     need(s.input_queue_url != s.output_queue_url, "input_queue_url and output_queue_url are the same")
+    need(s.metadata_url == "" or s.metadata_url.startswith(("http://", "https://")),
+         f"metadata_url must be an http(s) URL or empty (off), not {s.metadata_url!r}")
+    need(0.05 <= s.metadata_timeout_s <= 30,
+         f"metadata_timeout_s must be 0.05..30, not {s.metadata_timeout_s}")
+    need(0.1 <= s.cloud_heartbeat_interval_s <= 86400,
+         f"cloud_heartbeat_interval_s must be 0.1..86400, not {s.cloud_heartbeat_interval_s}")
+    need(1 <= s.cloud_api_timeout_s <= 300,
+         f"cloud_api_timeout_s must be 1..300, not {s.cloud_api_timeout_s}")
 
 
 def settings_toml(values: Mapping[str, Any], *, header: str = "") -> str:
