@@ -186,7 +186,17 @@ class Machine:
                 if state in ("running", "degraded"):
                     return self
             time.sleep(0.5)
+        # `with Machine(...)` never reaches __exit__ when boot fails: power off here.
+        self.shutdown()
         raise ContainerError(f"machine not up after {timeout_s:.0f} s (state {state!r})")
+
+    @property
+    def nspawn_pid(self) -> int:
+        """systemd-nspawn's pid, also its session and process group: SIGTERM to it powers the
+        machine off, so another process (a later ``down``) can stop a machine left running."""
+        if self._proc is None:
+            raise ContainerError("machine not booted")
+        return self._proc.pid
 
     @property
     def init_pid(self) -> int:
