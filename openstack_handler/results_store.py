@@ -77,6 +77,9 @@ class ResultsStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        #: Result files get the mode a plain open() would give: 0666 less the umask (systemd's
+        #: UMask=0027 makes them group-readable for operators, never world-readable).
+        self.file_mode = 0o666 & ~_process_umask()
 
     def path_for(self, key: str, suffix: str) -> Path:
         rel = safe_relative_path(key)
@@ -141,7 +144,7 @@ class ResultsStore:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
-                os.fchmod(fh.fileno(), 0o644)
+                os.fchmod(fh.fileno(), self.file_mode)  # mkstemp's 0600 is too tight
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
@@ -183,3 +186,14 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _process_umask() -> int:
+    """The umask, read without changing it (``os.umask`` would race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022

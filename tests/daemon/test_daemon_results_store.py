@@ -86,6 +86,15 @@ def test_writes_are_atomic_and_idempotent(tmp_path: Path) -> None:
     assert oct(changed.path.stat().st_mode & 0o777) == oct(0o644)
 
 
+def test_result_files_get_the_mode_the_umask_allows(tmp_path: Path) -> None:
+    old = os.umask(0o027)  # what the systemd unit sets: group-readable, never world-readable
+    try:
+        written = ResultsStore(tmp_path).write_csv("v.mp4", "a,,\n")
+    finally:
+        os.umask(old)
+    assert oct(written.path.stat().st_mode & 0o777) == oct(0o640)
+
+
 def test_error_results_replace_csv_and_vice_versa(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     store.write_csv("v.mp4", "a,,\n")
