@@ -1,0 +1,118 @@
+"""The system tier: the handler deployed by Ansible into a booted Debian (systemd-nspawn), with
+the local cloud on the host, reachable from the VM over a veth pair.
+
+Needs root, debootstrap and systemd-container (the Makefile installs them). The Debian root is
+built once per machine and cached (see localcloud.container); every session boots a fresh copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from system_helpers import REPO, VM_ROOT, PlayResult, run_playbook
+
+from localcloud.cloud import DUMMY_CREDENTIALS, LocalCloud
+from localcloud.container import Machine, Network, cached_root, clone_root
+
+VM_NAME = "handler-vm"
+
+
+@pytest.fixture(scope="session")
+def vm_network() -> Iterator[Network]:
+    assert os.geteuid() == 0, "the system tier boots containers: run it as root"
+    network = Network.for_this_process().create()
+    yield network
+    network.delete()
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture(scope="session")
+def vm(vm_network: Network, ssh_key: Path, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Machine]:
+    work = tmp_path_factory.mktemp("vm")
+    root = cached_root(VM_ROOT, log_path=work / "debootstrap.log")
+    machine = Machine(clone_root(root, work / "root"), vm_network, log_path=work / "console.log",
+                      hostname=VM_NAME)
+    machine.authorize_ssh_key((ssh_key.with_suffix(".pub")).read_text())
+    with machine:
+        yield machine
+    subprocess.run(["rm", "-rf", str(work / "root")], check=False)
+
+
+@pytest.fixture(scope="session")
+def host_cloud(course_data: Path, vm_network: Network, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[LocalCloud]:
+    """The local cloud bound to the host's end of the veth, so the VM can reach it."""
+    with LocalCloud(gallery=course_data / "encoding", students=course_data / "student_data.json",
+                    concurrency=2, host=vm_network.host_ip,
+                    work_dir=tmp_path_factory.mktemp("host-cloud")) as cloud:
+        yield cloud
+
+
+@pytest.fixture(scope="session")
+def source_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkout's files as they are now (tracked and new, not ignored): what the play builds
+    its wheel from, frozen for the session so edits meanwhile cannot change it between runs."""
+    dest = tmp_path_factory.mktemp("source")
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, check=True, capture_output=True).stdout.split(b"\0")
+    for name in filter(None, names):
+        source = REPO / name.decode()
+        if source.is_file():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud: LocalCloud,
+                     source_snapshot: Path, tmp_path_factory: pytest.TempPathFactory
+                     ) -> tuple[Path, Path]:
+    """An inventory naming the VM, and the operator's variables for the handler role."""
+    work = tmp_path_factory.mktemp("ansible")
+    inventory = work / "inventory.json"
+    inventory.write_text(json.dumps({"handler_vms": {"hosts": {VM_NAME: {
+        "ansible_host": vm_network.guest_ip, "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(ssh_key),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+    }}}}))
+    settings = {k: v for k, v in host_cloud.daemon_settings(work, work).items()
+                if k not in ("results_dir", "state_dir")}
+    settings["wait_time_s"] = 2  # short long polls: quicker READY and restarts in the test
+    extra_vars = work / "vars.json"
+    extra_vars.write_text(json.dumps({
+        "handler_settings": settings,
+        "handler_environment": {"AWS_ENDPOINT_URL": host_cloud.moto_url,
+                                "AWS_ENDPOINT_URL_LAMBDA": host_cloud.lambda_url},
+        "handler_aws_credentials": {
+            "aws_access_key_id": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]},
+        "handler_source_dir": str(source_snapshot),
+        "handler_wheelhouse_dir": str(work / "wheelhouse"),
+        "handler_restart_sec": 2,
+    }))
+    return inventory, extra_vars
+
+
+@pytest.fixture(scope="session")
+def deployed(deployment_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[PlayResult, PlayResult]:
+    """site.yml's handler play, run twice: (first run, second run)."""
+    inventory, extra_vars = deployment_files
+    log = tmp_path_factory.mktemp("ansible-log") / "ansible.log"
+    first = run_playbook(inventory, extra_vars, "--tags", "handler", log_path=log)
+    second = run_playbook(inventory, extra_vars, "--tags", "handler", log_path=log)
+    return first, second

@@ -1,0 +1,109 @@
+"""The operator's story on a real systemd: `ansible-playbook site.yml` deploys the handler into a
+booted Debian VM, systemd runs it hardened, and videos uploaded on the host come back as CSV files
+in the VM's results folder. The tests share one VM and run in file order (deploy → use → break)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from polling import wait_for
+from system_helpers import UNIT, PlayResult, journal_json_lines, unit_properties
+
+from localcloud.cloud import EndpointSession, LocalCloud
+from localcloud.container import Machine
+
+pytestmark = pytest.mark.system
+
+RESULTS_DIR = "/srv/handler/results"
+CONFIG = "/etc/openstack-handler/handler.toml"
+VM = "handler-vm"
+
+
+def test_the_handler_play_deploys_and_a_second_run_changes_nothing(
+        deployed: tuple[PlayResult, PlayResult]) -> None:
+    first, second = deployed
+    assert first.returncode == 0, first.output[-4000:]
+    assert first.recap(VM)["changed"] > 0 and first.recap(VM)["failed"] == 0
+    assert second.returncode == 0, second.output[-4000:]
+    assert second.recap(VM) == {**second.recap(VM), "changed": 0, "failed": 0}, second.output
+
+
+def test_the_service_is_active_enabled_and_hardened(deployed: tuple[PlayResult, PlayResult],
+                                                    vm: Machine) -> None:
+    props = unit_properties(vm, "ActiveState", "SubState", "UnitFileState", "Type", "User",
+                            "NRestarts", "WatchdogUSec")
+    assert props["ActiveState"] == "active" and props["SubState"] == "running", props
+    assert props["UnitFileState"] == "enabled" and props["Type"] == "notify"
+    assert props["User"] == "handler" and props["NRestarts"] == "0"
+    assert props["WatchdogUSec"] != "0"
+    # THEN systemd itself finds nothing wrong with the unit as installed
+    verify = vm.run(["systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}.service"],
+                    check=False)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    security = vm.run(["systemd-analyze", "security", "--threshold=25", f"{UNIT}.service"],
+                      check=False)
+    assert security.returncode == 0, security.stdout[-2000:]
+    # AND the secrets and settings on disk are readable by their owners only
+    modes = vm.run(["stat", "-c", "%n %a %U:%G", CONFIG, "/etc/openstack-handler/aws-credentials",
+                    RESULTS_DIR]).stdout.split("\n")
+    assert modes[:3] == [f"{CONFIG} 640 root:handler",
+                         "/etc/openstack-handler/aws-credentials 600 root:root",
+                         f"{RESULTS_DIR} 750 handler:handler"]
+
+
+def test_the_journal_holds_the_daemons_json_log_lines(deployed: tuple[PlayResult, PlayResult],
+                                                       vm: Machine) -> None:
+    lines = wait_for(lambda: [ln for ln in journal_json_lines(vm)
+                              if ln.get("event") == "handler.started"],
+                     timeout_s=30, what="handler.started in the journal")
+    assert lines[-1]["level"] == "info" and "timestamp" in lines[-1]
+
+
+def test_videos_uploaded_on_the_host_become_csv_files_in_the_vm(
+        deployed: tuple[PlayResult, PlayResult], vm: Machine, host_cloud: LocalCloud,
+        course_data: Path, course_records: dict[str, str]) -> None:
+    s3 = EndpointSession(host_cloud.moto_url).client("s3")
+    videos = sorted((course_data / "videos").glob("*.mp4"))
+    for video in videos:
+        s3.upload_file(str(video), host_cloud.provisioned.input_bucket, video.name)
+    results = vm.host_path(RESULTS_DIR)
+    wait_for(lambda: len(list(results.glob("*.csv"))) == len(videos), timeout_s=180,
+             interval_s=0.5, what=f"{len(videos)} CSV files in the VM's {RESULTS_DIR}")
+    for video in videos:
+        rows = (results / f"{video.stem}.csv").read_text().splitlines()
+        assert rows[0] == course_records[video.name], (video.name, rows)
+    owners = vm.run(["stat", "-c", "%U:%G %a", f"{RESULTS_DIR}/{videos[0].stem}.csv"]).stdout
+    assert owners.strip() == "handler:handler 640"
+
+
+def test_systemd_restarts_the_daemon_after_kill_9(deployed: tuple[PlayResult, PlayResult],
+                                                   vm: Machine) -> None:
+    before = unit_properties(vm, "MainPID", "NRestarts")
+    assert before["NRestarts"] == "0"
+    vm.run(["kill", "-9", before["MainPID"]])
+    after = wait_for(lambda: (p := unit_properties(vm, "MainPID", "NRestarts", "ActiveState"))
+                     ["ActiveState"] == "active" and p["NRestarts"] == "1" and p,
+                     timeout_s=60, interval_s=0.5, what="the restart after kill -9")
+    assert after["MainPID"] not in ("0", before["MainPID"])
+
+
+def test_a_bad_config_exits_78_and_is_not_restarted_in_a_loop(
+        deployed: tuple[PlayResult, PlayResult], vm: Machine) -> None:
+    # GIVEN settings that cannot work, written behind Ansible's back (its validate would refuse)
+    good = vm.run(["cat", CONFIG]).stdout
+    vm.run(["tee", CONFIG], input=good + "concurrency = 0\n")
+    # WHEN the service restarts
+    vm.run(["systemctl", "restart", UNIT], check=False, timeout=120)
+    failed = wait_for(lambda: (p := unit_properties(vm, "ActiveState", "ExecMainStatus",
+                                                    "NRestarts", "Result"))
+                      ["ActiveState"] == "failed" and p, timeout_s=60, interval_s=0.5,
+                      what="the unit to fail")
+    # THEN it exited with EX_CONFIG and systemd gave up at once (RestartPreventExitStatus=78)
+    assert failed["ExecMainStatus"] == "78" and failed["Result"] == "exit-code", failed
+    time.sleep(6)  # three RestartSec periods: a restart loop would have shown by now
+    assert unit_properties(vm, "ActiveState", "NRestarts") == {
+        "ActiveState": "failed", "NRestarts": failed["NRestarts"]}
+    journal = vm.run(["journalctl", "--unit", UNIT, "--no-pager", "--output", "cat"]).stdout
+    assert "configuration error" in journal and "concurrency" in journal
