@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED ?= ../shared
 
-.PHONY: demo test test-unit bench lint clean venv
+.PHONY: demo test test-unit bench lint clean venv system-tools
 
 DEMO_DIR := .cache/demo
 
@@ -20,7 +20,7 @@ demo: $(STAMP)
 		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
 		--expected $(DEMO_DIR)/expected.csv --results results
 
-test: lint
+test: lint system-tools
 	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -43,6 +43,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image sampledata bench tests
 
 venv: $(STAMP)
+
+# The system tier boots Debian in systemd-nspawn (root built with debootstrap, cached under
+# /var/cache/openstack-handler): Debian's packages, installed when missing (needs root).
+system-tools:
+	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null \
+		&& command -v ssh-keygen >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			debootstrap systemd-container openssh-client; }
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from system_helpers import REPO, VM_ROOT, PlayResult, run_playbook
+from ansible_helpers import REPO, PlayResult, run_playbook
+from system_helpers import VM_ROOT
 
 from localcloud.cloud import DUMMY_CREDENTIALS, LocalCloud
 from localcloud.container import Machine, Network, cached_root, clone_root

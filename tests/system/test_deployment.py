@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_helpers import PlayResult
 from polling import wait_for
-from system_helpers import UNIT, PlayResult, journal_json_lines, unit_properties
+from system_helpers import UNIT, journal_json_lines, unit_properties
 
 from localcloud.cloud import EndpointSession, LocalCloud
 from localcloud.container import Machine

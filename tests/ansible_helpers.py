@@ -1,0 +1,52 @@
+"""Running the project's playbooks from tests: the venv's Ansible, the project's ansible.cfg, and
+the PLAY RECAP read back as numbers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ANSIBLE_DIR = REPO / "ansible"
+VENV_BIN = Path(sys.executable).parent
+_RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+                    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PlayResult:
+    returncode: int
+    output: str
+
+    def recap(self, host: str) -> dict[str, int]:
+        """The PLAY RECAP counters of *host* (ok, changed, unreachable, failed)."""
+        for match in _RECAP.finditer(self.output):
+            if match["host"] == host:
+                return {k: int(v) for k, v in match.groupdict().items() if k != "host"}
+        raise AssertionError(f"no recap for {host} in:\n{self.output[-3000:]}")
+
+
+def ansible_env() -> dict[str, str]:
+    """The venv's tools first on PATH (ansible-playbook, its python), the project's ansible.cfg."""
+    return {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+            "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "False"}
+
+
+def run_playbook(inventory: str | Path, extra_vars: Path, *args: str, timeout_s: float = 600,
+                 log_path: Path | None = None) -> PlayResult:
+    """``ansible-playbook -i INVENTORY -e @EXTRA_VARS ARGS site.yml`` from the ansible dir."""
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra_vars}",
+         *args, str(ANSIBLE_DIR / "site.yml")],
+        cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=timeout_s,
+        check=False)
+    output = proc.stdout + proc.stderr
+    if log_path is not None:
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(output)
+    return PlayResult(proc.returncode, output)

@@ -1,0 +1,104 @@
+"""What can be checked without a machine to deploy to: lint, syntax, the rendered systemd unit
+(verify, security exposure) and the rendered DevStack local.conf (dsconf, shellcheck, bash)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible_helpers import ANSIBLE_DIR, REPO, VENV_BIN, ansible_env
+
+#: systemd-analyze's "Overall exposure level" must not exceed this (0 = locked down, 10 = open).
+MAX_EXPOSURE = 2.5
+
+
+def render(template: Path, defaults: Path, dest: Path, extra_vars: dict[str, Any]) -> str:
+    """Render a role's template as Ansible would, with the role's defaults plus *extra_vars*."""
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", "ansible.builtin.template",
+         "-a", f"src={template} dest={dest}", "-e", f"@{defaults}", "-e", json.dumps(extra_vars)],
+        cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=120,
+        check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dest.read_text()
+
+
+def test_ansible_lint_production_profile_passes() -> None:
+    proc = subprocess.run([str(VENV_BIN / "ansible-lint"), "--offline", "--profile", "production",
+                           "--nocolor"], cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_site_yml_passes_the_syntax_check() -> None:
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "--syntax-check", "site.yml"],
+                          cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def rendered_unit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unit with every optional part switched on, ExecStart pointing at this venv's CLI."""
+    dest = tmp_path_factory.mktemp("unit") / "handler.service"
+    render(ANSIBLE_DIR / "roles/handler/templates/handler.service.j2",
+           ANSIBLE_DIR / "roles/handler/defaults/main.yml", dest, {
+               "handler_venv_dir": str(VENV_BIN.parent),
+               "handler_aws_credentials": {"aws_access_key_id": "x"},
+               "handler_clouds_yaml": {"clouds": {}},
+               "handler_environment": {"AWS_ENDPOINT_URL": "http://10.0.0.1:5000",
+                                       "ODD": 'a "quoted" 100% value'},
+               "handler_settings": {"grace_period_s": 45}})
+    return dest
+
+
+def test_the_unit_verifies_without_a_single_complaint(rendered_unit: Path) -> None:
+    proc = subprocess.run(["systemd-analyze", "verify", rendered_unit.name],
+                          cwd=rendered_unit.parent, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+    text = rendered_unit.read_text()
+    assert "RestartPreventExitStatus=78" in text and "TimeoutStopSec=75" in text
+    assert 'Environment="ODD=a \\"quoted\\" 100%% value"' in text
+
+
+def test_the_unit_exposure_is_at_most_2_5(rendered_unit: Path) -> None:
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
+                           f"--threshold={int(MAX_EXPOSURE * 10)}", rendered_unit.name],
+                          cwd=rendered_unit.parent, capture_output=True, text=True, timeout=60,
+                          check=False)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+    assert match, proc.stdout[-2000:] + proc.stderr
+    assert float(match[1]) <= MAX_EXPOSURE and proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_local_conf_renders_to_a_localrc_that_shellcheck_and_bash_accept(tmp_path: Path) -> None:
+    password = "s3cret pass'w$rd"  # quoting must survive spaces, quotes and dollars
+    local_conf = tmp_path / "local.conf"
+    render(REPO / "devstack/local.conf.j2", ANSIBLE_DIR / "roles/devstack_host/defaults/main.yml",
+           local_conf, {"devstack_host_admin_password": password,
+                        "devstack_host_ip": "192.0.2.10"})
+    localrc = tmp_path / "localrc"
+    subprocess.run([str(VENV_BIN / "dsconf"), "extract-localrc", str(local_conf), str(localrc)],
+                   check=True, timeout=60)
+    # SC2034: the variables are read by stack.sh, which sources this file. SC2016: a literal $
+    # in a single-quoted password is the point of quoting it.
+    lint = subprocess.run([str(VENV_BIN / "shellcheck"), "--shell=bash",
+                           "--exclude=SC2034,SC2016",
+                           str(localrc)], capture_output=True, text=True, timeout=60, check=False)
+    assert lint.returncode == 0, lint.stdout
+    probe = ("disable_service() { :; }; DEST=/opt/stack; source \"$1\"; "
+             "printf '%s\\n' \"$ADMIN_PASSWORD\" \"$SERVICE_PASSWORD\" \"$HOST_IP\" \"$IMAGE_URLS\"")
+    values = subprocess.run(["bash", "-c", probe, "bash", str(localrc)], capture_output=True,
+                            text=True, timeout=60, check=True).stdout.splitlines()
+    assert values[:3] == [password, password, "192.0.2.10"]
+    assert values[3].startswith("https://") and values[3].endswith(".qcow2")
+    # AND the Nova option lands in nova.conf's [DEFAULT]
+    nova = tmp_path / "nova.conf"
+    subprocess.run([str(VENV_BIN / "dsconf"), "extract", str(local_conf), "post-config",
+                    "$NOVA_CONF", str(nova)], check=True, timeout=60)
+    assert "cpu_allocation_ratio = 4.0" in nova.read_text()
