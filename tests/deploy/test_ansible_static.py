@@ -16,11 +16,15 @@ from ansible_helpers import ANSIBLE_DIR, REPO, VENV_BIN, ansible_env
 MAX_EXPOSURE = 2.5
 
 
-def render(template: Path, defaults: Path, dest: Path, extra_vars: dict[str, Any]) -> str:
-    """Render a role's template as Ansible would, with the role's defaults plus *extra_vars*."""
+def render(template: Path, role: str, dest: Path, extra_vars: dict[str, Any]) -> str:
+    """Render a template as the role would: its defaults, its vars, then *extra_vars*."""
+    role_dir = ANSIBLE_DIR / "roles" / role
+    var_files = [f for f in (role_dir / "defaults/main.yml", role_dir / "vars/main.yml")
+                 if f.is_file()]
     proc = subprocess.run(
         [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", "ansible.builtin.template",
-         "-a", f"src={template} dest={dest}", "-e", f"@{defaults}", "-e", json.dumps(extra_vars)],
+         "-a", f"src={template} dest={dest}", *(a for f in var_files for a in ("-e", f"@{f}")),
+         "-e", json.dumps(extra_vars)],
         cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=120,
         check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -45,8 +49,7 @@ def test_site_yml_passes_the_syntax_check() -> None:
 def rendered_unit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The unit with every optional part switched on, ExecStart pointing at this venv's CLI."""
     dest = tmp_path_factory.mktemp("unit") / "handler.service"
-    render(ANSIBLE_DIR / "roles/handler/templates/handler.service.j2",
-           ANSIBLE_DIR / "roles/handler/defaults/main.yml", dest, {
+    render(ANSIBLE_DIR / "roles/handler/templates/handler.service.j2", "handler", dest, {
                "handler_venv_dir": str(VENV_BIN.parent),
                "handler_aws_credentials": {"aws_access_key_id": "x"},
                "handler_clouds_yaml": {"clouds": {}},
@@ -79,8 +82,7 @@ def test_the_unit_exposure_is_at_most_2_5(rendered_unit: Path) -> None:
 def test_local_conf_renders_to_a_localrc_that_shellcheck_and_bash_accept(tmp_path: Path) -> None:
     password = "s3cret pass'w$rd"  # quoting must survive spaces, quotes and dollars
     local_conf = tmp_path / "local.conf"
-    render(REPO / "devstack/local.conf.j2", ANSIBLE_DIR / "roles/devstack_host/defaults/main.yml",
-           local_conf, {"devstack_host_admin_password": password,
+    render(REPO / "devstack/local.conf.j2", "devstack_host", local_conf, {"devstack_host_admin_password": password,
                         "devstack_host_ip": "192.0.2.10"})
     localrc = tmp_path / "localrc"
     subprocess.run([str(VENV_BIN / "dsconf"), "extract-localrc", str(local_conf), str(localrc)],
