@@ -18,7 +18,7 @@ import pytest
 from ansible_helpers import REPO, PlayResult, run_playbook
 from system_helpers import VM_ROOT
 
-from localcloud.cloud import DUMMY_CREDENTIALS, LocalCloud
+from localcloud.cloud import DUMMY_CREDENTIALS, REGION, LocalCloud
 from localcloud.container import Machine, Network, cached_root, clone_root
 
 VM_NAME = "handler-vm"
@@ -90,12 +90,16 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         "ansible_ssh_private_key_file": str(ssh_key),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
     }}}}))
-    settings = {k: v for k, v in host_cloud.daemon_settings(work, work).items()
-                if k not in ("results_dir", "state_dir")}
-    settings["wait_time_s"] = 2  # short long polls: quicker READY and restarts in the test
     extra_vars = work / "vars.json"
     extra_vars.write_text(json.dumps({
-        "handler_settings": settings,
+        # The aws play converges the cloud's resources (LocalCloud made them with this prefix)
+        # and publishes the queue URLs and function name to the handler play, as for an operator.
+        "aws_resources_prefix": host_cloud.resources.prefix,
+        "aws_resources_config_file": str(work / "aws-handler.toml"),
+        "aws_resources_environment": {"AWS_ENDPOINT_URL": host_cloud.moto_url,
+                                      "AWS_DEFAULT_REGION": REGION, **DUMMY_CREDENTIALS},
+        # short long polls: quicker READY and restarts in the test
+        "handler_settings": {"wait_time_s": 2, "concurrency": 4},
         "handler_environment": {"AWS_ENDPOINT_URL": host_cloud.moto_url,
                                 "AWS_ENDPOINT_URL_LAMBDA": host_cloud.lambda_url},
         "handler_aws_credentials": {
@@ -111,9 +115,9 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
 @pytest.fixture(scope="session")
 def deployed(deployment_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
              ) -> tuple[PlayResult, PlayResult]:
-    """site.yml's handler play, run twice: (first run, second run)."""
+    """site.yml's aws and handler plays, run twice: (first run, second run)."""
     inventory, extra_vars = deployment_files
     log = tmp_path_factory.mktemp("ansible-log") / "ansible.log"
-    first = run_playbook(inventory, extra_vars, "--tags", "handler", log_path=log)
-    second = run_playbook(inventory, extra_vars, "--tags", "handler", log_path=log)
+    first = run_playbook(inventory, extra_vars, "--tags", "aws,handler", log_path=log)
+    second = run_playbook(inventory, extra_vars, "--tags", "aws,handler", log_path=log)
     return first, second
