@@ -72,7 +72,7 @@ def test_application_credential_logs_in_to_the_handler_project(openstack_cloud: 
             assert secret not in path.read_text(errors="replace"), path
     # Every API the daemon and the openstack_vm role use is in the catalog and answers.
     assert list(conn.network.networks(name="public"))
-    assert conn.compute.find_flavor("m1.tiny") is not None
+    assert conn.compute.find_flavor("m1.tiny", ignore_missing=False).vcpus == 1
     assert list(conn.image.images()) is not None
 
 
