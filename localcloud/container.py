@@ -48,24 +48,18 @@ class RootSpec:
     #: argv lists run in the new root (``systemd-nspawn --pipe``, not booted) after debootstrap,
     #: e.g. ``("apt-get", "install", "-y", ...)``.
     customize: tuple[tuple[str, ...], ...] = ()
-    #: start from a copy of this (cached) root instead of debootstrap: a layer, so changing the
-    #: last steps does not redo the slow first ones. suite, mirror and packages are then unused.
-    base: RootSpec | None = None
 
     @property
     def key(self) -> str:
         """Changes whenever anything that shapes the root changes."""
-        parts: list[object] = [self.suite, self.mirror, sorted(self.packages),
-                               [list(c) for c in self.customize]]
-        if self.base is not None:
-            parts = [self.base.key, [list(c) for c in self.customize]]
-        blob = json.dumps(parts)
+        blob = json.dumps([self.suite, self.mirror, sorted(self.packages),
+                           [list(c) for c in self.customize]])
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
 def cached_root(spec: RootSpec, cache_dir: Path = DEFAULT_CACHE_DIR, *,
                 log_path: Path | None = None) -> Path:
-    """The root for *spec*, building it (and its base) on first use (minutes), otherwise at once.
+    """The root for *spec*, building it on first use (minutes), otherwise at once.
 
     Built under a temporary name and renamed when complete, with a lock held, so an interrupted or
     concurrent build never leaves a half-made root behind under the final name.
@@ -78,13 +72,8 @@ def cached_root(spec: RootSpec, cache_dir: Path = DEFAULT_CACHE_DIR, *,
         building = cache_dir / f".{spec.key}.building"
         shutil.rmtree(building, ignore_errors=True)
         with _log_sink(log_path) as log:
-            if spec.base is None:
-                _run(["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}",
-                      spec.suite, str(building), spec.mirror], log, what="debootstrap")
-            else:
-                _run(["cp", "-a", "--reflink=auto", str(cached_root(spec.base, cache_dir,
-                                                                   log_path=log_path)),
-                      str(building)], log, what="copy of the base root")
+            _run(["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}",
+                  spec.suite, str(building), spec.mirror], log, what="debootstrap")
             for argv in spec.customize:
                 # --keep-unit: without a system bus nspawn cannot register a scope of its own.
                 _run(["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--pipe",

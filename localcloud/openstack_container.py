@@ -130,7 +130,7 @@ def baked_key() -> str:
 
 
 def baked_root(cache_dir: Path = DEFAULT_CACHE_DIR, *, log_path: Path) -> Path:
-    """The configured root, baking it on first use (packages ~5 min, then ~N min of bake).
+    """The configured root, baking it on first use (packages ~5 min, then ~7 min of bake).
 
     Built under a temporary name and renamed when complete, with a lock held, like
     :func:`localcloud.container.cached_root`. The bake needs the guest address, so it cannot run
