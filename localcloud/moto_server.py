@@ -15,6 +15,9 @@ from localcloud.net import free_port, wait_http_ready
 class MotoServer:
     """A moto server on 127.0.0.1 in its own process; state lives in memory only."""
 
+    #: moto's server with our one performance patch (see localcloud.moto_main).
+    MODULE = "localcloud.moto_main"
+
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  log_path: Path | None = None) -> None:
         self.host = host
@@ -29,7 +32,7 @@ class MotoServer:
     def start(self, *, timeout_s: float = 30.0) -> Self:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", self.MODULE, "-H", self.host, "-p", str(self.port)],
             stdout=out, stderr=subprocess.STDOUT,
         )
         wait_http_ready(f"{self.url}/moto-api/", timeout_s=timeout_s,
