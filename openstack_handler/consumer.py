@@ -40,6 +40,7 @@ from structlog.contextvars import bound_contextvars
 
 from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.backoff import compute_backoff
+from openstack_handler.deleter import BatchDeleter
 from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
 from openstack_handler.events import (
     InputMessage,
@@ -196,6 +197,8 @@ class InputConsumer:
                                              availability=Availability(
                                                  "sqs_heartbeat", cap_s=outage_backoff_max_s))
         self.stats = ConsumerStats()
+        self.deleter = BatchDeleter(sqs=sqs, queue_url=queue_url,
+                                    on_deleted=lambda count: self._add_stats(deleted=count))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="invoke")
         self._cond = threading.Condition()
         self._flights: dict[str, _Flight] = {}
@@ -272,6 +275,7 @@ class InputConsumer:
         stop = stop_event or self._stop
         self._stop = stop
         self.heartbeat.start()
+        self.deleter.start()
         received = 0
         guard = PollGuard("consumer", sqs_state=self.sqs_state, queue_url=self.queue_url,
                           touch=self._touch)
@@ -311,6 +315,7 @@ class InputConsumer:
                 log.warning("consumer.grace_expired", in_flight=left,
                             note="their messages reappear after the visibility timeout")
             self.heartbeat.stop()
+            self.deleter.stop()
             self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("consumer.stopped", **vars(self.stats))
         return self.stats
@@ -546,13 +551,8 @@ class InputConsumer:
     # -- SQS helpers -------------------------------------------------------------------------
 
     def _delete(self, receipt: str) -> None:
-        try:
-            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("input.delete_failed", error=str(exc),
-                        note="a redelivery is acknowledged as a duplicate")
-            return
-        self._add_stats(deleted=1)
+        """The message's effect is durable: delete it, batched with others (see deleter)."""
+        self.deleter.add(receipt)
 
     def _release(self, messages: Sequence[dict[str, Any]]) -> None:
         receipts = [m["ReceiptHandle"] for m in messages]
