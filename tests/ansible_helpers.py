@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +39,15 @@ def ansible_env() -> dict[str, str]:
 
 
 def run_playbook(inventory: str | Path, extra_vars: Path, *args: str, timeout_s: float = 600,
-                 log_path: Path | None = None) -> PlayResult:
-    """``ansible-playbook -i INVENTORY -e @EXTRA_VARS ARGS site.yml`` from the ansible dir."""
+                 log_path: Path | None = None, env: Mapping[str, str] | None = None
+                 ) -> PlayResult:
+    """``ansible-playbook -i INVENTORY -e @EXTRA_VARS ARGS site.yml`` from the ansible dir,
+    with *env* added to the environment."""
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra_vars}",
          *args, str(ANSIBLE_DIR / "site.yml")],
-        cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=timeout_s,
-        check=False)
+        cwd=ANSIBLE_DIR, env={**ansible_env(), **(env or {})}, capture_output=True, text=True,
+        timeout=timeout_s, check=False)
     output = proc.stdout + proc.stderr
     if log_path is not None:
         with log_path.open("a", encoding="utf-8") as log:
