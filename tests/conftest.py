@@ -6,9 +6,12 @@ import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+from daemon_helpers import Queues, queue_with_dlq
+from fake_lambda import FakeLambda
 
 from localcloud.moto_server import MotoServer
 
@@ -61,3 +64,26 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterato
 @pytest.fixture()
 def boto_session(aws_env: str) -> boto3.session.Session:
     return boto3.session.Session(region_name="us-east-1")
+
+
+# -- the daemon against the real moto server and the fake Lambda (daemon and openstack tiers) ---
+
+@pytest.fixture()
+def sqs(boto_session: boto3.session.Session) -> Any:
+    return boto_session.client("sqs")
+
+
+@pytest.fixture()
+def queues(sqs: Any) -> Queues:
+    inp, inp_dlq = queue_with_dlq(sqs, "input")
+    out, out_dlq = queue_with_dlq(sqs, "output")
+    return Queues(inp, inp_dlq, out, out_dlq)
+
+
+@pytest.fixture()
+def fake_lambda(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLambda]:
+    """The FAKE invoke endpoint (see fake_lambda.py); boto3 finds it via AWS_ENDPOINT_URL_LAMBDA."""
+    fake = FakeLambda().start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", fake.url)
+    yield fake
+    fake.stop()

@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
-from daemon_helpers import FUNCTION, Queues, queue_with_dlq
+from daemon_helpers import FUNCTION, Queues
 from fake_lambda import FakeLambda
 
 from openstack_handler.consumer import InputConsumer
@@ -16,27 +16,6 @@ from openstack_handler.drainer import OutputDrainer
 from openstack_handler.invoker import LambdaInvoker, lambda_client_config
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.state import StateDB
-
-
-@pytest.fixture()
-def sqs(boto_session: boto3.session.Session) -> Any:
-    return boto_session.client("sqs")
-
-
-@pytest.fixture()
-def queues(sqs: Any) -> Queues:
-    inp, inp_dlq = queue_with_dlq(sqs, "input")
-    out, out_dlq = queue_with_dlq(sqs, "output")
-    return Queues(inp, inp_dlq, out, out_dlq)
-
-
-@pytest.fixture()
-def fake_lambda(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLambda]:
-    """The FAKE invoke endpoint (see fake_lambda.py); boto3 finds it via AWS_ENDPOINT_URL_LAMBDA."""
-    fake = FakeLambda().start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", fake.url)
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture()

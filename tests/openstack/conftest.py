@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-# The daemon's test helpers (the fake Lambda endpoint, queue factories) live beside its tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 
 from openstack_handler import logs
 
@@ -156,32 +152,6 @@ def clouds_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
         return path
 
     return factory
-
-
-# -- the daemon on the real moto server with the fake Lambda (as in tests/daemon) -------------
-
-@pytest.fixture()
-def sqs(boto_session: Any) -> Any:
-    return boto_session.client("sqs")
-
-
-@pytest.fixture()
-def queues(sqs: Any) -> Any:
-    from daemon_helpers import Queues, queue_with_dlq
-
-    inp, inp_dlq = queue_with_dlq(sqs, "input")
-    out, out_dlq = queue_with_dlq(sqs, "output")
-    return Queues(inp, inp_dlq, out, out_dlq)
-
-
-@pytest.fixture()
-def fake_lambda(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from fake_lambda import FakeLambda
-
-    fake = FakeLambda().start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", fake.url)
-    yield fake
-    fake.stop()
 
 
 # -- the real OpenStack container (tests marked `openstack`) ----------------------------------
