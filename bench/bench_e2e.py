@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeat):
             for name in configs:
                 work = args.work / f"r{rep}-{name}"
+                # A run's results and dedupe state must not survive into the next bench: stale
+                # files would count as instant results, stale state as duplicates.
+                shutil.rmtree(work, ignore_errors=True)
                 prefix = f"r{rep}-{name}"
                 if name == "baseline":
                     with run_baseline(cloud, work) as proc:
