@@ -73,22 +73,23 @@ def cpu_seconds(pid: int) -> float:
 
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         make_rig: MakeRig, course_data: Path, record: Row) -> None:
-    # GIVEN 50 distinct videos and a daemon that is killed -9 ten times at random moments
+    # GIVEN 60 distinct videos and a daemon that is killed -9 ten times at random moments (enough
+    # videos, and short enough lives, that all ten kills land before the work is done)
     rig = make_rig()
-    keys = videos("crash", 50)
+    keys = videos("crash", 60)
     runs_before = handler_runs(rig)
     rig.upload(keys, course_data)
     rng = random.Random(546)
     done_at_kill: list[int] = []
     while sum(d < len(keys) for d in done_at_kill) < 10 and len(done_at_kill) < 20:
         proc = rig.start()
-        time.sleep(rng.uniform(0.3, 2.2))
+        time.sleep(rng.uniform(0.3, 1.6))
         done_at_kill.append(len(rig.outcome(keys).complete))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     # WHEN it is started once more and left to finish
     final = rig.start()
-    wait_for(lambda: rig.done(keys) and rig.idle(), timeout_s=150, what="all 50 results")
+    wait_for(lambda: rig.done(keys) and rig.idle(), timeout_s=150, what="all 60 results")
     assert rig.stop(final) == 0
     # THEN every video has exactly one complete, correct result and no temp file remains
     assert_exact(rig, keys)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from ansible_helpers import REPO, PlayResult, run_playbook
-from system_helpers import VM_ROOT
+from system_helpers import CLOUD_SECRET, VM_ROOT
 
 from localcloud.cloud import DUMMY_CREDENTIALS, REGION, LocalCloud
 from localcloud.container import Machine, Network, cached_root, clone_root
@@ -98,8 +98,16 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         "aws_resources_config_file": str(work / "aws-handler.toml"),
         "aws_resources_environment": {"AWS_ENDPOINT_URL": host_cloud.moto_url,
                                       "AWS_DEFAULT_REGION": REGION, **DUMMY_CREDENTIALS},
-        # short long polls: quicker READY and restarts in the test
-        "handler_settings": {"wait_time_s": 2, "concurrency": 4},
+        # short long polls: quicker READY and restarts in the test; the heartbeat on, towards a
+        # cloud that refuses connections (the daemon must work regardless)
+        "handler_settings": {"wait_time_s": 2, "concurrency": 4, "cloud_name": "handler",
+                             "cloud_server": VM_NAME, "metadata_url": ""},
+        "handler_extras": ["openstack"],
+        "handler_clouds_yaml": {"clouds": {"handler": {
+            "auth_type": "v3applicationcredential",
+            "auth": {"auth_url": f"http://{vm_network.host_ip}:9/v3",
+                     "application_credential_id": "system-test",
+                     "application_credential_secret": CLOUD_SECRET}}}},
         "handler_environment": {"AWS_ENDPOINT_URL": host_cloud.moto_url,
                                 "AWS_ENDPOINT_URL_LAMBDA": host_cloud.lambda_url},
         "handler_aws_credentials": {

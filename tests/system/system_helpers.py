@@ -10,6 +10,8 @@ from localcloud.container import BASE_PACKAGES, Machine, RootSpec
 #: The VM image: Debian's minimal base plus what the handler role expects a cloud image to have.
 VM_ROOT = RootSpec(name="handler-vm", packages=(*BASE_PACKAGES, "python3-venv"))
 UNIT = "handler"
+#: the heartbeat credential's secret: it must reach the service and nothing else (no log line).
+CLOUD_SECRET = "not-a-real-secret-4f1e"
 
 
 def unit_properties(vm: Machine, *names: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ansible_helpers import PlayResult
 from polling import wait_for
-from system_helpers import UNIT, journal_json_lines, unit_properties
+from system_helpers import CLOUD_SECRET, UNIT, journal_json_lines, unit_properties
 
 from localcloud.cloud import EndpointSession, LocalCloud
 from localcloud.container import Machine
@@ -49,9 +49,10 @@ def test_the_service_is_active_enabled_and_hardened(deployed: tuple[PlayResult, 
     assert security.returncode == 0, security.stdout[-2000:]
     # AND the secrets and settings on disk are readable by their owners only
     modes = vm.run(["stat", "-c", "%n %a %U:%G", CONFIG, "/etc/openstack-handler/aws-credentials",
-                    RESULTS_DIR]).stdout.split("\n")
-    assert modes[:3] == [f"{CONFIG} 640 root:handler",
+                    "/etc/openstack-handler/clouds.yaml", RESULTS_DIR]).stdout.split("\n")
+    assert modes[:4] == [f"{CONFIG} 640 root:handler",
                          "/etc/openstack-handler/aws-credentials 600 root:root",
+                         "/etc/openstack-handler/clouds.yaml 600 root:root",
                          f"{RESULTS_DIR} 750 handler:handler"]
 
 
@@ -61,6 +62,19 @@ def test_the_journal_holds_the_daemons_json_log_lines(deployed: tuple[PlayResult
                               if ln.get("event") == "handler.started"],
                      timeout_s=30, what="handler.started in the journal")
     assert lines[-1]["level"] == "info" and "timestamp" in lines[-1]
+    # AND the heartbeat (openstack extra, clouds.yaml by LoadCredential) met a cloud that refuses
+    # connections: said once, and the secret is nowhere in the journal
+    try:
+        problems = wait_for(lambda: [ln for ln in journal_json_lines(vm)
+                                     if ln.get("event") == "cloud_status.unavailable"],
+                            timeout_s=60, what="cloud_status.unavailable in the journal")
+    except AssertionError as exc:
+        cloud_lines = [ln for ln in journal_json_lines(vm) if "cloud" in str(ln.get("event"))
+                       or ln.get("level") in ("error", "critical")]
+        raise AssertionError(f"{exc}; cloud/error lines: {cloud_lines}") from None
+    assert problems[0]["problem"] == "cloud_unreachable"
+    journal = vm.run(["journalctl", "--no-pager", "--output", "cat"]).stdout
+    assert CLOUD_SECRET not in journal
 
 
 def test_videos_uploaded_on_the_host_become_csv_files_in_the_vm(
