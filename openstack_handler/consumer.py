@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +40,7 @@ from structlog.contextvars import bound_contextvars
 
 from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.backoff import compute_backoff
-from openstack_handler.deleter import BatchDeleter
+from openstack_handler.deleter import SQS_MAX_BATCH, BatchDeleter, chunks
 from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
 from openstack_handler.events import (
     InputMessage,
@@ -55,7 +55,6 @@ from openstack_handler.state import StateDB
 
 log = structlog.get_logger(__name__)
 
-SQS_MAX_BATCH = 10
 #: Backoff window for a message whose invocation was throttled or could not reach Lambda.
 RETRY_SOON_INITIAL_S = 2.0
 RETRY_SOON_CAP_S = 60.0
@@ -63,15 +62,10 @@ RETRY_SOON_CAP_S = 60.0
 OBJECT_GONE_ERRORS = frozenset({"NoSuchKey"})
 
 
-def _chunks(items: Sequence[Any], size: int = SQS_MAX_BATCH) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def change_visibility(sqs: Any, queue_url: str, receipts: Sequence[str], timeout_s: int) -> int:
     """ChangeMessageVisibilityBatch for *receipts*; returns how many SQS accepted."""
     ok = 0
-    for chunk in _chunks(list(receipts)):
+    for chunk in chunks(list(receipts)):
         entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": timeout_s}
                    for i, rh in enumerate(chunk)]
         response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)

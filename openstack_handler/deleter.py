@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -25,6 +25,33 @@ from botocore.exceptions import BotoCoreError, ClientError
 log = structlog.get_logger(__name__)
 
 SQS_MAX_BATCH = 10
+
+
+def chunks(items: Sequence[Any], size: int = SQS_MAX_BATCH) -> Iterable[Sequence[Any]]:
+    """*items* in runs of at most *size* (SQS batch calls take 10 entries)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def delete_batch(sqs: Any, queue_url: str, receipts: Sequence[str], *, event: str,
+                 note: str) -> int:
+    """DeleteMessageBatch for *receipts* (any number); returns how many SQS deleted.
+
+    Failures — the call, or single entries — are logged as *event* with *note* (what happens
+    to the message next) and not raised: an undeleted message comes back and is handled again.
+    """
+    deleted = 0
+    for chunk in chunks(list(receipts)):
+        try:
+            response = sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(chunk)])
+        except (ClientError, BotoCoreError) as exc:
+            log.warning(event, count=len(chunk), error=str(exc), note=note)
+            continue
+        deleted += len(response.get("Successful", []))
+        for failure in response.get("Failed", []):
+            log.warning(event, code=failure.get("Code"), detail=failure.get("Message"), note=note)
+    return deleted
 
 
 class BatchDeleter:
@@ -102,25 +129,10 @@ class BatchDeleter:
         with self._cond:
             receipts = [receipt for _, receipt in self._pending]
             self._pending.clear()
-        for first in range(0, len(receipts), SQS_MAX_BATCH):
-            self._delete(receipts[first:first + SQS_MAX_BATCH])
+        self._delete(receipts)
 
     def _delete(self, receipts: Sequence[str]) -> None:
-        if not receipts:
-            return
-        try:
-            if len(receipts) == 1:
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipts[0])
-                self.on_deleted(1)
-                return
-            response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(receipts)])
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("input.delete_failed", count=len(receipts), error=str(exc),
-                        note="a redelivery is acknowledged as a duplicate")
-            return
-        self.on_deleted(len(response.get("Successful", [])))
-        for failure in response.get("Failed", []):
-            log.warning("input.delete_failed", code=failure.get("Code"),
-                        error=failure.get("Message"),
-                        note="a redelivery is acknowledged as a duplicate")
+        deleted = delete_batch(self.sqs, self.queue_url, receipts, event="input.delete_failed",
+                               note="a redelivery is acknowledged as a duplicate")
+        if deleted:
+            self.on_deleted(deleted)

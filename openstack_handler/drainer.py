@@ -35,6 +35,7 @@ from structlog.contextvars import bound_contextvars
 
 from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.consumer import change_visibility
+from openstack_handler.deleter import delete_batch
 from openstack_handler.errors import InvalidResult
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.state import StateDB
@@ -285,15 +286,6 @@ class OutputDrainer:
         self.state.record_error("output", f"message {message['MessageId']}: {reason}")
 
     def _delete(self, messages: list[dict[str, Any]]) -> None:
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                   for i, m in enumerate(messages)]
-        try:
-            response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("output.delete_failed", count=len(entries), error=str(exc),
-                        note="redelivered results are rewritten idempotently")
-            return
-        self.stats.deleted += len(response.get("Successful", []))
-        for failure in response.get("Failed", []):
-            log.warning("output.delete_failed", code=failure.get("Code"),
-                        detail=failure.get("Message"))
+        self.stats.deleted += delete_batch(
+            self.sqs, self.queue_url, [m["ReceiptHandle"] for m in messages],
+            event="output.delete_failed", note="redelivered results are rewritten idempotently")

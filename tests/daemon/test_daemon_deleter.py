@@ -18,10 +18,6 @@ class CountingSQS:
         self._sqs = sqs
         self.calls: list[tuple[str, int]] = []
 
-    def delete_message(self, **kwargs: Any) -> Any:
-        self.calls.append(("delete_message", 1))
-        return self._sqs.delete_message(**kwargs)
-
     def delete_message_batch(self, **kwargs: Any) -> Any:
         self.calls.append(("delete_message_batch", len(kwargs["Entries"])))
         return self._sqs.delete_message_batch(**kwargs)
