@@ -37,7 +37,7 @@ from localcloud.lambda_worker import (
 
 log = structlog.get_logger()
 
-POLL_S = 0.05  # how often a busy worker's deadline, liveness and memory are checked
+POLL_S = 0.25  # how often a busy worker's memory is checked (its reply and deadline wake it at once)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _ASYNC_QUEUE_MAX = 10_000
 
