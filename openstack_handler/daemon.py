@@ -38,7 +38,7 @@ from openstack_handler.drainer import OutputDrainer
 from openstack_handler.errors import ConfigError
 from openstack_handler.exit_codes import ExitCode
 from openstack_handler.identity import InstanceIdentity, read_identity
-from openstack_handler.invoker import LambdaInvoker, lambda_client_config
+from openstack_handler.invoker import USER_AGENT, LambdaInvoker, lambda_client_config
 from openstack_handler.logs import bind_process_context
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.settings import SQS_ATTEMPTS, Settings
@@ -58,7 +58,7 @@ def sqs_client_config(settings: Settings) -> Config:
     (few: our loops back off and log outages themselves)."""
     return Config(read_timeout=settings.sqs_read_timeout_s, connect_timeout=5,
                   retries={"mode": "standard", "max_attempts": SQS_ATTEMPTS},
-                  max_pool_connections=settings.concurrency + 8)
+                  max_pool_connections=settings.concurrency + 8, user_agent=USER_AGENT)
 
 
 class Handler:

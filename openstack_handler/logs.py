@@ -10,6 +10,7 @@ reach threads started elsewhere, a processor does.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
@@ -18,6 +19,7 @@ from structlog.typing import EventDict, Processor
 
 #: event-dict keys whose values are never written (defence in depth: we do not log these anyway).
 _SECRET_MARKERS = ("secret", "password", "token", "credential", "authorization", "signature")
+_SECRET_KEY = re.compile("|".join(_SECRET_MARKERS), re.IGNORECASE)
 
 
 #: key/values added to every log line of this process (see bind_process_context).
@@ -37,7 +39,7 @@ def _add_process_context(_logger: Any, _name: str, event_dict: EventDict) -> Eve
 
 def _redact_secrets(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
     for key in event_dict:
-        if any(marker in key.lower() for marker in _SECRET_MARKERS):
+        if _SECRET_KEY.search(key):
             event_dict[key] = "[redacted]"
     return event_dict
 
@@ -71,7 +73,8 @@ def configure_logging(json: bool | None = None, *, level: str = "info",
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        # ExtraAdder first, so that a stdlib `extra=` key is redacted like any other.
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
     handler = logging.StreamHandler(stream)

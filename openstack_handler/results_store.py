@@ -80,6 +80,7 @@ class ResultsStore:
         #: Result files get the mode a plain open() would give: 0666 less the umask (systemd's
         #: UMask=0027 makes them group-readable for operators, never world-readable).
         self.file_mode = 0o666 & ~_process_umask()
+        self._resolved_root: Path | None = None
 
     def path_for(self, key: str, suffix: str) -> Path:
         rel = safe_relative_path(key)
@@ -174,8 +175,11 @@ class ResultsStore:
             _fsync_dir(created.parent)
 
     def _check_inside(self, path: Path) -> None:
-        # Defence in depth against symlinks planted inside the results dir.
-        root = self.root.resolve()
+        # Defence in depth against symlinks planted inside the results dir. The root itself is
+        # the operator's choice (it may be a symlink): resolved once, on the first write.
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve()
+        root = self._resolved_root
         if not path.parent.resolve().is_relative_to(root):
             raise InvalidKey(f"result path {path} resolves outside {root}")
 
