@@ -10,6 +10,11 @@
 * Footprint: the daemon's RSS, whether torch is mapped into it, and its CPU while idle with the
   default 20 s long poll.
 
+Both sweeps run twice: with the queues on the local cloud's moto server, and on the lean SQS of
+`bench/lean_sqs.py`. On 2 cores moto's own CPU per message exceeds the daemon's, so the first
+measures the daemon *and* moto; the second measures the daemon (the function stand-in and the
+endpoint are the same in both).
+
     .venv/bin/python -m bench.orchestration [--quick] [--out bench/out]
 """
 
@@ -24,16 +29,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.lean_sqs import LeanSQSProcess
 from bench.procs import DaemonProc, cpu_seconds, maps_torch, memory_mb, run_daemon
 from localcloud.cloud import EndpointSession, LocalCloud
 from openstack_handler.provisioning import ResourceSpec
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 0.02
+SQS_SITES = ("moto", "lean_sqs")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -41,19 +49,54 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
+@dataclass(frozen=True)
+class QueueSite:
+    """Where one run's input and output queues live, and the process serving them."""
+
+    name: str  #: "moto" (the local cloud's) or "lean_sqs" (bench/lean_sqs.py)
+    endpoint: str
+    input_url: str
+    output_url: str
+    pid: int | None
+
+    def daemon_env(self) -> dict[str, str]:
+        """Environment that points the daemon at these queues (moto's are in its config)."""
+        if self.name == "moto":
+            return {}
+        return {"AWS_ENDPOINT_URL_SQS": self.endpoint,
+                "OPENSTACK_HANDLER_INPUT_QUEUE_URL": self.input_url,
+                "OPENSTACK_HANDLER_OUTPUT_QUEUE_URL": self.output_url}
+
+
 @contextmanager
-def synthetic_cloud(work: Path, *, handler: str, workers: int,
-                    latency_s: float = 2.0) -> Iterator[LocalCloud]:
-    """A LocalCloud whose function is `bench.synthetic:<handler>` with *workers* warm workers."""
+def synthetic_cloud(work: Path, *, handler: str, workers: int, latency_s: float = 2.0,
+                    sqs: str = "moto") -> Iterator[tuple[LocalCloud, QueueSite]]:
+    """A LocalCloud whose function is `bench.synthetic:<handler>` with *workers* warm workers,
+    and the queues the daemon and the function use: moto's, or a lean SQS's (*sqs*)."""
     work.mkdir(parents=True, exist_ok=True)
     gallery = work / "gallery.unused"  # the synthetic function reads no gallery
     gallery.write_bytes(b"")
-    cloud = LocalCloud(gallery=gallery, handler=f"bench.synthetic:{handler}",
-                       resources=ResourceSpec(prefix="bench-orch", function_timeout_s=30),
-                       concurrency=workers, work_dir=work / "cloud",
-                       extra_environment={"SYNTHETIC_LATENCY_S": str(latency_s)})
-    with cloud:
-        yield cloud
+    resources = ResourceSpec(prefix="bench-orch", function_timeout_s=30)
+    environment = {"SYNTHETIC_LATENCY_S": str(latency_s)}
+    with ExitStack() as stack:
+        lean = stack.enter_context(LeanSQSProcess()) if sqs == "lean_sqs" else None
+        if lean is not None:
+            client = EndpointSession(lean.url).client("sqs")
+            visibility = {"VisibilityTimeout": str(resources.visibility_timeout_s)}
+            lean_input, lean_output = (
+                client.create_queue(QueueName=f"lean-{name}", Attributes=visibility)["QueueUrl"]
+                for name in ("input", "output"))
+            environment |= {"AWS_ENDPOINT_URL_SQS": lean.url, "OUTPUT_QUEUE_URL": lean_output}
+        cloud = stack.enter_context(LocalCloud(
+            gallery=gallery, handler=f"bench.synthetic:{handler}", resources=resources,
+            concurrency=workers, work_dir=work / "cloud", extra_environment=environment))
+        if lean is not None:
+            site = QueueSite("lean_sqs", lean.url, lean_input, lean_output, lean.pid)
+        else:
+            site = QueueSite("moto", cloud.moto_url, cloud.provisioned.input_queue_url,
+                             cloud.provisioned.output_queue_url,
+                             cloud.moto.pid if cloud.moto else None)
+        yield cloud, site
 
 
 def event_body(bucket: str, key: str) -> str:
@@ -63,17 +106,16 @@ def event_body(bucket: str, key: str) -> str:
         "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": etag, "size": 1024}}}]})
 
 
-def measure(cloud: LocalCloud, daemon: DaemonProc, *, prefix: str, messages: int,
-            timeout_s: float = 300.0) -> dict[str, Any]:
+def measure(cloud: LocalCloud, site: QueueSite, daemon: DaemonProc, *, prefix: str,
+            messages: int, timeout_s: float = 300.0) -> dict[str, Any]:
     """Send *messages* events for keys `<prefix>-NNNN.mp4`, wait for every result file."""
-    sqs = EndpointSession(cloud.moto_url).client("sqs")
-    p = cloud.provisioned
+    sqs = EndpointSession(site.endpoint).client("sqs")
+    bucket = cloud.provisioned.input_bucket
     results = daemon.config.parent / "results"
     keys = [f"{prefix}-{i:04d}.mp4" for i in range(messages)]
     wanted = {k[:-4] + ".csv" for k in keys}
     sent_at: dict[str, float] = {}
-    others = {"moto": cloud.moto.pid if cloud.moto else None,
-              "lambda_endpoint": getattr(cloud.endpoint, "pid", None)}
+    others = {site.name: site.pid, "lambda_endpoint": getattr(cloud.endpoint, "pid", None)}
     others = {name: pid for name, pid in others.items() if pid}
     others0 = {name: cpu_seconds(pid) for name, pid in others.items()}
     cpu0 = cpu_seconds(daemon.pid)
@@ -81,8 +123,8 @@ def measure(cloud: LocalCloud, daemon: DaemonProc, *, prefix: str, messages: int
     for first in range(0, messages, 10):
         chunk = keys[first:first + 10]
         now = time.time()
-        sqs.send_message_batch(QueueUrl=p.input_queue_url, Entries=[
-            {"Id": str(i), "MessageBody": event_body(p.input_bucket, k)}
+        sqs.send_message_batch(QueueUrl=site.input_url, Entries=[
+            {"Id": str(i), "MessageBody": event_body(bucket, k)}
             for i, k in enumerate(chunk)])
         sent_at.update((k[:-4] + ".csv", now) for k in chunk)
     deadline = started + timeout_s
@@ -115,7 +157,8 @@ def measure(cloud: LocalCloud, daemon: DaemonProc, *, prefix: str, messages: int
 def summarize(concurrency: int, runs: list[dict[str, Any]], ideal: float | None) -> dict[str, Any]:
     med = {k: round(statistics.median(r[k] for r in runs), 3)
            for k in ("wall_s", "throughput_per_s", "daemon_cpu_ms_per_message", "latency_p50_s",
-                     "moto_cpu_ms_per_message", "lambda_endpoint_cpu_ms_per_message")
+                     "moto_cpu_ms_per_message", "lean_sqs_cpu_ms_per_message",
+                     "lambda_endpoint_cpu_ms_per_message")
            if k in runs[0]}
     row: dict[str, Any] = {"concurrency": concurrency, "repeats": len(runs),
                            "messages": runs[0]["messages"], **med,
@@ -130,47 +173,56 @@ def summarize(concurrency: int, runs: list[dict[str, Any]], ideal: float | None)
 
 
 def scaling(work: Path, *, concurrencies: Sequence[int], latency_s: float, rounds: int,
-            repeats: int, log=print) -> list[dict[str, Any]]:
+            repeats: int, sqs: str = "moto", log=print) -> list[dict[str, Any]]:
     """The fixed-latency sweep; one daemon per concurrency, *repeats* bursts each."""
     rows = []
-    with synthetic_cloud(work / "scaling", handler="fixed_latency", workers=max(concurrencies),
-                         latency_s=latency_s) as cloud:
+    work = work / f"scaling-{sqs}"
+    with synthetic_cloud(work, handler="fixed_latency", workers=max(concurrencies),
+                         latency_s=latency_s, sqs=sqs) as (cloud, site):
         for c in concurrencies:
-            log(f"starting the daemon, concurrency {c}")
-            with run_daemon(cloud, work / "scaling" / f"c{c}", concurrency=c) as daemon:
+            log(f"starting the daemon, concurrency {c}, queues on {sqs}")
+            with run_daemon(cloud, work / f"c{c}", concurrency=c,
+                            env_overrides=site.daemon_env()) as daemon:
                 daemon.wait_ready()
-                runs = [measure(cloud, daemon, prefix=f"c{c}-r{r}", messages=rounds * c)
+                runs = [measure(cloud, site, daemon, prefix=f"c{c}-r{r}", messages=rounds * c)
                         for r in range(repeats)]
             row = summarize(c, runs, ideal=c / latency_s)
-            log(f"latency {latency_s} s, concurrency {c}: {row['throughput_per_s']} msg/s "
+            log(f"{sqs}: latency {latency_s} s, concurrency {c}: {row['throughput_per_s']} msg/s "
                 f"= {row['efficiency']:.1%} of ideal {row['ideal_per_s']}")
             rows.append(row)
     return rows
 
 
-def noop_and_footprint(work: Path, *, concurrencies: Sequence[int], messages: int, repeats: int,
-                       idle_s: float, log=print) -> dict[str, Any]:
-    """No-op throughput per concurrency, then the idle daemon's CPU and memory."""
+def noop(work: Path, *, concurrencies: Sequence[int], messages: int, repeats: int,
+         sqs: str = "moto", idle_s: float | None = None, log=print) -> dict[str, Any]:
+    """No-op throughput per concurrency; then, given *idle_s*, the idle daemon's CPU and memory."""
     rows = []
-    with synthetic_cloud(work / "noop", handler="noop", workers=max(concurrencies)) as cloud:
+    work = work / f"noop-{sqs}"
+    with synthetic_cloud(work, handler="noop", workers=max(concurrencies),
+                         sqs=sqs) as (cloud, site):
         for c in concurrencies:
-            with run_daemon(cloud, work / "noop" / f"c{c}", concurrency=c) as daemon:
+            with run_daemon(cloud, work / f"c{c}", concurrency=c,
+                            env_overrides=site.daemon_env()) as daemon:
                 daemon.wait_ready()
-                measure(cloud, daemon, prefix=f"warm{c}", messages=2 * c)  # connections, caches
-                runs = [measure(cloud, daemon, prefix=f"n{c}-r{r}", messages=messages)
+                measure(cloud, site, daemon, prefix=f"warm{c}", messages=2 * c)  # connections
+                runs = [measure(cloud, site, daemon, prefix=f"n{c}-r{r}", messages=messages)
                         for r in range(repeats)]
             row = summarize(c, runs, ideal=None)
-            log(f"no-op, concurrency {c}: {row['throughput_per_s']} msg/s, "
+            log(f"{sqs}: no-op, concurrency {c}: {row['throughput_per_s']} msg/s, "
                 f"{row['daemon_cpu_ms_per_message']} ms daemon CPU per message")
             rows.append(row)
-        idle = idle_footprint(cloud, work / "noop" / "idle", idle_s=idle_s)
+        if idle_s is None:
+            return {"noop": rows}
+        idle = idle_footprint(cloud, site, work / "idle", idle_s=idle_s)
         log(f"idle: {idle['cpu_percent']} % CPU over {idle_s} s, RSS {idle['rss_mb']} MB")
     return {"noop": rows, "idle": idle}
 
 
-def idle_footprint(cloud: LocalCloud, work: Path, *, idle_s: float) -> dict[str, Any]:
+def idle_footprint(cloud: LocalCloud, site: QueueSite, work: Path, *,
+                   idle_s: float) -> dict[str, Any]:
     """The daemon with the default long poll (20 s) and empty queues."""
-    with run_daemon(cloud, work, concurrency=4, wait_time_s=None, hard_stop=True) as daemon:
+    with run_daemon(cloud, work, concurrency=4, wait_time_s=None, hard_stop=True,
+                    env_overrides=site.daemon_env()) as daemon:
         daemon.wait_ready(line=b"consumer.started")  # its first long poll is under way
         time.sleep(1.0)
         cpu0, t0 = cpu_seconds(daemon.pid), time.monotonic()
@@ -190,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="messages per daemon slot in each burst")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--noop-concurrency", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--noop-messages", type=int, default=200)
+    parser.add_argument("--noop-concurrency", type=int, nargs="+", default=[4, 16, 32])
+    parser.add_argument("--noop-messages", type=int, default=500)
     parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument("--sqs", nargs="+", choices=SQS_SITES, default=list(SQS_SITES),
+                        help="where the queues live (the first one also gets the idle run)")
     parser.add_argument("--quick", action="store_true", help="a tiny run (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -206,16 +260,18 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-orch-") as tmp:
         started = time.monotonic()
-        report = {
-            "latency_s": args.latency, "rounds": args.rounds, "repeats": args.repeat,
-            "cpus": os.cpu_count(),
-            "scaling": scaling(Path(tmp), concurrencies=args.concurrency,
-                               latency_s=args.latency, rounds=args.rounds, repeats=args.repeat,
-                               log=log),
-            **noop_and_footprint(Path(tmp), concurrencies=args.noop_concurrency,
-                                 messages=args.noop_messages, repeats=args.repeat,
-                                 idle_s=args.idle_s, log=log),
-        }
+        report: dict[str, Any] = {"latency_s": args.latency, "rounds": args.rounds,
+                                  "repeats": args.repeat, "cpus": os.cpu_count(), "sites": {}}
+        for index, sqs in enumerate(args.sqs):
+            site = {"scaling": scaling(Path(tmp), concurrencies=args.concurrency,
+                                       latency_s=args.latency, rounds=args.rounds,
+                                       repeats=args.repeat, sqs=sqs, log=log),
+                    **noop(Path(tmp), concurrencies=args.noop_concurrency,
+                           messages=args.noop_messages, repeats=args.repeat, sqs=sqs,
+                           idle_s=args.idle_s if index == 0 else None, log=log)}
+            if "idle" in site:
+                report["idle"] = site.pop("idle")
+            report["sites"][sqs] = site
         report["bench_s"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "orchestration.json").write_text(json.dumps(report, indent=1) + "\n")

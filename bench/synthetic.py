@@ -24,7 +24,7 @@ SYNTHETIC_CSV = "synthetic_person,benchmarking,senior\n"
 
 
 def _send(queue_url: str, body: str) -> None:
-    endpoint = os.environ["AWS_ENDPOINT_URL"].rstrip("/")
+    endpoint = (os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ["AWS_ENDPOINT_URL"]).rstrip("/")
     region = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     request = urllib.request.Request(
         endpoint + "/", method="POST",
