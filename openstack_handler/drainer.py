@@ -16,6 +16,11 @@ count towards the output queue's ``maxReceiveCount``), probes the dir with a cap
 once a probe succeeds releases the held messages (visibility 0) so they are written at once.
 SQS outages are waited out the same way, logged once when they start and once when they end.
 
+After a receive that returned a partial batch, the drainer waits ``batch_window_s`` (50 ms) before
+the next one: results of a burst of invocations then come ten to a receive and ten to a delete
+instead of two or three, which halves the drainer's SQS requests (and its share of a local SQS's
+CPU) for a result file at most 50 ms later.
+
 On stop, with ``flush_on_stop``, the drainer empties the output queue with short polls (bounded by
 ``flush_timeout_s``) so the results of invocations that finished during the grace period land.
 """
@@ -43,6 +48,8 @@ from openstack_handler.state import StateDB
 log = structlog.get_logger(__name__)
 
 SUPPORTED_SCHEMAS = (1,)
+#: after a partial batch, how long to let more results gather before the next receive
+BATCH_WINDOW_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -115,8 +122,10 @@ class OutputDrainer:
     def __init__(self, *, sqs: Any, queue_url: str, store: ResultsStore, state: StateDB,
                  wait_time_s: int = 20,
                  is_known: Callable[[str, str, str | None], bool] | None = None,
-                 outage_backoff_max_s: float = 15.0) -> None:
+                 outage_backoff_max_s: float = 15.0,
+                 batch_window_s: float = BATCH_WINDOW_S) -> None:
         self.sqs = sqs
+        self.batch_window_s = batch_window_s
         self.queue_url = queue_url
         self.store = store
         self.state = state
@@ -177,6 +186,8 @@ class OutputDrainer:
             received += count
             if count:
                 idle_since = time.monotonic()
+                if count < 10 and self.batch_window_s > 0:
+                    stop.wait(self.batch_window_s)  # let the rest of a burst gather
             elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                 break
         if flush_on_stop:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +118,26 @@ def test_a_failed_write_keeps_the_message(make_drainer, sqs, queues, tmp_path: P
     stats = drainer.run(max_messages=2, max_idle=1)
     assert stats.write_failed == 1 and stats.deleted == 0
     assert queue_counts(sqs, queues.output) == (0, 2)
+
+
+def test_a_partial_batch_lets_the_rest_of_a_burst_gather(make_drainer, sqs, queues,
+                                                        store: ResultsStore) -> None:
+    # GIVEN a drainer with a 0.5 s batch window, whose receives are recorded
+    drainer = make_drainer(batch_window_s=0.5, wait_time_s=1)
+    sizes: list[int] = []
+    drainer.sqs.meta.events.register(
+        "after-call.sqs.ReceiveMessage",
+        lambda parsed, **_: sizes.append(len(parsed.get("Messages", []))))
+    send(sqs, queues.output, result("first.mp4"))
+    worker = threading.Thread(target=drainer.run, kwargs={"max_messages": 10, "max_idle": 3})
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not sizes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # WHEN the rest of the burst arrives one message at a time, just after that first receive
+    for i in range(9):
+        send(sqs, queues.output, result(f"burst-{i}.mp4"))
+    worker.join(timeout=10)
+    # THEN the next receive took them together instead of one per receive
+    assert sizes[:2] == [1, 9]
+    assert len(list(store.root.glob("*.csv"))) == 10
