@@ -26,7 +26,7 @@ test: lint system-tools
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 12 minutes): the function per clip, the daemon alone
+# Benchmarks (not part of `make test`; about 15 minutes): the function per clip, the daemon alone
 # against a synthetic function, end to end with the peer-style baseline; then bench/out/REPORT.md
 # and PNG plots from bench/out/*.json.
 bench: $(STAMP)

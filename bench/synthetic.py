@@ -6,35 +6,63 @@ queue (docs/contracts.md, "Result") and return ``{"results": [...]}``. So the da
 runs — receive, invoke, delete, drain, write ``results/<key>.csv`` — with a function whose cost is
 known exactly.
 
-The message is sent with one plain HTTP request (SQS JSON protocol) to the moto server named by
-``AWS_ENDPOINT_URL``: no boto3 import, so 64 warm workers start in seconds and stay small. moto does
-not check signatures; the Authorization header only names the service so moto can route the call.
+The message is sent with one plain HTTP request (SQS JSON protocol, over a connection each worker
+keeps) to the SQS named by ``AWS_ENDPOINT_URL_SQS`` or ``AWS_ENDPOINT_URL``: no boto3 import, so 64
+warm workers start in seconds and stay small. Neither moto nor the lean SQS checks signatures; the
+Authorization header only names the service so moto can route the call.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
-import urllib.request
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 SYNTHETIC_CSV = "synthetic_person,benchmarking,senior\n"
 
 
-def _send(queue_url: str, body: str) -> None:
-    endpoint = (os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ["AWS_ENDPOINT_URL"]).rstrip("/")
-    region = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    request = urllib.request.Request(
-        endpoint + "/", method="POST",
-        data=json.dumps({"QueueUrl": queue_url, "MessageBody": body}).encode(),
-        headers={"Content-Type": "application/x-amz-json-1.0",
-                 "X-Amz-Target": "AmazonSQS.SendMessage",
-                 "Authorization": f"AWS4-HMAC-SHA256 Credential=bench/20250101/{region}/sqs/"
-                                  "aws4_request, SignedHeaders=host, Signature=0"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
+class _Sender:
+    """One kept-alive connection per worker process, as boto3's pool would keep (urllib opens a
+    new one per request, which would charge connection setup to every message)."""
+
+    def __init__(self) -> None:
+        self._conn: http.client.HTTPConnection | None = None
+
+    def send(self, queue_url: str, body: str) -> None:
+        endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL_SQS")
+                            or os.environ["AWS_ENDPOINT_URL"])
+        region = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        data = json.dumps({"QueueUrl": queue_url, "MessageBody": body}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.0",
+                   "X-Amz-Target": "AmazonSQS.SendMessage",
+                   "Authorization": f"AWS4-HMAC-SHA256 Credential=bench/20250101/{region}/sqs/"
+                                    "aws4_request, SignedHeaders=host, Signature=0"}
+        for attempt in (1, 2):  # a kept-alive connection the server closed: reconnect once
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(endpoint.hostname, endpoint.port,
+                                                        timeout=30)
+            try:
+                self._conn.request("POST", "/", body=data, headers=headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+            except (http.client.HTTPException, OSError):
+                self._conn.close()
+                self._conn = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.will_close:
+                self._conn.close()
+                self._conn = None
+            if response.status != 200:
+                raise RuntimeError(f"SendMessage failed: {response.status} {payload[:300]!r}")
+            return
+
+
+_sender = _Sender()
 
 
 def _result(record: dict[str, Any], request_id: str, latency_s: float) -> dict[str, Any]:
@@ -58,7 +86,7 @@ def _emit(event: dict[str, Any], context: Any, latency_s: float) -> dict[str, An
     results = []
     for record in event.get("Records", []):
         result = _result(record, context.aws_request_id, latency_s)
-        _send(queue_url, json.dumps(result))
+        _sender.send(queue_url, json.dumps(result))
         results.append(result)
     return {"results": results}
 

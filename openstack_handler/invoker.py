@@ -39,7 +39,7 @@ _THROTTLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", 
 
 #: The daemon's User-Agent for every AWS call (botocore's ``user_agent`` setting). It names the
 #: daemon in CloudTrail, and a fixed string spares botocore rebuilding its default one twice per
-#: request: that was 15 % of the daemon's CPU in the no-op benchmark.
+#: request (2.3 → 2.0 ms of CPU per call on the benchmark machine).
 USER_AGENT = (f"openstack-handler/{__version__} botocore/{botocore.__version__} "
               f"Python/{platform.python_version()}")
 
