@@ -6,7 +6,8 @@
   the last ``results/<key>.csv`` exists. Achieved throughput is compared with the ideal N ÷ latency.
 * No-op: the same with a function that answers at once: messages per second through the whole
   daemon path (receive, invoke, delete, drain, write the file) and the daemon's CPU per message
-  (utime + stime from /proc/<pid>/stat over the run).
+  (utime + stime from /proc/<pid>/stat over the run); also with two daemon processes on the same
+  queues, as two handler VMs would run (one Python process cannot use more than one core).
 * Footprint: the daemon's RSS, whether torch is mapped into it, and its CPU while idle with the
   default 20 s long poll.
 
@@ -106,19 +107,21 @@ def event_body(bucket: str, key: str) -> str:
         "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": etag, "size": 1024}}}]})
 
 
-def measure(cloud: LocalCloud, site: QueueSite, daemon: DaemonProc, *, prefix: str,
-            messages: int, timeout_s: float = 300.0) -> dict[str, Any]:
-    """Send *messages* events for keys `<prefix>-NNNN.mp4`, wait for every result file."""
+def measure(cloud: LocalCloud, site: QueueSite, daemons: DaemonProc | Sequence[DaemonProc], *,
+            prefix: str, messages: int, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Send *messages* events for keys `<prefix>-NNNN.mp4`, wait for every result file (in any
+    of the *daemons*' results dirs: several daemons on the same queues are several handlers)."""
+    daemons = [daemons] if isinstance(daemons, DaemonProc) else list(daemons)
     sqs = EndpointSession(site.endpoint).client("sqs")
     bucket = cloud.provisioned.input_bucket
-    results = daemon.config.parent / "results"
+    results_dirs = [daemon.config.parent / "results" for daemon in daemons]
     keys = [f"{prefix}-{i:04d}.mp4" for i in range(messages)]
     wanted = {k[:-4] + ".csv" for k in keys}
     sent_at: dict[str, float] = {}
     others = {site.name: site.pid, "lambda_endpoint": getattr(cloud.endpoint, "pid", None)}
     others = {name: pid for name, pid in others.items() if pid}
     others0 = {name: cpu_seconds(pid) for name, pid in others.items()}
-    cpu0 = cpu_seconds(daemon.pid)
+    cpu0 = sum(cpu_seconds(daemon.pid) for daemon in daemons)
     started = time.monotonic()
     for first in range(0, messages, 10):
         chunk = keys[first:first + 10]
@@ -128,22 +131,24 @@ def measure(cloud: LocalCloud, site: QueueSite, daemon: DaemonProc, *, prefix: s
             for i, k in enumerate(chunk)])
         sent_at.update((k[:-4] + ".csv", now) for k in chunk)
     deadline = started + timeout_s
-    done: set[str] = set()
-    while time.monotonic() < deadline and daemon.proc.poll() is None:
-        if results.is_dir():
-            done = wanted.intersection(os.listdir(results))
+    done: dict[str, Path] = {}
+    while time.monotonic() < deadline and all(d.proc.poll() is None for d in daemons):
+        for results in results_dirs:
+            if results.is_dir():
+                done.update((name, results) for name in wanted.intersection(os.listdir(results)))
         if len(done) == len(wanted):
             break
         time.sleep(POLL_S)
     wall_s = time.monotonic() - started
-    cpu_s = cpu_seconds(daemon.pid) - cpu0
+    cpu_s = sum(cpu_seconds(daemon.pid) for daemon in daemons) - cpu0
     other_ms = {f"{name}_cpu_ms_per_message": round((cpu_seconds(pid) - others0[name])
                                                      / messages * 1000, 3)
                 for name, pid in others.items()}
     if len(done) != len(wanted):
-        raise RuntimeError(f"{len(done)}/{messages} results after {wall_s:.1f} s; "
-                           f"daemon log tail:\n{daemon.tail()}")
-    latencies = [(results / name).stat().st_mtime - sent_at[name] for name in wanted]
+        raise RuntimeError(f"{len(done)}/{messages} results after {wall_s:.1f} s; daemon log "
+                           f"tails:\n" + "\n".join(daemon.tail() for daemon in daemons))
+    latencies = [(done[name] / name).stat().st_mtime - sent_at[name] for name in wanted]
+    memory = [memory_mb(daemon.pid) for daemon in daemons]
     return {"messages": messages, "wall_s": round(wall_s, 3),
             "throughput_per_s": round(messages / wall_s, 2),
             "daemon_cpu_s": round(cpu_s, 3),
@@ -151,16 +156,18 @@ def measure(cloud: LocalCloud, site: QueueSite, daemon: DaemonProc, *, prefix: s
             "latency_p50_s": round(statistics.median(latencies), 3),
             "latency_p90_s": round(percentile(latencies, 90), 3),
             "latency_max_s": round(max(latencies), 3),
-            **memory_mb(daemon.pid)}
+            "rss_mb": max(m["rss_mb"] for m in memory),
+            "peak_rss_mb": max(m["peak_rss_mb"] for m in memory)}
 
 
-def summarize(concurrency: int, runs: list[dict[str, Any]], ideal: float | None) -> dict[str, Any]:
+def summarize(concurrency: int, runs: list[dict[str, Any]], ideal: float | None,
+              daemons: int = 1) -> dict[str, Any]:
     med = {k: round(statistics.median(r[k] for r in runs), 3)
            for k in ("wall_s", "throughput_per_s", "daemon_cpu_ms_per_message", "latency_p50_s",
                      "moto_cpu_ms_per_message", "lean_sqs_cpu_ms_per_message",
                      "lambda_endpoint_cpu_ms_per_message")
            if k in runs[0]}
-    row: dict[str, Any] = {"concurrency": concurrency, "repeats": len(runs),
+    row: dict[str, Any] = {"concurrency": concurrency, "daemons": daemons, "repeats": len(runs),
                            "messages": runs[0]["messages"], **med,
                            "throughput_min": min(r["throughput_per_s"] for r in runs),
                            "throughput_max": max(r["throughput_per_s"] for r in runs),
@@ -193,29 +200,42 @@ def scaling(work: Path, *, concurrencies: Sequence[int], latency_s: float, round
     return rows
 
 
-def noop(work: Path, *, concurrencies: Sequence[int], messages: int, repeats: int,
+def noop(work: Path, *, configs: Sequence[tuple[int, int]], messages: int, repeats: int,
          sqs: str = "moto", idle_s: float | None = None, log=print) -> dict[str, Any]:
-    """No-op throughput per concurrency; then, given *idle_s*, the idle daemon's CPU and memory."""
+    """No-op throughput for each (daemon processes, concurrency of each) in *configs*; then, given
+    *idle_s*, the idle daemon's CPU and memory. Several daemons on the same queues are what
+    several handler VMs would be: each has its own state and results dir."""
     rows = []
     work = work / f"noop-{sqs}"
-    with synthetic_cloud(work, handler="noop", workers=max(concurrencies),
+    with synthetic_cloud(work, handler="noop", workers=max(d * c for d, c in configs),
                          sqs=sqs) as (cloud, site):
-        for c in concurrencies:
-            with run_daemon(cloud, work / f"c{c}", concurrency=c,
-                            env_overrides=site.daemon_env()) as daemon:
-                daemon.wait_ready()
-                measure(cloud, site, daemon, prefix=f"warm{c}", messages=2 * c)  # connections
-                runs = [measure(cloud, site, daemon, prefix=f"n{c}-r{r}", messages=messages)
-                        for r in range(repeats)]
-            row = summarize(c, runs, ideal=None)
-            log(f"{sqs}: no-op, concurrency {c}: {row['throughput_per_s']} msg/s, "
-                f"{row['daemon_cpu_ms_per_message']} ms daemon CPU per message")
+        for count, c in configs:
+            with ExitStack() as stack:
+                daemons = [stack.enter_context(run_daemon(
+                    cloud, work / f"d{count}x{c}-{i}", concurrency=c,
+                    env_overrides=site.daemon_env())) for i in range(count)]
+                for daemon in daemons:
+                    daemon.wait_ready()
+                measure(cloud, site, daemons, prefix=f"warm{count}x{c}",
+                        messages=2 * count * c)  # connections
+                runs = [measure(cloud, site, daemons, prefix=f"n{count}x{c}-r{r}",
+                                messages=messages) for r in range(repeats)]
+            row = summarize(c, runs, ideal=None, daemons=count)
+            log(f"{sqs}: no-op, {count} daemon(s) × concurrency {c}: "
+                f"{row['throughput_per_s']} msg/s, {row['daemon_cpu_ms_per_message']} ms daemon "
+                "CPU per message")
             rows.append(row)
         if idle_s is None:
             return {"noop": rows}
         idle = idle_footprint(cloud, site, work / "idle", idle_s=idle_s)
         log(f"idle: {idle['cpu_percent']} % CPU over {idle_s} s, RSS {idle['rss_mb']} MB")
     return {"noop": rows, "idle": idle}
+
+
+def noop_config(text: str) -> tuple[int, int]:
+    """``"16"`` → one daemon at concurrency 16; ``"2x16"`` → two daemons at 16 each."""
+    count, _, concurrency = text.rpartition("x")
+    return int(count or 1), int(concurrency)
 
 
 def idle_footprint(cloud: LocalCloud, site: QueueSite, work: Path, *,
@@ -242,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="messages per daemon slot in each burst")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--noop-concurrency", type=int, nargs="+", default=[4, 16, 32])
+    parser.add_argument("--noop", type=noop_config, nargs="+",
+                        default=[(1, 4), (1, 16), (1, 32), (2, 16)], metavar="[DAEMONSx]N",
+                        help="no-op runs: concurrency N, or DAEMONS processes at N each")
     parser.add_argument("--noop-messages", type=int, default=500)
     parser.add_argument("--idle-s", type=float, default=20.0)
     parser.add_argument("--sqs", nargs="+", choices=SQS_SITES, default=list(SQS_SITES),
@@ -251,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.latency, args.rounds, args.repeat = [2], 0.2, 2, 1
-        args.noop_concurrency, args.noop_messages, args.idle_s = [2], 4, 1.0
+        args.noop, args.noop_messages, args.idle_s = [(1, 2)], 4, 1.0
 
     began = time.monotonic()
 
@@ -266,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             site = {"scaling": scaling(Path(tmp), concurrencies=args.concurrency,
                                        latency_s=args.latency, rounds=args.rounds,
                                        repeats=args.repeat, sqs=sqs, log=log),
-                    **noop(Path(tmp), concurrencies=args.noop_concurrency,
+                    **noop(Path(tmp), configs=args.noop,
                            messages=args.noop_messages, repeats=args.repeat, sqs=sqs,
                            idle_s=args.idle_s if index == 0 else None, log=log)}
             if "idle" in site:

@@ -94,11 +94,18 @@ def targets(fn: dict | None, e2e: dict | None, orch: dict | None) -> list[str]:
                              (f"{eff:.1%} of ideal ({at[0]['throughput_per_s']:.2f} of "
                              f"{at[0]['ideal_per_s']:.0f}/s)"),
                              f"≥ {TARGET_EFFICIENCY:.0%}", met(eff >= TARGET_EFFICIENCY)])
-            best = max(data["noop"], key=lambda r: r["throughput_per_s"])
-            rows.append([f"no-op messages per second (whole daemon path), queues on {where}",
-                         f"{best['throughput_per_s']:.0f}/s (concurrency {best['concurrency']})",
-                         f"≥ {TARGET_NOOP_PER_S:.0f}/s",
-                         met(best["throughput_per_s"] >= TARGET_NOOP_PER_S)])
+            for several in (False, True):
+                noop = [r for r in data["noop"] if (r.get("daemons", 1) > 1) == several]
+                if not noop:
+                    continue
+                best = max(noop, key=lambda r: r["throughput_per_s"])
+                what = ("no-op messages per second, several daemon processes (as several "
+                        "handler VMs)" if several
+                        else "no-op messages per second (whole daemon path)")
+                rows.append([f"{what}, queues on {where}",
+                             f"{best['throughput_per_s']:.0f}/s ({noop_label(best)})",
+                             f"≥ {TARGET_NOOP_PER_S:.0f}/s",
+                             met(best["throughput_per_s"] >= TARGET_NOOP_PER_S)])
         rss = daemon_peak_rss(orch, e2e)
         rows.append(["daemon peak RSS (all runs)", f"{rss:.0f} MB", f"≤ {TARGET_RSS_MB:.0f} MB",
                      met(rss <= TARGET_RSS_MB)])
@@ -111,6 +118,12 @@ def targets(fn: dict | None, e2e: dict | None, orch: dict | None) -> list[str]:
     if not rows:
         return ["(no results yet)", ""]
     return table(["what", "measured (median)", "target", ""], rows, "lrrc")
+
+
+def noop_label(row: dict) -> str:
+    daemons = row.get("daemons", 1)
+    return (f"{daemons} daemons × concurrency {row['concurrency']}" if daemons > 1
+            else f"concurrency {row['concurrency']}")
 
 
 def daemon_peak_rss(orch: dict, e2e: dict | None) -> float:
@@ -235,21 +248,23 @@ def orchestration_site(site: str, data: dict) -> list[str]:
                     "of ideal", "daemon CPU ms/msg", "daemon peak RSS MB"], rows)
     lines += [("No-op function (answers at once): the whole daemon path per message — receive, "
               "invoke, delete, drain the output queue, write the file durably (fsync), delete."), ""]
-    rows = [[r["concurrency"], r["messages"],
+    rows = [[noop_label(r), r["messages"],
              f"{r['throughput_per_s']:.0f} ({r['throughput_min']:.0f}–{r['throughput_max']:.0f})",
              f"{r['daemon_cpu_ms_per_message']:.1f}",
              f"{r.get(f'{site}_cpu_ms_per_message', float('nan')):.1f}",
              f"{r.get('lambda_endpoint_cpu_ms_per_message', float('nan')):.1f}",
              f"{r['daemon_peak_rss_mb']:.0f}"]
             for r in data["noop"]]
-    lines += table(["concurrency", "messages per burst", "msg/s (min–max)", "daemon CPU ms/msg",
+    lines += table(["daemons", "messages per burst", "msg/s (min–max)", "daemon CPU ms/msg",
                     f"{site} CPU ms/msg", "Lambda endpoint CPU ms/msg (not its workers)",
                     "daemon peak RSS MB"], rows)
     lines += [("On 2 cores, the CPU per message of the daemon, the SQS and the endpoint together "
               "bounds the no-op rate: 2000 ms ÷ their sum is the most any concurrency can reach "
               "here (the workers' own CPU, sending the result message, comes on top); and the "
               "daemon, one Python process, cannot use more than one core: 1000 ms ÷ its own CPU "
-              "per message is its ceiling."), ""]
+              "per message is its ceiling. Several daemon processes on the same queues (what "
+              "several handler VMs would be, each with its own state and results dir) lift it."),
+              ""]
     return lines
 
 
