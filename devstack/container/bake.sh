@@ -223,6 +223,10 @@ for ini in /etc/keystone/keystone-uwsgi.ini /etc/glance/glance-api-uwsgi.ini \
            /etc/neutron/neutron-api-uwsgi.ini; do
     [ -f "$ini" ] && set_ini "$ini" uwsgi processes 2
 done
+# neutron runs on eventlet: with Debian's 32 uwsgi threads a greenlet can be resumed from another
+# OS thread ("greenlet.error: cannot switch to a different thread") and that worker hangs for
+# good (seen: a router update from the openstack_vm play waited ten minutes). One thread each.
+set_ini /etc/neutron/neutron-api-uwsgi.ini uwsgi threads 1
 
 # -- start everything, then what needs the APIs -----------------------------------------------
 install -m 0644 /root/openstack-bake/nova-compute-fake.service /etc/systemd/system/
