@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -43,12 +44,20 @@ def run_playbook(inventory: str | Path, extra_vars: Path, *args: str, timeout_s:
                  ) -> PlayResult:
     """``ansible-playbook -i INVENTORY -e @EXTRA_VARS ARGS site.yml`` from the ansible dir,
     with *env* added to the environment."""
-    proc = subprocess.run(
+    # Its own session, so that a timeout kills the module processes too: they hold the output
+    # pipes, and killing ansible-playbook alone left communicate() waiting on them for good.
+    proc = subprocess.Popen(
         [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra_vars}",
          *args, str(ANSIBLE_DIR / "site.yml")],
-        cwd=ANSIBLE_DIR, env={**ansible_env(), **(env or {})}, capture_output=True, text=True,
-        timeout=timeout_s, check=False)
-    output = proc.stdout + proc.stderr
+        cwd=ANSIBLE_DIR, env={**ansible_env(), **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[run_playbook: killed after {timeout_s:.0f} s]\n"
+    output = stdout + stderr
     if log_path is not None:
         with log_path.open("a", encoding="utf-8") as log:
             log.write(output)

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.openstack
 def handler_server(openstack_cloud: Any) -> Iterator[Any]:
     """An ACTIVE server without ports (fake driver, networks='none') in project handler."""
     region = OpenStackConfig(config_files=[openstack_cloud.clouds_yaml]).get_one(
-        cloud=openstack_cloud.cloud_name)
+        cloud=openstack_cloud.cloud_name, api_timeout=60)  # a hung API fails, not hangs
     conn = openstack.connection.Connection(config=region)
     image = conn.image.create_image(name="handler-test-image", data=b"\0" * 1024,
                                     disk_format="raw", container_format="bare",
@@ -86,7 +86,7 @@ def test_heartbeat_appears_in_server_metadata_and_status_cloud_shows_it(
     publisher = CloudStatusPublisher(connect=lambda: connect(cloud_env), server=handler_server.id,
                                      snapshot=beat)
     assert publisher.publish_once(), publisher.problem
-    conn = openstack.connect(cloud=cloud_env)
+    conn = openstack.connect(cloud=cloud_env, api_timeout=60)
     metadata = conn.compute.get_server(handler_server.id).metadata
     assert metadata["handler_state"] == "running"
     assert (metadata["handler_processed"], metadata["handler_failed"]) == ("5", "1")

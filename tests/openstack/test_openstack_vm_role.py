@@ -31,7 +31,7 @@ def test_the_openstack_vm_play_builds_the_vm_and_a_second_run_changes_nothing(
         "openstack_vm_image_disk_format": "raw", "openstack_vm_flavor": "m1.tiny",
         "openstack_vm_ssh_public_key_file": f"{key}.pub", "openstack_vm_attach_network": False}))
     env = {"OS_CLIENT_CONFIG_FILE": openstack_cloud.clouds_yaml}
-    conn = openstack.connect(cloud=cloud_env)
+    conn = openstack.connect(cloud=cloud_env, api_timeout=60)  # a hung API fails, not hangs
     try:
         # WHEN the play runs the first time, everything is created and the server is ACTIVE
         first = run_playbook("localhost,", extra_vars, "--tags", "openstack_vm", env=env)
