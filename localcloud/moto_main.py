@@ -47,8 +47,7 @@ def _visible_messages(self: Any) -> list[Any]:
 
 
 def _count_visible(self: Any) -> int:
-    now = time.time() * 1000.0
-    return sum(1 for m in self._messages if m.visible_at < now and not m.delayed_until > now)
+    return len(_visible_messages(self))
 
 
 def _count_delayed(self: Any) -> int:

@@ -40,7 +40,7 @@ from structlog.contextvars import bound_contextvars
 
 from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.consumer import change_visibility
-from openstack_handler.deleter import delete_batch
+from openstack_handler.deleter import SQS_MAX_BATCH, delete_batch
 from openstack_handler.errors import InvalidResult
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.state import StateDB
@@ -140,7 +140,7 @@ class OutputDrainer:
 
     def poll_once(self, *, limit: int | None = None, wait_time_s: int | None = None) -> int:
         """Receive one batch, write the results, delete what is durable; returns received."""
-        batch = min(10, limit if limit is not None else 10)
+        batch = min(SQS_MAX_BATCH, limit if limit is not None else SQS_MAX_BATCH)
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=batch,
             WaitTimeSeconds=self.wait_time_s if wait_time_s is None else wait_time_s,
@@ -186,7 +186,7 @@ class OutputDrainer:
             received += count
             if count:
                 idle_since = time.monotonic()
-                if count < 10 and self.batch_window_s > 0:
+                if count < SQS_MAX_BATCH and self.batch_window_s > 0:
                     stop.wait(self.batch_window_s)  # let the rest of a burst gather
             elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                 break
