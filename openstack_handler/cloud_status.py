@@ -5,7 +5,10 @@ handler server with the age of its last heartbeat.
 A daemon thread publishes ``handler_*`` keys (``state``, ``version``, ``processed``, ``failed``,
 ``last_error``, ``updated_at``, ``interval_s``) every ``cloud_heartbeat_interval_s`` through
 openstacksdk, authenticated by the ``clouds.yaml`` entry ``cloud_name`` (an application credential,
-found on openstacksdk's normal search path). It is off the work's path: a failure (cloud
+found on openstacksdk's normal search path). A replica (one of several daemons on the server, e.g.
+``handler@2``) publishes ``handler_<replica>_*`` instead, so each process's state stays its own;
+their ``processed``/``failed`` are the server's totals (the replicas share one state DB). It is
+off the work's path: a failure (cloud
 unreachable, authentication refused, server unknown) is logged once per change of problem and the
 next try waits a full interval; nothing is ever raised into the consumer or the drainer. On stop it
 publishes ``state=stopped``, bounded by a short timeout.
@@ -15,6 +18,7 @@ openstacksdk is the optional ``openstack`` extra: it is imported only when a con
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +31,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 METADATA_PREFIX = "handler_"
+#: a heartbeat's ``state`` key: ``handler_state``, or ``handler_<replica>_state``.
+_STATE_KEY = re.compile(r"handler_(?:([A-Za-z0-9-]+)_)?state")
 #: Nova's limit on a metadata value's length.
 MAX_VALUE_CHARS = 255
 #: how long stop() waits for the final ``state=stopped`` publish.
@@ -54,6 +60,11 @@ class Heartbeat:
                   "updated_at": self.updated_at.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
                   "interval_s": f"{self.interval_s:g}"}
         return {prefix + key: _truncate(value) for key, value in values.items()}
+
+
+def metadata_prefix(replica: str = "") -> str:
+    """The metadata key prefix of a daemon: ``handler_``, or ``handler_<replica>_``."""
+    return f"{METADATA_PREFIX}{replica}_" if replica else METADATA_PREFIX
 
 
 def _one_line(text: str) -> str:
@@ -201,15 +212,16 @@ class CloudStatusPublisher:
 
 @dataclass(frozen=True)
 class HandlerServer:
-    """One server that carries handler heartbeat metadata."""
+    """One daemon's heartbeat on a server (a server with replicas gives one per replica)."""
 
     name: str
     id: str
     status: str  #: Nova's server status (ACTIVE, SHUTOFF, ...)
     metadata: Mapping[str, str]
+    replica: str = ""
 
-    def value(self, key: str, prefix: str = METADATA_PREFIX) -> str | None:
-        return self.metadata.get(prefix + key)
+    def value(self, key: str) -> str | None:
+        return self.metadata.get(metadata_prefix(self.replica) + key)
 
     def age_s(self, now: datetime) -> float | None:
         stamp = self.value("updated_at")
@@ -231,15 +243,22 @@ class HandlerServer:
         return self.value("state") != "stopped" and (age is None or age > 3 * interval)
 
 
-def handler_servers(conn: Any, prefix: str = METADATA_PREFIX) -> list[HandlerServer]:
-    """Every server of the project whose metadata holds a handler heartbeat, by name."""
+def handler_servers(conn: Any) -> list[HandlerServer]:
+    """Every daemon heartbeat in the project's server metadata, by server name and replica."""
     found = []
     for server in conn.compute.servers(details=True):
         metadata = dict(server.metadata or {})
-        if prefix + "state" in metadata:
-            found.append(HandlerServer(name=server.name or "", id=server.id,
-                                       status=server.status or "", metadata=metadata))
-    return sorted(found, key=lambda s: (s.name, s.id))
+        for key in metadata:
+            if (match := _STATE_KEY.fullmatch(key)) is not None:
+                found.append(HandlerServer(name=server.name or "", id=server.id,
+                                           status=server.status or "", metadata=metadata,
+                                           replica=match.group(1) or ""))
+    return sorted(found, key=lambda s: (s.name, s.id, _replica_order(s.replica)))
+
+
+def _replica_order(replica: str) -> tuple[int, str]:
+    """handler@2 before handler@10."""
+    return (int(replica), "") if replica.isdigit() else (1 << 62, replica)
 
 
 def _age_text(age: float | None) -> str:
@@ -259,20 +278,21 @@ def render_handler_servers(servers: Iterable[HandlerServer], *, cloud: str,
     if not servers:
         return f"cloud {cloud}: no server carries handler metadata ({METADATA_PREFIX}state)\n"
     at = now()
-    rows = [("SERVER", "ID", "NOVA", "HANDLER", "VERSION", "PROCESSED", "FAILED", "HEARTBEAT",
-             "LAST ERROR")]
+    rows = [("SERVER", "ID", "NOVA", "REPLICA", "HANDLER", "VERSION", "PROCESSED", "FAILED",
+             "HEARTBEAT", "LAST ERROR")]
     for s in servers:
         state = s.value("state") or "?"
         if s.is_stale(at):
             state += " (stale)"
-        rows.append((s.name, s.id, s.status, state, s.value("version") or "-",
+        rows.append((s.name, s.id, s.status, s.replica or "-", state, s.value("version") or "-",
                      s.value("processed") or "-", s.value("failed") or "-",
                      f"{_age_text(s.age_s(at))} ago" if s.age_s(at) is not None else "-",
                      s.value("last_error") or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join([c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)] + [r[-1]])
              .rstrip() for r in rows]
-    return f"cloud {cloud}: {len(servers)} handler server(s)\n" + "\n".join(lines) + "\n"
+    count = len({s.id for s in servers})
+    return f"cloud {cloud}: {count} handler server(s)\n" + "\n".join(lines) + "\n"
 
 
 def heartbeat_from(*, state: str, version: str, counters: Mapping[str, int],

@@ -32,7 +32,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from openstack_handler import __version__
-from openstack_handler.cloud_status import CloudStatusPublisher, Heartbeat, connect, heartbeat_from
+from openstack_handler.cloud_status import (
+    CloudStatusPublisher,
+    Heartbeat,
+    connect,
+    heartbeat_from,
+    metadata_prefix,
+)
 from openstack_handler.consumer import InputConsumer
 from openstack_handler.drainer import OutputDrainer
 from openstack_handler.errors import ConfigError
@@ -78,7 +84,7 @@ class Handler:
             self.state = StateDB(settings.state_db_path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"state_dir {settings.state_dir} is not usable: {exc}") from exc
-        self.store = ResultsStore(settings.results_dir)
+        self.store = ResultsStore(settings.results_dir, replica=settings.replica)
         self.invoker = LambdaInvoker(
             client=lambda_client, function_name=settings.function_name,
             max_attempts=settings.invoke_max_attempts,
@@ -144,6 +150,8 @@ class Handler:
                                       timeout_s=self.settings.metadata_timeout_s)
         if self.identity is not None:
             bind_process_context(**self.identity.log_context())
+        if self.settings.replica:
+            bind_process_context(replica=self.settings.replica)
         log.info("handler.starting", pid=os.getpid(), **self.settings.as_log_dict())
         code = self.check_queues()
         if code is not ExitCode.OK:
@@ -214,7 +222,8 @@ class Handler:
                  interval_s=self.settings.cloud_heartbeat_interval_s)
         return CloudStatusPublisher(connect=lambda: connect(cloud, api_timeout_s=timeout),
                                     server=server, snapshot=self.heartbeat,
-                                    interval_s=self.settings.cloud_heartbeat_interval_s)
+                                    interval_s=self.settings.cloud_heartbeat_interval_s,
+                                    prefix=metadata_prefix(self.settings.replica))
 
     def heartbeat(self, state: str | None = None) -> Heartbeat:
         """What the cloud heartbeat says now: the durable counters and the last error."""

@@ -5,6 +5,11 @@ empty and ``.`` components are dropped, ``..`` becomes ``__``, control character
 a component that looks like the store's temp files (``.tmp-…``) gets a ``_`` in front,
 and a component too long for the filesystem is shortened with a hash suffix, so no key can
 address anything outside the results dir. Spaces and unicode are kept as they are.
+
+Several daemon processes (replicas, e.g. ``handler@1`` and ``handler@2``) may share one results
+dir. Each names its temp files ``.tmp-<replica>.…`` (``.tmp-_.…`` for an unnamed daemon), so the
+startup sweep removes its own leftovers at once and never a live write of another replica;
+anyone else's temp file is removed only once it is older than :data:`STALE_TEMP_AGE_S`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import hashlib
 import os
 import re
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +34,8 @@ ERROR_SUFFIX = ".error"
 NAME_MAX = 255  # bytes per path component on Linux filesystems
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TMP_PREFIX = ".tmp-"
+#: a temp file of another replica this old is abandoned (a write holds one for milliseconds).
+STALE_TEMP_AGE_S = 3600.0
 
 
 def _fit_component(name: str, reserve: int = 0) -> str:
@@ -75,8 +84,12 @@ class WriteOutcome:
 class ResultsStore:
     """Writes ``.csv`` / ``.error`` result files under *root*, atomically and idempotently."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, replica: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
+        #: this process's temp-file names start with it (see the module docstring).
+        self.temp_prefix = f"{_TMP_PREFIX}{replica or '_'}."
+        self._clock = clock
         #: Result files get the mode a plain open() would give: 0666 less the umask (systemd's
         #: UMask=0027 makes them group-readable for operators, never world-readable).
         self.file_mode = 0o666 & ~_process_umask()
@@ -100,17 +113,24 @@ class ResultsStore:
         return outcome
 
     def remove_stale_temp_files(self) -> int:
-        """Delete ``.tmp-*`` files a killed process left behind (at startup, before any write:
-        a temp file is never the result, the ``os.replace`` that publishes it never happened).
-        Returns how many were removed."""
+        """Delete the temp files a killed process left behind (at startup, before any write:
+        a temp file is never the result, the ``os.replace`` that publishes it never happened):
+        this replica's own at once, others' once older than :data:`STALE_TEMP_AGE_S`, since
+        another replica may be writing them now. Returns how many were removed."""
         removed = 0
         if not self.root.is_dir():
             return 0
+        abandoned_before = self._clock() - STALE_TEMP_AGE_S
         for path in self.root.rglob(_TMP_PREFIX + "*"):
             try:
-                if path.is_file() and not path.is_symlink():
+                if not path.is_file() or path.is_symlink():
+                    continue
+                if (path.name.startswith(self.temp_prefix)
+                        or path.stat().st_mtime < abandoned_before):
                     path.unlink()
                     removed += 1
+            except FileNotFoundError:  # another replica's write finished meanwhile
+                continue
             except OSError as exc:
                 log.warning("results.stale_temp_not_removed", path=str(path), error=str(exc))
         if removed:
@@ -121,7 +141,7 @@ class ResultsStore:
         """Check that a result could be written now (create, fsync and remove a temp file);
         raise OSError if not."""
         self._make_dirs(self.root)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + "probe-", dir=self.root)
+        fd, tmp = tempfile.mkstemp(prefix=self.temp_prefix + "probe-", dir=self.root)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(b"probe\n")
@@ -140,7 +160,7 @@ class ResultsStore:
                 return WriteOutcome(path, changed=False)
         except FileNotFoundError:
             pass
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=self.temp_prefix, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ class Settings:
     #: watchdog pings stop (so systemd restarts the daemon). 0: derived from the SQS timeouts.
     stall_timeout_s: int = 0
     log_level: str = "info"
+    #: this process's name among several daemons on one machine that share the queues, the
+    #: state DB and the results dir (systemd's ``handler@%i``): it goes into every log line,
+    #: its temp-file names and its heartbeat's metadata keys. "" for a lone daemon.
+    replica: str = ""
     #: Nova's metadata service, read once at start for the instance identity bound into every
     #: log line; "" turns it off. Off-cloud the read fails fast and the daemon carries on.
     metadata_url: str = NOVA_METADATA_URL
@@ -115,6 +120,9 @@ class Settings:
 
 _KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: letters, digits and "-": safe in file names and Nova metadata keys, and never "_" or ".",
+#: which separate the replica from the rest of those names.
+_REPLICA = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
 def _default_state_dir(env: Mapping[str, str]) -> Path:
@@ -252,6 +260,8 @@ def _validate(s: Settings) -> None:
          "invoke_backoff_initial_s must be > 0 and <= invoke_backoff_max_s")
     need(s.log_level.lower() in _LOG_LEVELS,
          f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {s.log_level!r}")
+    need(s.replica == "" or _REPLICA.fullmatch(s.replica) is not None,
+         f"replica must be 1..32 letters, digits or '-', not {s.replica!r}")
     need(s.input_queue_url != s.output_queue_url, "input_queue_url and output_queue_url are the same")
     need(s.metadata_url == "" or s.metadata_url.startswith(("http://", "https://")),
          f"metadata_url must be an http(s) URL or empty (off), not {s.metadata_url!r}")

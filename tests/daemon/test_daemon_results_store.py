@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -123,11 +124,36 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None
     store = ResultsStore(tmp_path / "results")
     assert store.remove_stale_temp_files() == 0  # no dir yet
     store.write_csv("dir/v.mp4", "a,b,c\n")
-    (tmp_path / "results" / "dir" / ".tmp-abc123").write_bytes(b"half a res")
-    (tmp_path / "results" / ".tmp-x").write_bytes(b"")
+    (tmp_path / "results" / "dir" / f"{store.temp_prefix}abc123").write_bytes(b"half a res")
+    (tmp_path / "results" / f"{store.temp_prefix}x").write_bytes(b"")
     assert store.remove_stale_temp_files() == 2
     assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "results").rglob("*")
                   if p.is_file()) == ["results/dir/v.csv"]
+
+
+def test_replicas_sweep_their_own_temp_files_and_only_abandoned_ones_of_others(
+        tmp_path: Path) -> None:
+    # GIVEN two replicas sharing a results dir; replica 2 is writing right now, and a replica
+    # that no longer runs left a temp file two hours ago
+    now = time.time()
+    one = ResultsStore(tmp_path, replica="1", clock=lambda: now)
+    two = ResultsStore(tmp_path, replica="2", clock=lambda: now)
+    one.write_csv("v.mp4", "a,,\n")
+    own = tmp_path / f"{one.temp_prefix}k1l2"
+    live = tmp_path / f"{two.temp_prefix}m3n4"
+    abandoned = tmp_path / ".tmp-3.o5p6"
+    for path in (own, live, abandoned):
+        path.write_bytes(b"half a res")
+    os.utime(abandoned, (now - 7200, now - 7200))
+    # WHEN replica 1 restarts and sweeps
+    assert one.remove_stale_temp_files() == 2
+    # THEN its own leftover and the abandoned one are gone, replica 2's live write is not
+    assert _all_files(tmp_path) == [live.name, "v.csv"]
+    assert own.name.startswith(".tmp-1.") and live.name.startswith(".tmp-2.")
+    # AND a replica's writes and probes use its own prefix (nothing left once they are done)
+    two.probe()
+    two.write_csv("w.mp4", "b,,\n")
+    assert two.remove_stale_temp_files() == 1 and _all_files(tmp_path) == ["v.csv", "w.csv"]
 
 
 def test_a_key_named_like_a_temp_file_is_not_swept_as_one(tmp_path: Path) -> None:

@@ -74,6 +74,12 @@ def test_keyword_overrides_win_over_environment(tmp_path: Path) -> None:
     assert s.results_dir == Path("/r")
 
 
+def test_a_replica_name_comes_from_systemds_instance_in_the_environment(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, MINIMAL), env={}).replica == ""
+    env = {"OPENSTACK_HANDLER_REPLICA": "2"}
+    assert load_settings(write(tmp_path, MINIMAL), env=env).replica == "2"
+
+
 def test_everything_from_the_environment_without_a_file() -> None:
     env = {"OPENSTACK_HANDLER_INPUT_QUEUE_URL": "a", "OPENSTACK_HANDLER_OUTPUT_QUEUE_URL": "b",
            "OPENSTACK_HANDLER_FUNCTION_NAME": "f", "OPENSTACK_HANDLER_STATE_DIR": "/s"}
@@ -93,6 +99,9 @@ def test_everything_from_the_environment_without_a_file() -> None:
     (MINIMAL + "this is not toml\n", {}, "not valid TOML"),
     (MINIMAL, {"OPENSTACK_HANDLER_CONCURRENCY": "four"}, "expected an integer"),
     (MINIMAL.replace("http://sqs/out", "http://sqs/in"), {}, "are the same"),
+    (MINIMAL, {"OPENSTACK_HANDLER_REPLICA": "a_b"}, "replica must be"),
+    (MINIMAL, {"OPENSTACK_HANDLER_REPLICA": "1.2"}, "replica must be"),
+    (MINIMAL, {"OPENSTACK_HANDLER_REPLICA": "x" * 33}, "replica must be"),
 ])
 def test_invalid_settings_raise_config_error(tmp_path: Path, text: str, env: dict[str, str],
                                               message: str) -> None:

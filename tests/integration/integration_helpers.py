@@ -54,13 +54,18 @@ class Pipeline:
     def result_files(self) -> list[Path]:
         return sorted(p for p in self.results.rglob("*") if p.is_file())
 
-    @contextmanager
-    def daemon(self, **env_overrides: str) -> Iterator[subprocess.Popen[bytes]]:
+    def daemon_env(self, **env_overrides: str) -> dict[str, str]:
+        """The environment of an `openstack-handler` command against the cloud."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(self.cloud.client_env())
         env["PYTHONPATH"] = str(REPO)
         env["OPENSTACK_HANDLER_WAIT_TIME_S"] = "1"  # short polls: tests stop quickly
         env.update(env_overrides)
+        return env
+
+    @contextmanager
+    def daemon(self, **env_overrides: str) -> Iterator[subprocess.Popen[bytes]]:
+        env = self.daemon_env(**env_overrides)
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "openstack_handler", "run", "--config", str(self.config),

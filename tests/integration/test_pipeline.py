@@ -115,3 +115,49 @@ def test_hostile_keys_land_inside_the_results_dir_with_correct_results(
     assert "plus+and%20percent+.csv" in names
     assert all(".." not in Path(n).parts for n in names)
     assert not list(root.parent.glob("escape attempt*"))
+
+
+def _log_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def test_two_replicas_share_the_queues_the_state_and_the_results_dir(
+        pipeline: Pipeline, course_data: Path, course_records: dict[str, str]) -> None:
+    # GIVEN two daemons on one machine, as systemd's handler@1 and handler@2 run them: the same
+    # settings (so one state DB and one results dir), each with its replica name
+    videos = sorted((course_data / "videos").glob("*.mp4"))
+    before = pipeline.invocations()
+    with pipeline.daemon(OPENSTACK_HANDLER_REPLICA="1"), \
+            pipeline.daemon(OPENSTACK_HANDLER_REPLICA="2"):
+        wait_for(lambda: sum(ln.get("event") == "handler.ready"
+                             for ln in _log_lines(pipeline.log_path)) == 2,
+                 timeout_s=60, what="both replicas ready")
+        # WHEN the course clips are uploaded
+        for video in videos:
+            pipeline.s3.upload_file(str(video), pipeline.bucket, f"replicas/{video.name}")
+        wait_for(lambda: len(pipeline.result_files()) == len(videos), timeout_s=120,
+                 interval_s=0.5, what="a result per clip")
+        # AND one clip is uploaded again, unchanged (same eTag)
+        pipeline.s3.upload_file(str(videos[0]), pipeline.bucket, f"replicas/{videos[0].name}")
+        wait_for(lambda: sum(ln.get("event") == "input.duplicate_dropped"
+                             for ln in _log_lines(pipeline.log_path)) == 1,
+                 timeout_s=30, what="the unchanged upload dropped as a duplicate")
+    # THEN every clip has its correct result, and no temp file is left behind
+    for video in videos:
+        rows = (pipeline.results / "replicas" / f"{video.stem}.csv").read_text().splitlines()
+        assert rows[0] == course_records[video.name], video.name
+    assert [f.name for f in pipeline.result_files() if f.name.startswith(".tmp-")] == []
+    # AND both replicas did work, each log line naming its replica
+    processed = [ln for ln in _log_lines(pipeline.log_path) if ln.get("event") == "video.processed"]
+    assert len(processed) == len(videos)
+    assert {ln["replica"] for ln in processed} == {"1", "2"}, processed
+    # AND the re-upload was recognised through the shared state DB, whichever replica took it
+    assert pipeline.invocations() - before == len(videos)
+    status = subprocess.run(
+        [sys.executable, "-m", "openstack_handler", "status", "--config", str(pipeline.config)],
+        cwd=REPO, env=pipeline.daemon_env(), capture_output=True, text=True, timeout=60,
+        check=True).stdout
+    counters = dict(line.rsplit(None, 1) for line in status.splitlines()
+                    if line.startswith(("videos processed", "duplicate deliveries")))
+    assert counters == {"videos processed": str(len(videos)),
+                        "duplicate deliveries dropped": "1"}, status

@@ -25,7 +25,9 @@ from openstack_handler.cloud_status import (
     HandlerServer,
     Heartbeat,
     connect,
+    handler_servers,
     heartbeat_from,
+    metadata_prefix,
     render_handler_servers,
 )
 
@@ -184,10 +186,10 @@ def test_status_table_shows_age_and_marks_stale_heartbeats() -> None:
                                   now=lambda: NOW + timedelta(seconds=14))
     lines = text.splitlines()
     assert lines[0] == "cloud handler: 3 handler server(s)"
-    assert lines[1].split() == ["SERVER", "ID", "NOVA", "HANDLER", "VERSION", "PROCESSED",
-                                "FAILED", "HEARTBEAT", "LAST", "ERROR"]
-    assert lines[2].split()[:9] == ["vm-a", "id-a", "ACTIVE", "running", "0.1.0", "7", "1",
-                                    "14", "s"]
+    assert lines[1].split() == ["SERVER", "ID", "NOVA", "REPLICA", "HANDLER", "VERSION",
+                                "PROCESSED", "FAILED", "HEARTBEAT", "LAST", "ERROR"]
+    assert lines[2].split()[:10] == ["vm-a", "id-a", "ACTIVE", "-", "running", "0.1.0", "7",
+                                     "1", "14", "s"]
     assert "running (stale)" in lines[3] and "10 min ago" in lines[3]
     assert lines[3].endswith("results/x.csv: disk full")
     assert "stopped" in lines[4] and "stale" not in lines[4] and "3.0 h ago" in lines[4]
@@ -223,3 +225,25 @@ def test_importing_the_daemon_does_not_load_openstacksdk(tmp_path: Path) -> None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60, cwd=tmp_path)
     assert out.stdout.strip() == "[]"
+
+
+def test_replicas_on_one_server_are_listed_one_row_each() -> None:
+    # GIVEN a server whose handler runs as replicas 1, 2 and 10: 2 is stopping, 10 went silent
+    metadata = {**beat().as_metadata(metadata_prefix("1")),
+                **beat("stopping").as_metadata(metadata_prefix("2")),
+                **beat(updated_at=NOW - timedelta(hours=1)).as_metadata(metadata_prefix("10")),
+                "handler_last_error_note": "not a state key", "other_state": "x"}
+    conn = FakeConnection()
+    conn.compute.servers.return_value = [fakes.generate_fake_resource(
+        server_resource.Server, name="vm-a", id="id-a", status="ACTIVE", metadata=metadata)]
+    # WHEN the operator lists the cloud's handlers
+    servers = handler_servers(conn)
+    text = render_handler_servers(servers, cloud="c", now=lambda: NOW)
+    # THEN each replica is a row of its own, in numeric order, with its own state
+    assert [(s.replica, s.value("state")) for s in servers] == [
+        ("1", "running"), ("2", "stopping"), ("10", "running")]
+    lines = text.splitlines()
+    assert lines[0] == "cloud c: 1 handler server(s)"
+    assert [line.split()[3:5] for line in lines[2:]] == [
+        ["1", "running"], ["2", "stopping"], ["10", "running"]]
+    assert "stale" in lines[4] and "stale" not in lines[2] + lines[3]
