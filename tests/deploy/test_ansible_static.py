@@ -46,33 +46,43 @@ def test_site_yml_passes_the_syntax_check() -> None:
 
 
 @pytest.fixture(scope="module")
-def rendered_unit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The unit with every optional part switched on, ExecStart pointing at this venv's CLI."""
-    dest = tmp_path_factory.mktemp("unit") / "handler.service"
-    render(ANSIBLE_DIR / "roles/handler/templates/handler.service.j2", "handler", dest, {
-               "handler_venv_dir": str(VENV_BIN.parent),
-               "handler_aws_credentials": {"aws_access_key_id": "x"},
-               "handler_clouds_yaml": {"clouds": {}},
-               "handler_environment": {"AWS_ENDPOINT_URL": "http://10.0.0.1:5000",
-                                       "ODD": 'a "quoted" 100% value'},
-               "handler_settings": {"grace_period_s": 45}})
-    return dest
+def rendered_units(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The group unit and replica 1 of the template (every optional part switched on, ExecStart
+    pointing at this venv's CLI), in one directory as systemd would find them."""
+    unit_dir = tmp_path_factory.mktemp("units")
+    extra_vars = {"handler_venv_dir": str(VENV_BIN.parent),
+                  "handler_aws_credentials": {"aws_access_key_id": "x"},
+                  "handler_clouds_yaml": {"clouds": {}},
+                  "handler_environment": {"AWS_ENDPOINT_URL": "http://10.0.0.1:5000",
+                                          "ODD": 'a "quoted" 100% value'},
+                  "handler_settings": {"grace_period_s": 45}, "handler_replicas": 3}
+    templates = ANSIBLE_DIR / "roles/handler/templates"
+    render(templates / "handler@.service.j2", "handler", unit_dir / "handler@.service",
+           extra_vars)
+    render(templates / "handler.service.j2", "handler", unit_dir / "handler.service", extra_vars)
+    (unit_dir / "handler@1.service").symlink_to("handler@.service")
+    return unit_dir
 
 
-def test_the_unit_verifies_without_a_single_complaint(rendered_unit: Path) -> None:
-    proc = subprocess.run(["systemd-analyze", "verify", rendered_unit.name],
-                          cwd=rendered_unit.parent, capture_output=True, text=True, timeout=60,
+def test_the_units_verify_without_a_single_complaint(rendered_units: Path) -> None:
+    proc = subprocess.run(["systemd-analyze", "verify", "handler.service", "handler@1.service"],
+                          cwd=rendered_units, capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
-    text = rendered_unit.read_text()
-    assert "RestartPreventExitStatus=78" in text and "TimeoutStopSec=75" in text
-    assert 'Environment="ODD=a \\"quoted\\" 100%% value"' in text
+    replica = (rendered_units / "handler@.service").read_text()
+    assert "RestartPreventExitStatus=78" in replica and "TimeoutStopSec=75" in replica
+    assert 'Environment="ODD=a \\"quoted\\" 100%% value"' in replica
+    assert "Environment=OPENSTACK_HANDLER_REPLICA=%i" in replica
+    assert "PartOf=handler.service" in replica
+    group = (rendered_units / "handler.service").read_text()
+    assert [ln for ln in group.splitlines() if ln.startswith("Wants=")] == [
+        "Wants=handler@1.service", "Wants=handler@2.service", "Wants=handler@3.service"]
 
 
-def test_the_unit_exposure_is_at_most_2_5(rendered_unit: Path) -> None:
+def test_a_replicas_exposure_is_at_most_2_5(rendered_units: Path) -> None:
     proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
-                           f"--threshold={int(MAX_EXPOSURE * 10)}", rendered_unit.name],
-                          cwd=rendered_unit.parent, capture_output=True, text=True, timeout=60,
+                           f"--threshold={int(MAX_EXPOSURE * 10)}", "handler@1.service"],
+                          cwd=rendered_units, capture_output=True, text=True, timeout=60,
                           check=False)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout[-2000:] + proc.stderr

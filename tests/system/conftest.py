@@ -116,6 +116,7 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         "handler_source_dir": str(source_snapshot),
         "handler_wheelhouse_dir": str(work / "wheelhouse"),
         "handler_restart_sec": 2,
+        "handler_replicas": 2,
     }))
     return inventory, extra_vars
 

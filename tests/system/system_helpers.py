@@ -9,19 +9,21 @@ from localcloud.container import BASE_PACKAGES, Machine, RootSpec
 
 #: The VM image: Debian's minimal base plus what the handler role expects a cloud image to have.
 VM_ROOT = RootSpec(name="handler-vm", packages=(*BASE_PACKAGES, "python3-venv"))
+#: the unit operators start, and the replicas it groups (handler_replicas in conftest).
 UNIT = "handler"
+REPLICAS = (f"{UNIT}@1", f"{UNIT}@2")
 #: the heartbeat credential's secret: it must reach the service and nothing else (no log line).
 CLOUD_SECRET = "not-a-real-secret-4f1e"
 
 
-def unit_properties(vm: Machine, *names: str) -> dict[str, str]:
-    out = vm.run(["systemctl", "show", UNIT, *(f"--property={n}" for n in names)]).stdout
+def unit_properties(vm: Machine, *names: str, unit: str = REPLICAS[0]) -> dict[str, str]:
+    out = vm.run(["systemctl", "show", unit, *(f"--property={n}" for n in names)]).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def journal_json_lines(vm: Machine) -> list[dict[str, Any]]:
-    """The daemon's log lines that journald kept, parsed (non-JSON lines are skipped)."""
-    out = vm.run(["journalctl", "--unit", UNIT, "--output", "cat", "--no-pager"]).stdout
+    """The replicas' log lines that journald kept, parsed (non-JSON lines are skipped)."""
+    out = vm.run(["journalctl", "--unit", f"{UNIT}@*", "--output", "cat", "--no-pager"]).stdout
     lines = []
     for line in out.splitlines():
         if line.startswith("{"):

@@ -1,6 +1,7 @@
 """The operator's story on a real systemd: `ansible-playbook site.yml` deploys the handler into a
-booted Debian VM, systemd runs it hardened, and videos uploaded on the host come back as CSV files
-in the VM's results folder. The tests share one VM and run in file order (deploy → use → break)."""
+booted Debian VM, systemd runs it hardened as two replicas (handler@1, handler@2) grouped by
+handler.service, and videos uploaded on the host come back as CSV files in the VM's results
+folder. The tests share one VM and run in file order (deploy → use → break)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from ansible_helpers import PlayResult
 from polling import wait_for
-from system_helpers import CLOUD_SECRET, UNIT, journal_json_lines, unit_properties
+from system_helpers import CLOUD_SECRET, REPLICAS, UNIT, journal_json_lines, unit_properties
 
 from localcloud.cloud import EndpointSession, LocalCloud
 from localcloud.container import Machine
@@ -34,17 +35,22 @@ def test_the_plays_deploy_and_a_second_run_changes_nothing(
 
 def test_the_service_is_active_enabled_and_hardened(deployed: tuple[PlayResult, PlayResult],
                                                     vm: Machine) -> None:
-    props = unit_properties(vm, "ActiveState", "SubState", "UnitFileState", "Type", "User",
-                            "NRestarts", "WatchdogUSec")
-    assert props["ActiveState"] == "active" and props["SubState"] == "running", props
-    assert props["UnitFileState"] == "enabled" and props["Type"] == "notify"
-    assert props["User"] == "handler" and props["NRestarts"] == "0"
-    assert props["WatchdogUSec"] != "0"
-    # THEN systemd itself finds nothing wrong with the unit as installed
-    verify = vm.run(["systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}.service"],
-                    check=False)
+    group = unit_properties(vm, "ActiveState", "UnitFileState", "Wants", unit=UNIT)
+    assert group["ActiveState"] == "active" and group["UnitFileState"] == "enabled", group
+    assert sorted(group["Wants"].split()) == [f"{r}.service" for r in REPLICAS]
+    for replica in REPLICAS:
+        props = unit_properties(vm, "ActiveState", "SubState", "Type", "User", "NRestarts",
+                                "WatchdogUSec", "PartOf", "Environment", unit=replica)
+        assert props["ActiveState"] == "active" and props["SubState"] == "running", props
+        assert props["Type"] == "notify" and props["PartOf"] == f"{UNIT}.service"
+        assert props["User"] == "handler" and props["NRestarts"] == "0"
+        assert props["WatchdogUSec"] != "0"
+        assert f"OPENSTACK_HANDLER_REPLICA={replica.split('@')[1]}" in props["Environment"]
+    # THEN systemd itself finds nothing wrong with the units as installed
+    verify = vm.run(["systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}.service",
+                     f"/etc/systemd/system/{UNIT}@.service"], check=False)
     assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
-    security = vm.run(["systemd-analyze", "security", "--threshold=25", f"{UNIT}.service"],
+    security = vm.run(["systemd-analyze", "security", "--threshold=25", f"{REPLICAS[0]}.service"],
                       check=False)
     assert security.returncode == 0, security.stdout[-2000:]
     # AND the secrets and settings on disk are readable by their owners only
@@ -58,10 +64,13 @@ def test_the_service_is_active_enabled_and_hardened(deployed: tuple[PlayResult, 
 
 def test_the_journal_holds_the_daemons_json_log_lines(deployed: tuple[PlayResult, PlayResult],
                                                        vm: Machine) -> None:
-    lines = wait_for(lambda: [ln for ln in journal_json_lines(vm)
-                              if ln.get("event") == "handler.started"],
-                     timeout_s=30, what="handler.started in the journal")
-    assert lines[-1]["level"] == "info" and "timestamp" in lines[-1]
+    lines = wait_for(lambda: len({ln.get("replica") for ln in journal_json_lines(vm)
+                                  if ln.get("event") == "handler.started"}) == 2
+                     and journal_json_lines(vm), timeout_s=30,
+                     what="handler.started from both replicas in the journal")
+    started = [ln for ln in lines if ln.get("event") == "handler.started"]
+    assert {ln["replica"] for ln in started} == {"1", "2"}
+    assert started[-1]["level"] == "info" and "timestamp" in started[-1]
     # AND the heartbeat (openstack extra, clouds.yaml by LoadCredential) met a cloud that refuses
     # connections: said once, and the secret is nowhere in the journal
     try:
@@ -94,15 +103,30 @@ def test_videos_uploaded_on_the_host_become_csv_files_in_the_vm(
     assert owners.strip() == "handler:handler 640"
 
 
-def test_systemd_restarts_the_daemon_after_kill_9(deployed: tuple[PlayResult, PlayResult],
-                                                   vm: Machine) -> None:
+def test_stop_and_start_reach_every_replica(deployed: tuple[PlayResult, PlayResult],
+                                            vm: Machine) -> None:
+    # WHEN the operator stops the handler: the command returns once every replica has stopped
+    vm.run(["systemctl", "stop", UNIT], timeout=120)
+    states = [unit_properties(vm, "ActiveState", unit=r)["ActiveState"] for r in REPLICAS]
+    assert states == ["inactive", "inactive"]
+    # THEN a start brings them all back (the group unit wants them), to READY
+    vm.run(["systemctl", "start", UNIT], timeout=120)
+    wait_for(lambda: all(unit_properties(vm, "ActiveState", unit=r)["ActiveState"] == "active"
+                         for r in REPLICAS), timeout_s=60, interval_s=0.5,
+             what="both replicas active again")
+
+
+def test_systemd_restarts_one_replica_after_kill_9_and_leaves_the_other_alone(
+        deployed: tuple[PlayResult, PlayResult], vm: Machine) -> None:
     before = unit_properties(vm, "MainPID", "NRestarts")
+    other = unit_properties(vm, "MainPID", "NRestarts", unit=REPLICAS[1])
     assert before["NRestarts"] == "0"
     vm.run(["kill", "-9", before["MainPID"]])
     after = wait_for(lambda: (p := unit_properties(vm, "MainPID", "NRestarts", "ActiveState"))
                      ["ActiveState"] == "active" and p["NRestarts"] == "1" and p,
                      timeout_s=60, interval_s=0.5, what="the restart after kill -9")
     assert after["MainPID"] not in ("0", before["MainPID"])
+    assert unit_properties(vm, "MainPID", "NRestarts", unit=REPLICAS[1]) == other
 
 
 def test_a_bad_config_exits_78_and_is_not_restarted_in_a_loop(
@@ -112,14 +136,18 @@ def test_a_bad_config_exits_78_and_is_not_restarted_in_a_loop(
     vm.run(["tee", CONFIG], input=good + "concurrency = 0\n")
     # WHEN the service restarts
     vm.run(["systemctl", "restart", UNIT], check=False, timeout=120)
-    failed = wait_for(lambda: (p := unit_properties(vm, "ActiveState", "ExecMainStatus",
-                                                    "NRestarts", "Result"))
-                      ["ActiveState"] == "failed" and p, timeout_s=60, interval_s=0.5,
-                      what="the unit to fail")
-    # THEN it exited with EX_CONFIG and systemd gave up at once (RestartPreventExitStatus=78)
-    assert failed["ExecMainStatus"] == "78" and failed["Result"] == "exit-code", failed
+    for replica in REPLICAS:
+        failed = wait_for(lambda r=replica: (p := unit_properties(
+            vm, "ActiveState", "ExecMainStatus", "NRestarts", "Result", unit=r))
+            ["ActiveState"] == "failed" and p, timeout_s=60, interval_s=0.5,
+            what=f"{replica} to fail")
+        # THEN each replica exited with EX_CONFIG and systemd gave up at once
+        # (RestartPreventExitStatus=78)
+        assert failed["ExecMainStatus"] == "78" and failed["Result"] == "exit-code", failed
+    restarts = {r: unit_properties(vm, "NRestarts", unit=r)["NRestarts"] for r in REPLICAS}
     time.sleep(6)  # three RestartSec periods: a restart loop would have shown by now
-    assert unit_properties(vm, "ActiveState", "NRestarts") == {
-        "ActiveState": "failed", "NRestarts": failed["NRestarts"]}
-    journal = vm.run(["journalctl", "--unit", UNIT, "--no-pager", "--output", "cat"]).stdout
+    for replica in REPLICAS:
+        assert unit_properties(vm, "ActiveState", "NRestarts", unit=replica) == {
+            "ActiveState": "failed", "NRestarts": restarts[replica]}
+    journal = vm.run(["journalctl", "--unit", f"{UNIT}@*", "--no-pager", "--output", "cat"]).stdout
     assert "configuration error" in journal and "concurrency" in journal
