@@ -110,11 +110,11 @@ def event_body(bucket: str, key: str) -> str:
 def measure(cloud: LocalCloud, site: QueueSite, daemons: DaemonProc | Sequence[DaemonProc], *,
             prefix: str, messages: int, timeout_s: float = 300.0) -> dict[str, Any]:
     """Send *messages* events for keys `<prefix>-NNNN.mp4`, wait for every result file (in any
-    of the *daemons*' results dirs: several daemons on the same queues are several handlers)."""
+    of the *daemons*' results dirs: replicas share one, separate handler VMs would not)."""
     daemons = [daemons] if isinstance(daemons, DaemonProc) else list(daemons)
     sqs = EndpointSession(site.endpoint).client("sqs")
     bucket = cloud.provisioned.input_bucket
-    results_dirs = [daemon.config.parent / "results" for daemon in daemons]
+    results_dirs = sorted({daemon.config.parent / "results" for daemon in daemons})
     keys = [f"{prefix}-{i:04d}.mp4" for i in range(messages)]
     wanted = {k[:-4] + ".csv" for k in keys}
     sent_at: dict[str, float] = {}
@@ -203,8 +203,8 @@ def scaling(work: Path, *, concurrencies: Sequence[int], latency_s: float, round
 def noop(work: Path, *, configs: Sequence[tuple[int, int]], messages: int, repeats: int,
          sqs: str = "moto", idle_s: float | None = None, log=print) -> dict[str, Any]:
     """No-op throughput for each (daemon processes, concurrency of each) in *configs*; then, given
-    *idle_s*, the idle daemon's CPU and memory. Several daemons on the same queues are what
-    several handler VMs would be: each has its own state and results dir."""
+    *idle_s*, the idle daemon's CPU and memory. Several daemons are replicas, as the handler
+    role deploys them on one VM (handler@1..N): one state DB and one results dir."""
     rows = []
     work = work / f"noop-{sqs}"
     with synthetic_cloud(work, handler="noop", workers=max(d * c for d, c in configs),
@@ -212,8 +212,8 @@ def noop(work: Path, *, configs: Sequence[tuple[int, int]], messages: int, repea
         for count, c in configs:
             with ExitStack() as stack:
                 daemons = [stack.enter_context(run_daemon(
-                    cloud, work / f"d{count}x{c}-{i}", concurrency=c,
-                    env_overrides=site.daemon_env())) for i in range(count)]
+                    cloud, work / f"d{count}x{c}", concurrency=c, env_overrides=site.daemon_env(),
+                    replica=str(i + 1) if count > 1 else "")) for i in range(count)]
                 for daemon in daemons:
                     daemon.wait_ready()
                 measure(cloud, site, daemons, prefix=f"warm{count}x{c}",

@@ -75,8 +75,11 @@ class DaemonProc:
 @contextmanager
 def run_daemon(cloud: LocalCloud, work: Path, *, concurrency: int, wait_time_s: int | None = 1,
                env_overrides: Mapping[str, str] | None = None,
-               hard_stop: bool = False) -> Iterator[DaemonProc]:
+               hard_stop: bool = False, replica: str = "") -> Iterator[DaemonProc]:
     """The real daemon (`python -m openstack_handler run`) on *cloud*; SIGTERM on exit.
+
+    Daemons given the same *work* dir and distinct *replica* names are replicas on one machine
+    (systemd's handler@N): one settings file, state DB and results dir, a log file each.
 
     *wait_time_s* shortens the long poll so that a graceful stop takes seconds (None: the
     default 20 s; long polling returns as soon as a message arrives either way). *hard_stop*
@@ -89,8 +92,10 @@ def run_daemon(cloud: LocalCloud, work: Path, *, concurrency: int, wait_time_s: 
     env["PYTHONPATH"] = str(REPO)
     if wait_time_s is not None:
         env["OPENSTACK_HANDLER_WAIT_TIME_S"] = str(wait_time_s)
+    if replica:
+        env["OPENSTACK_HANDLER_REPLICA"] = replica
     env.update(env_overrides or {})
-    log_path = work / "daemon.log"
+    log_path = work / (f"daemon-{replica}.log" if replica else "daemon.log")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "openstack_handler", "run", "--config", str(config),

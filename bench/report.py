@@ -99,9 +99,8 @@ def targets(fn: dict | None, e2e: dict | None, orch: dict | None) -> list[str]:
                 if not noop:
                     continue
                 best = max(noop, key=lambda r: r["throughput_per_s"])
-                what = ("no-op messages per second, several daemon processes (as several "
-                        "handler VMs)" if several
-                        else "no-op messages per second (whole daemon path)")
+                what = ("no-op messages per second, daemon replicas (handler@1..N on one VM)"
+                        if several else "no-op messages per second, one daemon process")
                 rows.append([f"{what}, queues on {where}",
                              f"{best['throughput_per_s']:.0f}/s ({noop_label(best)})",
                              f"≥ {TARGET_NOOP_PER_S:.0f}/s",
@@ -122,7 +121,7 @@ def targets(fn: dict | None, e2e: dict | None, orch: dict | None) -> list[str]:
 
 def noop_label(row: dict) -> str:
     daemons = row.get("daemons", 1)
-    return (f"{daemons} daemons × concurrency {row['concurrency']}" if daemons > 1
+    return (f"{daemons} replicas × concurrency {row['concurrency']}" if daemons > 1
             else f"concurrency {row['concurrency']}")
 
 
@@ -262,8 +261,9 @@ def orchestration_site(site: str, data: dict) -> list[str]:
               "bounds the no-op rate: 2000 ms ÷ their sum is the most any concurrency can reach "
               "here (the workers' own CPU, sending the result message, comes on top); and the "
               "daemon, one Python process, cannot use more than one core: 1000 ms ÷ its own CPU "
-              "per message is its ceiling. Several daemon processes on the same queues (what "
-              "several handler VMs would be, each with its own state and results dir) lift it."),
+              "per message is its ceiling. Replicas lift it: several daemon processes sharing the "
+              "queues, the state DB and the results dir, as the handler role deploys them "
+              "(handler_replicas, one per vCPU by default)."),
               ""]
     return lines
 
