@@ -13,15 +13,27 @@ patched server) and is applied only where moto still has the shape it replaces:
   SQS asks it twice per queued message on every send (through ``Queue.attributes``) and receive.
 - the queue scans (visible messages and the three approximate counts) take the time once per
   scan instead of twice per message.
-- the request router listed moto's package directory on disk for every request.
+- the request router listed moto's package directory on disk for every request, and matched
+  the request's host against every service's URL patterns: both are now looked up once per host.
+- each request asked ``inspect`` for the response class's methods and re-spelled the action name
+  in snake case: both are now cached (a class's methods and a name's spelling do not change).
+- werkzeug formatted and wrote an access-log line for every request, 14 % of the server's CPU
+  under load; ``LOCALCLOUD_MOTO_ACCESS_LOG=1`` turns it back on. Errors are logged either way.
+- moto runs its Flask apps in debug mode, in which Flask builds a new class for every request
+  without a file upload, only to word a KeyError about HTML forms better. It no longer does.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+#: bound on the router's per-host cache (hosts are few: one per service, plus S3 bucket hosts).
+_MAX_CACHED_HOSTS = 1024
 
 
 def _valid_by_retention(self: Any, queue_name: str, message: Any) -> bool:
@@ -67,17 +79,59 @@ _QUEUE_SCANS = {"messages": _visible_messages, "approximate_number_of_messages":
                 "approximate_number_of_messages_not_visible": _count_not_visible}
 
 
-def apply_patches() -> list[str]:
+def _backend_by_host(original: Callable[[Any, str | None], Any]) -> Callable[..., Any]:
+    """The router's answer for a host never changes: its URL patterns are fixed at start."""
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        cache: dict[str | None, Any] = self.__dict__.setdefault("_backend_by_host", {})
+        try:
+            return cache[host]
+        except KeyError:
+            if len(cache) >= _MAX_CACHED_HOSTS:
+                cache.clear()
+            backend = cache[host] = original(self, host)
+            return backend
+
+    return get_backend_for_host
+
+
+def _no_access_log(self: Any, *args: Any, **kwargs: Any) -> None:
+    """werkzeug's per-request access-log line, off (see the module docstring)."""
+
+
+def _no_form_hint(request: Any) -> None:
+    """Flask's debug-mode hint for ``request.files`` (a new class per request), off."""
+
+
+def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
     """Patch what this moto has; returns the names patched (none if moto changed shape)."""
+    from flask import debughelpers
     from moto import backends
+    from moto.core import responses
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
     from moto.sqs import models
     from moto.sqs.models import Message, Queue, SQSBackend
+    from werkzeug.serving import WSGIRequestHandler
 
     patched = []
     if callable(getattr(backends, "list_of_moto_modules", None)):
         modules = tuple(backends.list_of_moto_modules())
         backends.list_of_moto_modules = lambda: modules
         patched.append("backends.list_of_moto_modules")
+    if callable(getattr(DomainDispatcherApplication, "get_backend_for_host", None)):
+        DomainDispatcherApplication.get_backend_for_host = _backend_by_host(
+            DomainDispatcherApplication.get_backend_for_host)
+        patched.append("DomainDispatcherApplication.get_backend_for_host")
+    for name in ("method_names_from_class", "camelcase_to_underscores"):
+        if callable(getattr(responses, name, None)):
+            setattr(responses, name, functools.lru_cache(maxsize=4096)(getattr(responses, name)))
+            patched.append(f"responses.{name}")
+    if not env.get("LOCALCLOUD_MOTO_ACCESS_LOG") and hasattr(WSGIRequestHandler, "log_request"):
+        WSGIRequestHandler.log_request = _no_access_log
+        patched.append("werkzeug.WSGIRequestHandler.log_request")
+    if callable(getattr(debughelpers, "attach_enctype_error_multidict", None)):
+        debughelpers.attach_enctype_error_multidict = _no_form_hint
+        patched.append("flask.debughelpers.attach_enctype_error_multidict")
     for name, scale in (("unix_time", 1.0), ("unix_time_millis", 1000.0)):
         if callable(getattr(models, name, None)):
             setattr(models, name, _fast_unix_time(getattr(models, name), scale))

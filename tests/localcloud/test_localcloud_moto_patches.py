@@ -1,17 +1,25 @@
 """The local moto server's speed patches (localcloud.moto_main) keep SQS's semantics.
 
-The patches replace moto's per-message time lookups and queue scans with cheaper equivalents; these
-tests run the real patched server over HTTP and check what the patched code decides: which
-messages are visible, delayed or in flight, what the queue's counters say, and retention.
+The patches replace moto's per-message time lookups and queue scans with cheaper equivalents, and
+cache what its router and dispatcher recompute per request; these tests check that every patch
+still applies, and run the real patched server over HTTP to check what the patched code decides:
+which messages are visible, delayed or in flight, what the queue's counters say, and retention.
+(Every other test of the local cloud runs on the patched server too.)
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from localcloud.moto_main import _valid_by_retention, apply_patches
+from localcloud.moto_main import _valid_by_retention
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _counts(sqs: Any, url: str) -> tuple[int, int, int]:
@@ -21,14 +29,31 @@ def _counts(sqs: Any, url: str) -> tuple[int, int, int]:
             int(attrs["ApproximateNumberOfMessagesDelayed"]))
 
 
+def _patches_applied(env: dict[str, str]) -> set[str]:
+    """What apply_patches() patches in a fresh interpreter (it changes moto, werkzeug and Flask
+    for the whole process, as it should in the server, not in this test process)."""
+    code = ("import json, sys; from localcloud.moto_main import apply_patches; "
+            "print(json.dumps(apply_patches(json.loads(sys.argv[1]))))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(env)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(proc.stdout))
+
+
 def test_every_patch_still_applies_to_this_moto() -> None:
     # A moto upgrade that renames what we patch should fail here, not slow the local cloud down.
-    assert set(apply_patches()) == {
+    assert _patches_applied({}) == {
         "backends.list_of_moto_modules", "sqs.unix_time", "sqs.unix_time_millis",
         "sqs.Queue.messages", "sqs.Queue.approximate_number_of_messages",
         "sqs.Queue.approximate_number_of_messages_delayed",
         "sqs.Queue.approximate_number_of_messages_not_visible",
-        "sqs.is_message_valid_based_on_retention_period"}
+        "sqs.is_message_valid_based_on_retention_period",
+        "DomainDispatcherApplication.get_backend_for_host",
+        "responses.method_names_from_class", "responses.camelcase_to_underscores",
+        "werkzeug.WSGIRequestHandler.log_request",
+        "flask.debughelpers.attach_enctype_error_multidict"}
+    # AND the access log can be had back for debugging
+    assert "werkzeug.WSGIRequestHandler.log_request" not in _patches_applied(
+        {"LOCALCLOUD_MOTO_ACCESS_LOG": "1"})
 
 
 def test_visibility_delay_and_counters_on_the_patched_server(sqs: Any) -> None:
