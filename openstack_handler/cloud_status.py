@@ -5,13 +5,14 @@ handler server with the age of its last heartbeat.
 A daemon thread publishes ``handler_*`` keys (``state``, ``version``, ``processed``, ``failed``,
 ``last_error``, ``updated_at``, ``interval_s``) every ``cloud_heartbeat_interval_s`` through
 openstacksdk, authenticated by the ``clouds.yaml`` entry ``cloud_name`` (an application credential,
-found on openstacksdk's normal search path). A replica (one of several daemons on the server, e.g.
-``handler@2``) publishes ``handler_<replica>_*`` instead, so each process's state stays its own;
-their ``processed``/``failed`` are the server's totals (the replicas share one state DB). It is
-off the work's path: a failure (cloud
+found on openstacksdk's normal search path). It is off the work's path: a failure (cloud
 unreachable, authentication refused, server unknown) is logged once per change of problem and the
 next try waits a full interval; nothing is ever raised into the consumer or the drainer. On stop it
 publishes ``state=stopped``, bounded by a short timeout.
+
+A replica (one of several daemons on the server, e.g. ``handler@2``) publishes
+``handler_<replica>_*`` instead, so each process's state stays its own; their ``processed`` and
+``failed`` are the server's totals (the replicas share one state DB).
 
 openstacksdk is the optional ``openstack`` extra: it is imported only when a connection is made.
 """

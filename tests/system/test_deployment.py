@@ -13,7 +13,7 @@ from ansible_helpers import PlayResult
 from polling import wait_for
 from system_helpers import CLOUD_SECRET, REPLICAS, UNIT, journal_json_lines, unit_properties
 
-from localcloud.cloud import EndpointSession, LocalCloud
+from localcloud.cloud import DUMMY_CREDENTIALS, EndpointSession, LocalCloud
 from localcloud.container import Machine
 
 pytestmark = pytest.mark.system
@@ -101,6 +101,27 @@ def test_videos_uploaded_on_the_host_become_csv_files_in_the_vm(
         assert rows[0] == course_records[video.name], (video.name, rows)
     owners = vm.run(["stat", "-c", "%U:%G %a", f"{RESULTS_DIR}/{videos[0].stem}.csv"]).stdout
     assert owners.strip() == "handler:handler 640"
+    # AND the operator's status command counts the work of both replicas (one state DB)
+    def status() -> str:
+        return vm.run(["runuser", "-u", "handler", "--", "env",
+                       f"AWS_ENDPOINT_URL={host_cloud.moto_url}", "AWS_DEFAULT_REGION=us-east-1",
+                       *(f"{k}={v}" for k, v in DUMMY_CREDENTIALS.items()),
+                       "/opt/openstack-handler/venv/bin/openstack-handler", "status",
+                       "--config", CONFIG]).stdout
+
+    def settled(text: str) -> bool:
+        counts = dict(line.rsplit(None, 1) for line in text.splitlines()
+                      if line.startswith(("videos processed", "result files written")))
+        return (counts == {"videos processed": str(len(videos)),
+                           "result files written": str(len(videos))}
+                and text.splitlines()[1].split()[:3] == ["input", "0", "0"])
+
+    texts: list[str] = []
+    try:
+        wait_for(lambda: texts.append(status()) or settled(texts[-1]), timeout_s=30,
+                 interval_s=1, what=f"status counting {len(videos)} videos, input queue empty")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last status:\n{texts[-1] if texts else ''}") from None
 
 
 def test_stop_and_start_reach_every_replica(deployed: tuple[PlayResult, PlayResult],
