@@ -172,3 +172,9 @@ def test_a_bad_config_exits_78_and_is_not_restarted_in_a_loop(
             "ActiveState": "failed", "NRestarts": restarts[replica]}
     journal = vm.run(["journalctl", "--unit", f"{UNIT}@*", "--no-pager", "--output", "cat"]).stdout
     assert "configuration error" in journal and "concurrency" in journal
+    # AND once the settings are fixed, one restart of the handler brings every replica back
+    vm.run(["tee", CONFIG], input=good)
+    vm.run(["systemctl", "restart", UNIT], timeout=120)
+    wait_for(lambda: all(unit_properties(vm, "ActiveState", unit=r)["ActiveState"] == "active"
+                         for r in REPLICAS), timeout_s=60, interval_s=0.5,
+             what="both replicas active after the fix")
