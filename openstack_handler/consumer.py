@@ -3,10 +3,6 @@
 - Long polls the input queue, never receiving more messages than there are free invocation slots
   (``MaxNumberOfMessages = min(10, free)``); a fixed thread pool of ``concurrency`` runs the
   invocations, so at most ``concurrency`` are ever in flight.
-- Above 10 slots, up to one receive per 10 slots is in flight at once (:func:`receivers_for`),
-  each reserving the slots it asks for. A burst of uploads makes invocations finish in waves; one
-  receive at a time would refill a wave of 32 freed slots in 32 round trips (a wave spread over
-  0.7 s on the local cloud, seconds against SQS far from the VM), parallel ones in a few.
 - While an invocation runs, :class:`VisibilityHeartbeat` extends its message's visibility every
   third of the visibility timeout, so a slow video is never handed to a second consumer.
 - The input message is deleted only after the function succeeded; by then the function has put
@@ -31,7 +27,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -60,8 +55,6 @@ from openstack_handler.state import StateDB
 
 log = structlog.get_logger(__name__)
 
-#: the most receive calls in flight at once (see receivers_for).
-MAX_RECEIVERS = 8
 #: Backoff window for a message whose invocation was throttled or could not reach Lambda.
 RETRY_SOON_INITIAL_S = 2.0
 RETRY_SOON_CAP_S = 60.0
@@ -163,11 +156,6 @@ class ConsumerStats:
     gone: int = 0  #: objects deleted before they were processed
 
 
-def receivers_for(concurrency: int) -> int:
-    """Receive calls kept in flight at once: one per SQS batch of slots (at most MAX_RECEIVERS)."""
-    return max(1, min(MAX_RECEIVERS, math.ceil(concurrency / SQS_MAX_BATCH)))
-
-
 @dataclass
 class _Flight:
     message_id: str
@@ -208,7 +196,6 @@ class InputConsumer:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="invoke")
         self._cond = threading.Condition()
         self._flights: dict[str, _Flight] = {}
-        self._reserved = 0  # slots that receives in progress asked for (see poll_once)
         self._claimed: set[tuple[str, str, str]] = set()
         self._stop = threading.Event()
         self.last_progress = time.monotonic()
@@ -233,62 +220,41 @@ class InputConsumer:
 
     def free_slots(self) -> int:
         with self._cond:
-            return self._free_locked()
-
-    def _free_locked(self) -> int:
-        return self.concurrency - len(self._flights) - self._reserved
+            return self.concurrency - len(self._flights)
 
     def poll_once(self, *, stop_event: threading.Event | None = None,
                   limit: int | None = None) -> int:
         """Receive one batch (≤ free slots, ≤ *limit*) and dispatch it; returns messages received.
 
-        Waits up to a second for a free slot first and returns 0 if none frees up. The slots it
-        asks for stay reserved until the batch is dispatched, so parallel calls never receive
-        more than the free slots between them. Messages that arrive after *stop_event* was set
-        are released at once instead of being started.
+        Waits up to a second for a free slot first and returns 0 if none frees up. Messages that
+        arrive after *stop_event* was set are released at once instead of being started.
         """
         stop = stop_event or self._stop
         with self._cond:
-            self._cond.wait_for(lambda: self._free_locked() > 0 or stop.is_set(), timeout=1.0)
-            free = self._free_locked()
-            batch = min(SQS_MAX_BATCH, free, limit if limit is not None else SQS_MAX_BATCH)
-            if stop.is_set() or batch <= 0:
-                return 0
-            self._reserved += batch
-        try:
-            response = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=batch,
-                WaitTimeSeconds=self.wait_time_s, VisibilityTimeout=self.visibility_timeout_s,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"])
-            self.sqs_state.succeeded()
-            with self._cond:
-                first = not self.first_poll.is_set()
-                self.first_poll.set()
-            if first:
-                log.info("consumer.first_poll_ok")
-            messages = response.get("Messages", [])
-            self._add_stats(received=len(messages))
-            for index, message in enumerate(messages):
-                if stop.is_set():
-                    self._release(messages[index:])
-                    break
-                self._dispatch(message)
-            return len(messages)
-        finally:
-            with self._cond:
-                self._reserved -= batch
-                self._cond.notify_all()
-
-    def _receive_in_parallel(self, stop: threading.Event) -> None:
-        """An extra receiver beside :meth:`run`'s loop (service mode, more than 10 slots).
-        While Lambda is down it waits: :meth:`run` alone sends the one-message probes."""
-        guard = PollGuard("consumer", sqs_state=self.sqs_state, queue_url=self.queue_url,
-                          touch=self._touch)
-        while not stop.is_set():
-            if self.lambda_state.down:
-                stop.wait(0.5)
-                continue
-            guard.poll(lambda: self.poll_once(stop_event=stop), stop)
+            self._cond.wait_for(lambda: len(self._flights) < self.concurrency or stop.is_set(),
+                                timeout=1.0)
+            free = self.concurrency - len(self._flights)
+        if stop.is_set() or free <= 0:
+            return 0
+        batch = min(SQS_MAX_BATCH, free, limit if limit is not None else SQS_MAX_BATCH)
+        if batch <= 0:
+            return 0
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=self.wait_time_s,
+            VisibilityTimeout=self.visibility_timeout_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        self.sqs_state.succeeded()
+        if not self.first_poll.is_set():
+            self.first_poll.set()
+            log.info("consumer.first_poll_ok")
+        messages = response.get("Messages", [])
+        self._add_stats(received=len(messages))
+        for index, message in enumerate(messages):
+            if stop.is_set():
+                self._release(messages[index:])
+                break
+            self._dispatch(message)
+        return len(messages)
 
     def _touch(self) -> None:
         self.last_progress = time.monotonic()
@@ -298,19 +264,12 @@ class InputConsumer:
         """Poll until *stop_event* is set (or, in burst mode, *max_messages* were received or
         nothing happened for *max_idle* seconds), then wait up to *grace_period_s* (None: no
         limit) for in-flight invocations. Returns the stats; :attr:`in_flight` tells whether the
-        grace period expired with work still running. Burst mode receives from this thread
-        only, so that it ends on an exact count.
+        grace period expired with work still running.
         """
         stop = stop_event or self._stop
         self._stop = stop
         self.heartbeat.start()
         self.deleter.start()
-        burst = max_messages is not None or max_idle is not None
-        receivers = [threading.Thread(target=self._receive_in_parallel, args=(stop,),
-                                      name=f"receiver-{i}", daemon=True)
-                     for i in range(1, 1 if burst else receivers_for(self.concurrency))]
-        for receiver in receivers:
-            receiver.start()
         received = 0
         guard = PollGuard("consumer", sqs_state=self.sqs_state, queue_url=self.queue_url,
                           touch=self._touch)
@@ -340,8 +299,6 @@ class InputConsumer:
                     idle_since = time.monotonic()
                 elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                     break
-            for receiver in receivers:  # stop is set: each returns when its long poll does
-                receiver.join(timeout=self.wait_time_s + 15)
             if self.in_flight:
                 log.info("consumer.draining", in_flight=self.in_flight,
                          grace_period_s=grace_period_s)

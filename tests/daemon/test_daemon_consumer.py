@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from daemon_helpers import FUNCTION, queue_counts, s3_event
 from fake_lambda import FakeLambda, function_error, ok, throttled
-from polling import wait_for
 
 from openstack_handler.state import StateDB
 
@@ -136,47 +135,6 @@ def test_concurrency_is_bounded_and_batches_fit_free_slots(make_consumer, sqs, q
     assert len(fake_lambda.calls) == 7 and stats.deleted == 7
     assert fake_lambda.max_active == 2  # never more than `concurrency` in flight, and it was used
     assert asked and max(asked) <= 2
-    assert queue_counts(sqs, queues.input) == (0, 0)
-
-
-def test_above_ten_slots_receives_run_in_parallel_within_the_free_slots(
-        make_consumer, sqs, queues, fake_lambda: FakeLambda) -> None:
-    # GIVEN 40 videos, a function that takes 0.3 s, and 20 slots: two receivers
-    fake_lambda.behaviour = lambda name, payload: (time.sleep(0.3), ok(payload))[1]
-    for i in range(40):
-        send(sqs, queues.input, s3_event("videos", f"v{i}.mp4"))
-    consumer = make_consumer(concurrency=20)
-    lock = threading.Lock()
-    receiving = {"now": 0, "most": 0, "asked": 0, "most_asked": 0}
-
-    def before(params: dict[str, Any], context: dict[str, Any], **kw: Any) -> None:
-        context["asked"] = params["MaxNumberOfMessages"]
-        with lock:
-            receiving["now"] += 1
-            receiving["asked"] += context["asked"]
-            receiving["most"] = max(receiving["most"], receiving["now"])
-            receiving["most_asked"] = max(receiving["most_asked"],
-                                          receiving["asked"] + fake_lambda.active)
-        time.sleep(0.05)  # a slow network: receives overlap when there is more than one
-
-    def after(context: dict[str, Any], **kw: Any) -> None:
-        with lock:
-            receiving["now"] -= 1
-            receiving["asked"] -= context["asked"]
-
-    consumer.sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", before)
-    consumer.sqs.meta.events.register("after-call.sqs.ReceiveMessage", after)
-    stop = threading.Event()
-    runner = threading.Thread(target=consumer.run, args=(stop,))
-    # WHEN the consumer runs until all are done
-    runner.start()
-    wait_for(lambda: consumer.stats.deleted == 40, timeout_s=30, what="40 deletes")
-    stop.set()
-    runner.join(timeout=15)
-    # THEN two receives were in flight at once, and never more slots asked for than were free
-    assert receiving["most"] == 2
-    assert receiving["most_asked"] <= 20 and fake_lambda.max_active <= 20
-    assert len(fake_lambda.calls) == 40 and consumer.stats.released == 0
     assert queue_counts(sqs, queues.input) == (0, 0)
 
 
