@@ -3,7 +3,7 @@
     openstack-handler run --config FILE      run the daemon (foreground; systemd Type=notify)
         [--daemonize --pidfile FILE --log-file FILE]   detach, for hosts without systemd
     openstack-handler check-config --config FILE   validate a settings file (exit 78 if invalid)
-    openstack-handler status --config FILE   queue depths and what this daemon processed
+    openstack-handler status --config FILE   queue depths and what this machine's daemons processed
     openstack-handler status --cloud NAME    every handler server's heartbeat (server metadata)
     openstack-handler redrive --config FILE [--queue input|output|both]
                                              move dead letters back once their cause is fixed

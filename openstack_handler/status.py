@@ -1,4 +1,5 @@
-"""``openstack-handler status``: queue depths and what this daemon did, as a readable table."""
+"""``openstack-handler status``: queue depths and what this machine's daemons did (their one state
+DB), as a readable table."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def render_status(report: StatusReport, *, now: Callable[[], float] = time.time)
     labels = list(COUNTER_LABELS) + [(k, k) for k in sorted(counters)
                                      if k not in dict(COUNTER_LABELS)]
     width = max(len(label) for _, label in labels)
-    lines.append("THIS DAEMON")
+    lines.append("THIS MACHINE (every replica: one state DB)")
     for key, label in labels:
         lines.append(f"{label.ljust(width)}  {counters.get(key, 0)}")
     lines.append(f"{'distinct videos remembered'.ljust(width)}  {report.state.processed_total}")
