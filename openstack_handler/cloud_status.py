@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 
 METADATA_PREFIX = "handler_"
 #: a heartbeat's ``state`` key: ``handler_state``, or ``handler_<replica>_state``.
-_STATE_KEY = re.compile(r"handler_(?:([A-Za-z0-9-]+)_)?state")
+_STATE_KEY = re.compile(re.escape(METADATA_PREFIX) + r"(?:([A-Za-z0-9-]+)_)?state")
 #: Nova's limit on a metadata value's length.
 MAX_VALUE_CHARS = 255
 #: how long stop() waits for the final ``state=stopped`` publish.

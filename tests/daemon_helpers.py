@@ -1,4 +1,4 @@
-"""Helpers shared by the daemon's tests (a module of its own: test modules must not import
+"""Helpers shared by the daemon's tests in every tier (a module of its own: test modules must not import
 ``conftest``, whose name several test folders share)."""
 
 from __future__ import annotations
@@ -47,3 +47,22 @@ def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]), int(
         attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def json_log_lines(text: str) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines in *text*; anything else (a line cut short while another
+    process wrote, a non-JSON line) is skipped."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+    return lines
+
+
+def status_counters(text: str, *labels: str) -> dict[str, str]:
+    """The counters of `openstack-handler status` output whose labels start with *labels*,
+    as {label: value}."""
+    return dict(line.rsplit(None, 1) for line in text.splitlines() if line.startswith(labels))

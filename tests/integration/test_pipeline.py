@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 
 import pytest
+from daemon_helpers import json_log_lines, status_counters
 from integration_helpers import REPO, Pipeline
 from polling import wait_for
 
@@ -118,7 +119,7 @@ def test_hostile_keys_land_inside_the_results_dir_with_correct_results(
 
 
 def _log_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    return json_log_lines(path.read_text(errors="replace"))
 
 
 def test_two_replicas_share_the_queues_the_state_and_the_results_dir(
@@ -157,7 +158,6 @@ def test_two_replicas_share_the_queues_the_state_and_the_results_dir(
         [sys.executable, "-m", "openstack_handler", "status", "--config", str(pipeline.config)],
         cwd=REPO, env=pipeline.daemon_env(), capture_output=True, text=True, timeout=60,
         check=True).stdout
-    counters = dict(line.rsplit(None, 1) for line in status.splitlines()
-                    if line.startswith(("videos processed", "duplicate deliveries")))
+    counters = status_counters(status, "videos processed", "duplicate deliveries")
     assert counters == {"videos processed": str(len(videos)),
                         "duplicate deliveries dropped": "1"}, status

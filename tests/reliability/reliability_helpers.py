@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import polling
+from daemon_helpers import json_log_lines
 
 from localcloud.cloud import EndpointSession, LocalCloud
 from openstack_handler.results_store import _TMP_PREFIX, ResultsStore
@@ -168,13 +169,7 @@ class Rig:
                               timeout=60, check=False)
 
     def log_events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-        return events
+        return json_log_lines(self.log_path.read_text(encoding="utf-8", errors="replace"))
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]

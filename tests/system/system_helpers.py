@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from daemon_helpers import json_log_lines
 
 from localcloud.container import BASE_PACKAGES, Machine, RootSpec
 
@@ -24,11 +25,4 @@ def unit_properties(vm: Machine, *names: str, unit: str = REPLICAS[0]) -> dict[s
 def journal_json_lines(vm: Machine) -> list[dict[str, Any]]:
     """The replicas' log lines that journald kept, parsed (non-JSON lines are skipped)."""
     out = vm.run(["journalctl", "--unit", f"{UNIT}@*", "--output", "cat", "--no-pager"]).stdout
-    lines = []
-    for line in out.splitlines():
-        if line.startswith("{"):
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return lines
+    return json_log_lines(out)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from ansible_helpers import PlayResult
+from daemon_helpers import status_counters
 from polling import wait_for
 from system_helpers import CLOUD_SECRET, REPLICAS, UNIT, journal_json_lines, unit_properties
 
@@ -110,8 +111,7 @@ def test_videos_uploaded_on_the_host_become_csv_files_in_the_vm(
                        "--config", CONFIG]).stdout
 
     def settled(text: str) -> bool:
-        counts = dict(line.rsplit(None, 1) for line in text.splitlines()
-                      if line.startswith(("videos processed", "result files written")))
+        counts = status_counters(text, "videos processed", "result files written")
         return (counts == {"videos processed": str(len(videos)),
                            "result files written": str(len(videos))}
                 and text.splitlines()[1].split()[:3] == ["input", "0", "0"])
