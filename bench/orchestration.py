@@ -272,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny run (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
+        # 100 no-op messages: CPU time is read in clock ticks (10 ms), and the lean SQS spends
+        # about 1 ms per message, so fewer could read as 0 (4 did, on a fresh machine).
         args.concurrency, args.latency, args.rounds, args.repeat = [2], 0.2, 2, 1
-        args.noop, args.noop_messages, args.idle_s = [(1, 2)], 4, 1.0
+        args.noop, args.noop_messages, args.idle_s = [(1, 2)], 100, 1.0
 
     began = time.monotonic()
 
