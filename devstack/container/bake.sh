@@ -7,13 +7,14 @@
 # Keystone (fernet, MariaDB), Glance (file store), Placement, Nova API/conductor/scheduler and a
 # nova-compute with the fake driver, Neutron's API server (ML2, no agents), RabbitMQ. Service
 # passwords are random, generated here, and stay inside this root; the admin password is replaced
-# at every `up` (localcloud/openstack_container.py).
+# at every `up` (localcloud/machines/openstack.py).
 set -euo pipefail
 IP=${1:?usage: bake.sh GUEST_IP}
 REGION=RegionOne
 SECRETS=/root/openstack
 mkdir -p -m 0700 "$SECRETS"
 
+phase() { echo "bake-phase: $*"; }  # the host prints these as progress lines
 pw() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
 set_ini() { crudini --set "$@"; }
 wait_http() {  # URL: until it answers at all (any HTTP status), up to 120 s
@@ -39,6 +40,7 @@ systemctl stop $SERVICES nova-compute-fake neutron-rpc-server nova-api-metadata 
 systemctl disable --now neutron-rpc-server nova-api-metadata 2>/dev/null || true
 
 # -- MariaDB and RabbitMQ ---------------------------------------------------------------------
+phase "MariaDB and RabbitMQ"
 cat > /etc/mysql/mariadb.conf.d/99-openstack.cnf <<'EOF'
 [mysqld]
 bind-address = 127.0.0.1
@@ -68,6 +70,7 @@ rabbitmqctl set_permissions openstack ".*" ".*" ".*" >/dev/null
 TRANSPORT="rabbit://openstack:$RABBIT_PW@127.0.0.1:5672/"
 
 # -- Keystone ---------------------------------------------------------------------------------
+phase "Keystone"
 KC=/etc/keystone/keystone.conf
 set_ini $KC database connection "$(db_url keystone keystone)"
 set_ini $KC token provider fernet
@@ -145,6 +148,7 @@ endpoints nova compute "http://$IP:8774/v2.1"
 endpoints neutron network "http://$IP:9696"
 
 # -- Glance -----------------------------------------------------------------------------------
+phase "Glance"
 GC=/etc/glance/glance-api.conf
 set_ini $GC database connection "$(db_url glance glance)"
 authtoken $GC glance
@@ -157,6 +161,7 @@ mkdir -p /var/lib/glance/images && chown glance:glance /var/lib/glance/images
 su -s /bin/sh -c "glance-manage db_sync" glance
 
 # -- Placement --------------------------------------------------------------------------------
+phase "Placement"
 PC=/etc/placement/placement.conf
 set_ini $PC placement_database connection "$(db_url placement placement)"
 set_ini $PC api auth_strategy keystone
@@ -164,6 +169,7 @@ authtoken $PC placement
 su -s /bin/sh -c "placement-manage db sync" placement
 
 # -- Nova -------------------------------------------------------------------------------------
+phase "Nova"
 NC=/etc/nova/nova.conf
 set_ini $NC DEFAULT transport_url "$TRANSPORT"
 set_ini $NC DEFAULT my_ip "$IP"
@@ -194,6 +200,7 @@ su -s /bin/sh -c "nova-manage cell_v2 list_cells" nova | grep -q ' cell1 ' \
 su -s /bin/sh -c "nova-manage db sync" nova
 
 # -- Neutron: the API server only (ML2, no agents: networks, subnets, routers; no data plane) -
+phase "Neutron"
 NEC=/etc/neutron/neutron.conf
 ML2=/etc/neutron/plugins/ml2/ml2_conf.ini
 set_ini $NEC DEFAULT core_plugin ml2
@@ -218,6 +225,7 @@ su -s /bin/sh -c "neutron-db-manage --config-file $NEC --config-file $ML2 upgrad
 
 # -- uwsgi: Debian sizes the API servers for a big host (8-16 processes each, every one loading
 # the whole app); on a small machine that is minutes of boot. Two each is plenty here.
+phase "uwsgi sizing"
 for ini in /etc/keystone/keystone-uwsgi.ini /etc/glance/glance-api-uwsgi.ini \
            /etc/placement/placement-api-uwsgi.ini /etc/nova/nova-api-uwsgi.ini \
            /etc/neutron/neutron-api-uwsgi.ini; do
@@ -229,6 +237,7 @@ done
 set_ini /etc/neutron/neutron-api-uwsgi.ini uwsgi threads 1
 
 # -- start everything, then what needs the APIs -----------------------------------------------
+phase "starting the services"
 install -m 0644 /root/openstack-bake/nova-compute-fake.service /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable $SERVICES nova-compute-fake >/dev/null 2>&1
@@ -242,6 +251,7 @@ for _ in $(seq 120); do  # the fake compute registers its resource provider in p
         | grep -q up && break
     sleep 1
 done
+phase "cells, flavors, the public network, the handler project"
 su -s /bin/sh -c "nova-manage cell_v2 discover_hosts --verbose" nova
 
 openstack flavor show m1.tiny >/dev/null 2>&1 \

@@ -15,15 +15,15 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 #: Cached roots live here unless the caller says otherwise.
 DEFAULT_CACHE_DIR = Path("/var/cache/openstack-handler/roots")
@@ -35,6 +35,10 @@ BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "iproute2", "openssh-server"
 
 class ContainerError(RuntimeError):
     """A root could not be built, or a machine did not boot or answer."""
+
+
+class BuildTimeout(ContainerError):
+    """A root build ran past its deadline; the step that was running was killed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,30 +61,111 @@ class RootSpec:
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+#: Receives one line per build phase (``print`` will do); builds are quiet without one.
+Progress = Callable[[str], None]
+
+
+def root_path(spec: RootSpec, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """Where the root for *spec* is (or will be) cached; it is complete once it exists."""
+    return cache_dir / spec.key
+
+
 def cached_root(spec: RootSpec, cache_dir: Path = DEFAULT_CACHE_DIR, *,
-                log_path: Path | None = None) -> Path:
+                log_path: Path | None = None, progress: Progress | None = None,
+                deadline: float | None = None) -> Path:
     """The root for *spec*, building it on first use (minutes), otherwise at once.
 
     Built under a temporary name and renamed when complete, with a lock held, so an interrupted or
-    concurrent build never leaves a half-made root behind under the final name.
+    concurrent build never leaves a half-made root behind under the final name; the next build
+    discards what an interrupted one left (:func:`discard_partial`) and starts over. *deadline*
+    (``time.monotonic()``) bounds the build: past it, the running step is killed and
+    :class:`BuildTimeout` raised.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / spec.key
-    with _locked(cache_dir / f".{spec.key}.lock"):
+    final = root_path(spec, cache_dir)
+    say = progress or (lambda line: None)
+    with locked(cache_dir / f".{spec.key}.lock", say) as lock_fd:
         if final.is_dir():
             return final
         building = cache_dir / f".{spec.key}.building"
-        shutil.rmtree(building, ignore_errors=True)
+        discard_partial(building)
         with _log_sink(log_path) as log:
+            say(f"debootstrap {spec.suite} ({len(spec.packages)} packages)")
             _run(["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}",
-                  spec.suite, str(building), spec.mirror], log, what="debootstrap")
+                  spec.suite, str(building), spec.mirror], log, what="debootstrap",
+                 deadline=deadline, lock_fd=lock_fd)
             for argv in spec.customize:
+                say(" ".join(argv[:4]) + (" ..." if len(argv) > 4 else ""))
                 # --keep-unit: without a system bus nspawn cannot register a scope of its own.
                 _run(["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--pipe",
-                      "-D", str(building), "--", *argv], log, what=" ".join(argv[:3]))
+                      "-D", str(building), "--", *argv], log, what=" ".join(argv[:3]),
+                     deadline=deadline, lock_fd=lock_fd)
         (building / "etc/machine-id").write_text("")  # each boot of a copy gets its own id
         building.rename(final)
     return final
+
+
+def discard_partial(path: Path) -> None:
+    """Remove what an interrupted build left at *path*: first every process still working on it
+    (a booted build machine outlives a killed builder: nspawn runs in its own session), then
+    every mount below it (debootstrap mounts /proc and /sys in its target), then the files."""
+    if not path.exists() and not path.is_symlink():
+        return
+    resolved = path.resolve()
+    deadline = time.monotonic() + 30
+    while (pids := _processes_working_on(resolved)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    for mount_point in sorted(_mounts_below(resolved), key=lambda p: len(p.parts), reverse=True):
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=False, capture_output=True)
+    # --one-file-system: never follow a mount that could not be unmounted into the host.
+    proc = subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False,
+                          capture_output=True, text=True)
+    if path.exists():
+        raise ContainerError(f"cannot remove the interrupted build at {path}: "
+                             f"{proc.stderr.strip()[-500:]}")
+
+
+def _processes_working_on(path: Path) -> list[int]:
+    """Live processes whose root or working directory is inside *path*, or that name it in their
+    arguments (``systemd-nspawn -D PATH``, ``debootstrap SUITE PATH``); never this process or its
+    ancestors. Zombies are left to their parents."""
+    spared = {0}
+    pid = os.getpid()
+    while pid not in spared:
+        spared.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            if entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            links = [Path(os.readlink(entry / name)) for name in ("root", "cwd")]
+            args = entry.joinpath("cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        inside = any(link == path or path in link.parents for link in links)
+        named = any(arg == bytes(path) or arg.startswith(bytes(path) + b"/") for arg in args)
+        if inside or named:
+            found.append(int(entry.name))
+    return found
+
+
+def _mounts_below(path: Path) -> list[Path]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # field 5 is the mount point, with spaces and the like octal-escaped
+        point = Path(line.split()[4].encode().decode("unicode_escape"))
+        if point == path or path in point.parents:
+            points.append(point)
+    return points
 
 
 def clone_root(root: Path, dest: Path) -> Path:
@@ -119,9 +204,21 @@ class Network:
 
     @classmethod
     def for_this_process(cls, prefix: str = "oh") -> Network:
-        """A name and subnet unlikely to collide with another run on this machine."""
+        """A name of this process's and a subnet no interface on the host uses.
+
+        Namespaces an earlier run left behind (named after a process that is gone) are deleted
+        first; a subnet still held (an orphaned machine keeps its veth) is skipped."""
+        for name in _namespaces():
+            pid = name.removeprefix(prefix)
+            if name.startswith(prefix) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                cls(name=name, subnet_octet=0).delete()
         pid = os.getpid()
-        return cls(name=f"{prefix}{pid}", subnet_octet=pid % 250 + 1)
+        used = _subnet_octets_in_use()
+        for step in range(250):
+            octet = (pid + step) % 250 + 1
+            if octet not in used:
+                return cls(name=f"{prefix}{pid}", subnet_octet=octet)
+        raise ContainerError("no free 10.231.N.0/30 subnet for a test network")
 
     def create(self) -> Self:
         self.delete()
@@ -141,6 +238,19 @@ class Network:
     def delete(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+
+def _namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def _subnet_octets_in_use() -> set[int]:
+    """N of every 10.231.N.x address on the host's interfaces."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], check=False, capture_output=True,
+                         text=True).stdout
+    return {int(word.split(".")[2]) for word in out.split()
+            if word.startswith("10.231.") and word.count(".") == 3}
 
 
 class Machine:
@@ -188,6 +298,11 @@ class Machine:
         return self._proc.pid
 
     @property
+    def running(self) -> bool:
+        """Whether systemd-nspawn still runs (it exits once the guest's PID 1 is gone)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
     def init_pid(self) -> int:
         """The guest's PID 1 as the host sees it (systemd-nspawn's only child)."""
         if self._proc is None:
@@ -208,6 +323,42 @@ class Machine:
             raise ContainerError(f"{' '.join(argv)} exited {proc.returncode}: "
                                  f"{proc.stderr.strip() or proc.stdout.strip()}")
         return proc
+
+    def run_logged(self, argv: Sequence[str], *, log_path: Path,
+                   on_line: Callable[[str], None] | None = None,
+                   deadline: float | None = None) -> int:
+        """Run *argv* inside the machine with its output (stdout and stderr) appended to
+        *log_path* as it comes, each line also given to *on_line*; returns the exit status.
+        Past *deadline* (``time.monotonic()``) it is stopped and :class:`BuildTimeout` raised."""
+        proc = subprocess.Popen(["nsenter", "-t", str(self.init_pid), "-a", "--", *argv],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            stop_process_group(proc)
+
+        timer = None
+        if deadline is not None:
+            timer = threading.Timer(max(deadline - time.monotonic(), 0.0), expire)
+            timer.daemon = True
+            timer.start()
+        assert proc.stdout is not None
+        with log_path.open("ab") as log:
+            for raw in proc.stdout:
+                log.write(raw)
+                log.flush()
+                if on_line is not None:
+                    on_line(raw.decode(errors="replace").rstrip("\n"))
+        returncode = proc.wait()
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+        if expired.is_set():
+            raise BuildTimeout(f"{' '.join(argv[:2])} was still running when the build's time "
+                               "budget ran out")
+        return returncode
 
     def host_path(self, guest_path: str) -> Path:
         """Where the running guest's *guest_path* is, seen from the host."""
@@ -242,10 +393,18 @@ class Machine:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path, say: Progress | None = None) -> Iterator[int]:
+    """Hold an exclusive lock on *path* (waiting for it, said once); yields its descriptor."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if say is not None:
+                say(f"waiting for {path.name}: another build of this root, or a step that an "
+                    "interrupted build left running")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield handle.fileno()
 
 
 @contextlib.contextmanager
@@ -257,7 +416,37 @@ def _log_sink(path: Path | None) -> Iterator[IO[bytes] | int]:
         yield handle
 
 
-def _run(argv: Sequence[str], log: IO[bytes] | int, *, what: str) -> None:
-    proc = subprocess.run(list(argv), check=False, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise ContainerError(f"{what} failed with exit code {proc.returncode}")
+def _run(argv: Sequence[str], log: IO[bytes] | int, *, what: str,
+         deadline: float | None = None, lock_fd: int | None = None) -> None:
+    """Run one build step in its own session; past *deadline*, SIGTERM its group (SIGKILL 10 s
+    later) and raise :class:`BuildTimeout`.
+
+    If the builder dies first (SIGKILL, OOM) the step is killed too (``PR_SET_PDEATHSIG``), and
+    whatever it started keeps *lock_fd*, the build's lock, open: the next build waits for those
+    to end before it discards the partial root, rather than racing them.
+    """
+    # setpriv (util-linux) sets the parent-death signal, then execs the step.
+    proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", "--", *argv], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            pass_fds=() if lock_fd is None else (lock_fd,))
+    timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_group(proc)
+        raise BuildTimeout(f"{what} was still running when the build's time budget ran out"
+                           ) from None
+    if returncode != 0:
+        raise ContainerError(f"{what} failed with exit code {returncode}")
+
+
+def stop_process_group(proc: subprocess.Popen[Any], *, grace_s: float = 10.0) -> None:
+    """SIGTERM *proc*'s process group (it leads a session of its own), SIGKILL after *grace_s*."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -6,7 +6,7 @@ server (ML2 without agents: networks, subnets, routers, no data plane) and Rabbi
 services, so openstacksdk and Ansible's openstack.cloud modules talk to what they would talk to on
 a DevStack host. DevStack itself cannot be installed offline (it clones from the internet).
 
-Two cached layers (localcloud.container): the packages (debootstrap + apt, ~5 min, 1.8 GB), then
+Two cached layers (:mod:`localcloud.machines.nspawn`; ``make roots`` builds both before the tests): the packages (debootstrap + apt, ~5 min, 1.8 GB), then
 that root booted once to run ``devstack/container/bake.sh`` (databases, service users, endpoints,
 cells, flavors, the ``handler`` project and user) and powered off. Every ``up`` boots an overlay
 on the baked root in its own network namespace (the guest is always 10.231.251.2, which the baked
@@ -14,9 +14,9 @@ endpoints name), sets a fresh password for the ``handler`` user, creates an appl
 with a fresh secret and writes it to the caller's ``clouds.yaml`` (mode 0600) — the only place the
 secret goes. ``down`` powers off, unmounts, deletes the namespace and the overlay.
 
-    python -m localcloud.openstack_container up --clouds-yaml PATH [--cloud NAME]
-    python -m localcloud.openstack_container status
-    python -m localcloud.openstack_container down
+    python -m localcloud.machines.openstack up --clouds-yaml PATH [--cloud NAME]
+    python -m localcloud.machines.openstack status
+    python -m localcloud.machines.openstack down
 
 Needs root, debootstrap, systemd-container and the ``openstack`` extra (openstacksdk) on the host.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -37,27 +36,30 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from localcloud.container import (
+from localcloud.machines.nspawn import (
     BASE_PACKAGES,
     DEFAULT_CACHE_DIR,
     ContainerError,
     Machine,
     Network,
+    Progress,
     RootSpec,
     cached_root,
     clone_root,
+    discard_partial,
+    locked,
 )
 
 log = structlog.get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BAKE_DIR = REPO / "devstack" / "container"
 #: the files bake.sh needs inside the guest (under /root/openstack-bake/).
 BAKE_FILES = ("bake.sh", "nova-compute-fake.service")
@@ -114,6 +116,8 @@ class CloudInfo:
     log_path: str
     project: str = "handler"
     user: str = "handler"
+    #: the process that will ``down`` it (None: whoever runs ``down``, e.g. the CLI's user).
+    owner_pid: int | None = None
 
 
 def guest_network() -> Network:
@@ -129,25 +133,37 @@ def baked_key() -> str:
     return f"openstack-baked-{digest.hexdigest()[:12]}"
 
 
-def baked_root(cache_dir: Path = DEFAULT_CACHE_DIR, *, log_path: Path) -> Path:
+def baked_root_path(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """Where the configured root is (or will be) cached; it is complete once it exists."""
+    return cache_dir / baked_key()
+
+
+def baked_root(cache_dir: Path = DEFAULT_CACHE_DIR, *, log_path: Path,
+               progress: Progress | None = None, deadline: float | None = None) -> Path:
     """The configured root, baking it on first use (packages ~5 min, then ~7 min of bake).
 
     Built under a temporary name and renamed when complete, with a lock held, like
-    :func:`localcloud.container.cached_root`. The bake needs the guest address, so it cannot run
-    while a container cloud is up.
+    :func:`localcloud.machines.nspawn.cached_root`: an interrupted bake (its machine included) is
+    discarded by the next one, which starts again from the cached packages layer. The bake needs
+    the guest address, so it cannot run while a container cloud is up. *deadline*
+    (``time.monotonic()``) bounds it; *progress* gets a line per phase of bake.sh.
     """
-    key = baked_key()
-    final = cache_dir / key
+    final = baked_root_path(cache_dir)
     if final.is_dir():
         return final
-    packages = cached_root(PACKAGES_SPEC, cache_dir, log_path=log_path)
-    with _locked(cache_dir / f".{key}.lock"):
+    packages = cached_root(PACKAGES_SPEC, cache_dir, log_path=log_path, progress=progress,
+                           deadline=deadline)
+    key = final.name
+    say = progress or (lambda line: None)
+    with locked(cache_dir / f".{key}.lock", say):
         if final.is_dir():
             return final
+        _clear_stale_state(DEFAULT_WORK_DIR)
         if _read_state(DEFAULT_WORK_DIR) is not None:
             raise ContainerError("an OpenStack container is up: `down` it before a new bake")
         building = cache_dir / f".{key}.building"
-        shutil.rmtree(building, ignore_errors=True)
+        discard_partial(building)
+        say("copying the packages layer")
         clone_root(packages, building)
         bake = building / "root" / "openstack-bake"
         bake.mkdir(parents=True)
@@ -162,14 +178,18 @@ def baked_root(cache_dir: Path = DEFAULT_CACHE_DIR, *, log_path: Path) -> Path:
         machine = Machine(building, network, log_path=log_path, hostname=HOSTNAME)
         started = time.monotonic()
         try:
+            say("booting the build machine")
             machine.boot(timeout_s=180)
-            proc = machine.run(["bash", "/root/openstack-bake/bake.sh", network.guest_ip],
-                               check=False, timeout=3600)
-            with log_path.open("a") as sink:
-                sink.write(proc.stdout + proc.stderr)
-            if proc.returncode != 0:
-                raise ContainerError(f"bake.sh exited {proc.returncode}: "
-                                     f"{proc.stderr.strip()[-2000:]} (log {log_path})")
+
+            def on_line(line: str) -> None:
+                if line.startswith("bake-phase: "):
+                    say(line.removeprefix("bake-phase: "))
+
+            returncode = machine.run_logged(
+                ["bash", "/root/openstack-bake/bake.sh", network.guest_ip], log_path=log_path,
+                on_line=on_line, deadline=deadline)
+            if returncode != 0:
+                raise ContainerError(f"bake.sh exited {returncode} (log {log_path})")
         finally:
             machine.shutdown(timeout_s=60)
             network.delete()
@@ -182,13 +202,24 @@ def baked_root(cache_dir: Path = DEFAULT_CACHE_DIR, *, log_path: Path) -> Path:
 # -- up / down / status -----------------------------------------------------------------------
 
 def up(clouds_yaml: Path, *, cloud_name: str = "handler", cache_dir: Path = DEFAULT_CACHE_DIR,
-       work_dir: Path = DEFAULT_WORK_DIR, timeout_s: float = 300.0) -> CloudInfo:
-    """Boot the cloud (building/baking its root the first time), wait until every API answers
-    and the fake compute is up, then write *clouds_yaml* with a fresh application credential."""
+       work_dir: Path = DEFAULT_WORK_DIR, timeout_s: float = 300.0, build: bool = True,
+       owner_pid: int | None = None) -> CloudInfo:
+    """Boot the cloud (building/baking its root the first time unless *build* is false), wait
+    until every API answers and the fake compute is up, then write *clouds_yaml* with a fresh
+    application credential.
+
+    *owner_pid*: the process whose life bounds the cloud's (a test session). A cloud left up by
+    an owner that is gone (killed before its ``down``) is powered off here instead of blocking
+    every later ``up``; a cloud without an owner (the CLI's) is left alone.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "openstack.log"
+    _clear_stale_state(work_dir)
     if (state := _read_state(work_dir)) is not None:
         raise ContainerError(f"already up (nspawn pid {state.nspawn_pid}); `down` first")
+    if not build and not baked_root_path(cache_dir).is_dir():
+        raise ContainerError(f"the OpenStack root is not built ({baked_root_path(cache_dir)}): "
+                             "run `make roots` first (about 15 minutes the first time)")
     root = baked_root(cache_dir, log_path=log_path)
     started = time.monotonic()
     overlay = _mount_overlay(root, work_dir)
@@ -199,7 +230,7 @@ def up(clouds_yaml: Path, *, cloud_name: str = "handler", cache_dir: Path = DEFA
         info = CloudInfo(guest_ip=network.guest_ip,
                          auth_url=f"http://{network.guest_ip}:5000/v3", cloud_name=cloud_name,
                          clouds_yaml=str(clouds_yaml), nspawn_pid=machine.nspawn_pid,
-                         overlay=str(overlay), log_path=str(log_path))
+                         overlay=str(overlay), log_path=str(log_path), owner_pid=owner_pid)
         _write_state(work_dir, info)
         admin = _admin_auth(machine)
         _wait_ready(info, admin, deadline=started + timeout_s)
@@ -361,6 +392,18 @@ def _write_state(work_dir: Path, info: CloudInfo) -> None:
     (work_dir / "state.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
 
 
+def _clear_stale_state(work_dir: Path) -> None:
+    """``down`` a cloud whose machine is gone, or whose owner is (see :func:`up`)."""
+    state = _read_state(work_dir)
+    if state is None:
+        return
+    orphaned = state.owner_pid is not None and not _alive(state.owner_pid)
+    if orphaned or not _alive(state.nspawn_pid):
+        log.info("openstack.stale_cleared", nspawn_pid=state.nspawn_pid,
+                 owner_pid=state.owner_pid, machine_alive=_alive(state.nspawn_pid))
+        down(work_dir=work_dir)
+
+
 def _read_state(work_dir: Path) -> CloudInfo | None:
     try:
         return CloudInfo(**json.loads((work_dir / "state.json").read_text()))
@@ -377,14 +420,6 @@ def _alive(pid: int) -> bool:
         return True
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -158,24 +158,24 @@ def clouds_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
 
 @pytest.fixture(scope="session")
 def openstack_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Debian's OpenStack booted once per session (root built and baked the first time: ~15 min;
-    cached: about a minute to ready). Missing prerequisites fail, they do not skip."""
+    """Debian's OpenStack booted once per session from the root `make roots` built (about a
+    minute to ready). Missing prerequisites, the root included, fail; they do not skip. A cloud
+    an earlier, killed session left up is powered off by ``up`` (this session owns its cloud)."""
     import os
     import shutil
 
-    from localcloud import openstack_container
+    from localcloud.machines import openstack
 
     assert os.geteuid() == 0, "the OpenStack container needs root"
     for tool in ("debootstrap", "systemd-nspawn", "nsenter", "ip", "mount"):
         assert shutil.which(tool), f"{tool} not found (apt-get install debootstrap systemd-container)"
-    assert openstack_container.status()["up"] is False, (
-        "an OpenStack container is already up (devstack/openstack-container down)")
     clouds_yaml = tmp_path_factory.mktemp("openstack") / "clouds.yaml"
-    info = openstack_container.up(clouds_yaml, cloud_name="handler-test")
+    info = openstack.up(clouds_yaml, cloud_name="handler-test", build=False,
+                        owner_pid=os.getpid())
     try:
         yield info
     finally:
-        openstack_container.down()
+        openstack.down()
 
 
 @pytest.fixture()

@@ -2,7 +2,8 @@
 the local cloud on the host, reachable from the VM over a veth pair.
 
 Needs root, debootstrap and systemd-container (the Makefile installs them). The Debian root is
-built once per machine and cached (see localcloud.container); every session boots a fresh copy.
+built before the tests (``make roots``, see localcloud.machines.roots) and cached; every session
+boots a fresh copy of it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from ansible_helpers import REPO, PlayResult, run_playbook
-from system_helpers import CLOUD_SECRET, VM_ROOT
+from system_helpers import CLOUD_SECRET
 
 from localcloud.cloud import DUMMY_CREDENTIALS, REGION, LocalCloud
-from localcloud.container import Machine, Network, cached_root, clone_root
+from localcloud.machines.nspawn import Machine, Network, clone_root, root_path
+from localcloud.machines.roots import HANDLER_VM
 
 VM_NAME = "handler-vm"
 
@@ -43,7 +45,8 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vm(vm_network: Network, ssh_key: Path, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Machine]:
     work = tmp_path_factory.mktemp("vm")
-    root = cached_root(VM_ROOT, log_path=work / "debootstrap.log")
+    root = root_path(HANDLER_VM)
+    assert root.is_dir(), f"the VM root is not built ({root}): run `make roots` first"
     machine = Machine(clone_root(root, work / "root"), vm_network, log_path=work / "console.log",
                       hostname=VM_NAME)
     machine.authorize_ssh_key((ssh_key.with_suffix(".pub")).read_text())

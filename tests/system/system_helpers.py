@@ -6,10 +6,8 @@ from typing import Any
 
 from daemon_helpers import json_log_lines
 
-from localcloud.container import BASE_PACKAGES, Machine, RootSpec
+from localcloud.machines.nspawn import Machine
 
-#: The VM image: Debian's minimal base plus what the handler role expects a cloud image to have.
-VM_ROOT = RootSpec(name="handler-vm", packages=(*BASE_PACKAGES, "python3-venv"))
 #: the unit operators start, and the replicas it groups (handler_replicas in conftest).
 UNIT = "handler"
 REPLICAS = (f"{UNIT}@1", f"{UNIT}@2")

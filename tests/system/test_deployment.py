@@ -15,7 +15,7 @@ from polling import wait_for
 from system_helpers import CLOUD_SECRET, REPLICAS, UNIT, journal_json_lines, unit_properties
 
 from localcloud.cloud import DUMMY_CREDENTIALS, EndpointSession, LocalCloud
-from localcloud.container import Machine
+from localcloud.machines.nspawn import Machine
 
 pytestmark = pytest.mark.system
 
