@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,23 @@ from fake_lambda import FakeLambda
 from localcloud.moto_server import MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: seconds spent per tier (tests/<tier>/): setup, call and teardown, session fixtures included.
+_TIER_SECONDS: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = report.nodeid.split("/")
+    _TIER_SECONDS[parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]] += (
+        report.duration)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line with the time per tier, the figures the README quotes."""
+    if _TIER_SECONDS:
+        tiers = ", ".join(f"{tier} {seconds / 60:.1f} min"
+                          for tier, seconds in sorted(_TIER_SECONDS.items()))
+        terminalreporter.write_line(f"time per tier: {tiers}")
 
 
 @pytest.fixture(scope="session")
