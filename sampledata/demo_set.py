@@ -7,6 +7,7 @@ us two (Obama); one clip holds two known people, one an unknown person, one no f
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -68,11 +69,29 @@ class DemoSet:
         return self.root / "expected.csv"
 
 
+#: the code that shapes the demo set: this package renders the clips and writes the records,
+#: lambda_image enrols the gallery.
+_INPUTS = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "lambda_image")
+
+
+def inputs_digest() -> str:
+    """Changes whenever code that shapes the demo set changes (a set built by older code is
+    rebuilt rather than reused)."""
+    digest = hashlib.sha256()
+    for package in _INPUTS:
+        for path in sorted(package.rglob("*.py")):
+            digest.update(path.relative_to(package.parent).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def build_demo_set(root: Path) -> DemoSet:
-    """Build (or reuse) the demo set under *root*; the marker file makes reruns free."""
+    """Build (or reuse) the demo set under *root*; the marker file, holding the digest of the
+    code that made it, makes reruns free."""
     demo = DemoSet(root)
     marker = root / ".complete"
-    if marker.exists():
+    digest = inputs_digest()
+    if marker.is_file() and marker.read_text().strip() == digest:
         return demo
     if root.exists():
         shutil.rmtree(root)
@@ -101,5 +120,5 @@ def build_demo_set(root: Path) -> DemoSet:
         writer.writerow(["video", "names"])
         for clip in CLIPS:
             writer.writerow([clip.file_name, " ".join(clip.expected)])
-    marker.touch()
+    marker.write_text(digest + "\n")
     return demo
