@@ -6,6 +6,7 @@ Real debootstrap into a private cache dir (about a minute), real machines booted
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -133,3 +134,21 @@ def test_a_partial_root_with_a_running_machine_and_mounts_is_discarded(tmp_path:
         network.delete()
         if scratch.is_mount():
             subprocess.run(["umount", "--lazy", str(scratch)], check=False)
+
+
+def test_roots_status_and_a_cached_build(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the roots `make roots` built before this run
+    from localcloud.machines import roots
+
+    # WHEN status is asked THEN every root the tests boot is there, under a key of its inputs
+    assert roots.main(["status"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert set(state) == {"handler-vm", "openstack-packages", "openstack-baked"}
+    assert all(entry["built"] for entry in state.values()), state
+    assert Path(state["handler-vm"]["path"]) == root_path(HANDLER_VM)
+    # AND a build of cached roots says so per root and costs nothing
+    started = time.monotonic()
+    assert roots.main(["build"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1].strip() for line in lines[:3]] == list(state)
+    assert all(": cached (" in line for line in lines[:3]) and time.monotonic() - started < 5
