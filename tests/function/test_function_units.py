@@ -84,6 +84,31 @@ def test_matcher_threshold() -> None:
     assert far.name == "unknown_person" and far.nearest in {"a", "b"}
 
 
+def test_matcher_runner_up_is_the_nearest_other_identity() -> None:
+    # "a" has two gallery rows: its second row is never the runner-up of a face nearest to "a"
+    rows = np.zeros((3, 128), dtype=np.float32)
+    rows[0, 0], rows[1, 0], rows[2, 1] = 1.0, 0.9, 1.0
+    gallery = Gallery(names=("a", "a", "b"), embeddings=rows, embedder="dlib")
+    probe = np.zeros((1, 128), dtype=np.float32)
+    probe[0, 0] = 0.95
+
+    (match,) = Matcher(gallery).match(probe)
+
+    assert (match.name, match.runner_up) == ("a", "b")
+    assert match.distance == pytest.approx(0.05)
+    assert match.runner_up_distance == pytest.approx(np.hypot(0.95, 1.0))
+    assert match.margin == pytest.approx(np.hypot(0.95, 1.0) - 0.05)
+    assert match.identities == pytest.approx({"a": 0.05, "b": np.hypot(0.95, 1.0)})
+
+
+def test_matcher_with_one_identity_has_no_runner_up() -> None:
+    gallery = Gallery(names=("a",), embeddings=np.eye(1, 128, dtype=np.float32), embedder="dlib")
+
+    (match,) = Matcher(gallery).match(np.eye(1, 128, dtype=np.float32))
+
+    assert match.runner_up == "" and match.margin == float("inf")
+
+
 def test_settings_from_env() -> None:
     settings = FunctionSettings.from_env({"GALLERY_PATH": "/g", "MATCH_THRESHOLD": "0.5",
                                           "MAX_FRAMES": "3", "TORCH_HOME": "/t"})
