@@ -109,6 +109,20 @@ def test_matcher_with_one_identity_has_no_runner_up() -> None:
     assert match.runner_up == "" and match.margin == float("inf")
 
 
+def test_confirm_settings_from_env() -> None:
+    default = FunctionSettings.from_env({})
+    assert (default.confirm_band, default.confirm_margin) == (0.12, 0.30)
+    assert (default.confirm_frames, default.confirm_agree) == (3, 2)
+    custom = FunctionSettings.from_env({"CONFIRM_BAND": "0", "CONFIRM_MARGIN": "0.5",
+                                        "CONFIRM_FRAMES": "4", "CONFIRM_AGREE": "3"})
+    assert (custom.confirm_band, custom.confirm_margin) == (0.0, 0.5)
+    assert (custom.confirm_frames, custom.confirm_agree) == (4, 3)
+    for bad in ({"CONFIRM_BAND": "-0.1"}, {"CONFIRM_BAND": "1"}, {"CONFIRM_FRAMES": "0"},
+                {"CONFIRM_FRAMES": "2", "CONFIRM_AGREE": "3"}, {"CONFIRM_MARGIN": "wide"}):
+        with pytest.raises(ConfigError):
+            FunctionSettings.from_env(bad)
+
+
 def test_settings_from_env() -> None:
     settings = FunctionSettings.from_env({"GALLERY_PATH": "/g", "MATCH_THRESHOLD": "0.5",
                                           "MAX_FRAMES": "3", "TORCH_HOME": "/t"})
