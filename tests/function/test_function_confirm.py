@@ -47,11 +47,11 @@ def test_first_look_band_edges(distance: float, margin: float, expected: str) ->
 
 
 def test_relative_rule_scales_with_the_threshold() -> None:
-    dlib = ConfirmRule.relative(0.6, band=0.12, margin=0.3)
-    facenet = ConfirmRule.relative(0.9, band=0.12, margin=0.3)
+    dlib = ConfirmRule.relative(0.6)  # the defaults: band 0.15, margin 0.30 of the threshold
+    facenet = ConfirmRule.relative(0.9)
 
-    assert (dlib.band, dlib.margin) == pytest.approx((0.072, 0.18))
-    assert (facenet.band, facenet.margin) == pytest.approx((0.108, 0.27))
+    assert (dlib.band, dlib.margin) == pytest.approx((0.09, 0.18))
+    assert (facenet.band, facenet.margin) == pytest.approx((0.135, 0.27))
     assert confirm.first_look(0.55, 0.0, dlib) == BORDERLINE
     assert confirm.first_look(0.55 * 1.5, 0.0, facenet) == BORDERLINE
 

@@ -111,7 +111,7 @@ def test_matcher_with_one_identity_has_no_runner_up() -> None:
 
 def test_confirm_settings_from_env() -> None:
     default = FunctionSettings.from_env({})
-    assert (default.confirm_band, default.confirm_margin) == (0.12, 0.30)
+    assert (default.confirm_band, default.confirm_margin) == (0.15, 0.30)
     assert (default.confirm_frames, default.confirm_agree) == (3, 2)
     custom = FunctionSettings.from_env({"CONFIRM_BAND": "0", "CONFIRM_MARGIN": "0.5",
                                         "CONFIRM_FRAMES": "4", "CONFIRM_AGREE": "3"})
