@@ -4,8 +4,8 @@ Two warm worker processes, one per checkout (its own `lambda_image` first on sys
 real `s3_handler` against one moto server this script starts (S3 object in, CSV + SQS message
 out, one torch thread each), one call at a time: for every round and clip, A then B or B then A
 (alternating), so that the machine's drift and the other jobs on it fall on both alike. Reports
-per clip the median wall time of each side and their ratio, the same for all calls, and what each
-side answered (person, extra frames sampled).
+per clip the median wall time of each side, their ratio and the median of the ratios of calls made
+back to back, the same for all calls, and what each side answered (person, extra frames sampled).
 
     git archive BASE_COMMIT | tar -x -C /tmp/base
     .venv/bin/python -m bench.ab_function --base /tmp/base [--new .] [--rounds 15] \\
@@ -102,6 +102,16 @@ def medians(runs: list[dict[str, Any]], field: str = "wall") -> dict[str, float]
     return {k: statistics.median(r[field] for r in runs if r["key"] == k) for k in keys}
 
 
+def paired_ratios(base: list[dict[str, Any]], new: list[dict[str, Any]]) -> dict[str, float]:
+    """Per key, the median of new/base over the calls made back to back (the i-th of each side is
+    one pair): steadier than a ratio of medians when the machine's load drifts."""
+    ratios: dict[str, list[float]] = {}
+    for a, b in zip(base, new, strict=True):
+        assert a["key"] == b["key"]
+        ratios.setdefault(a["key"], []).append(b["wall"] / a["wall"])
+    return {k: statistics.median(v) for k, v in ratios.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench.ab_function")
     parser.add_argument("--base", type=Path, required=True, help="checkout A (the baseline)")
@@ -146,11 +156,13 @@ def main() -> int:
                 w.close()
 
     base, new = medians(runs["base"]), medians(runs["new"])
+    paired = paired_ratios(runs["base"], runs["new"])
     per_clip = {}
     for clip in clips:
         answers = {label: next(r for r in runs[label] if r["key"] == clip) for label in runs}
         per_clip[clip] = {"base_ms": round(base[clip], 1), "new_ms": round(new[clip], 1),
                           "ratio": round(new[clip] / base[clip], 3),
+                          "paired_ratio": round(paired[clip], 3),
                           "base_names": answers["base"]["names"],
                           "new_names": answers["new"]["names"],
                           "new_extra_frames": answers["new"]["extra_frames"]}
@@ -160,6 +172,8 @@ def main() -> int:
         "overall_median_ms": {k: round(v, 1) for k, v in overall.items()},
         "overall_ratio": round(overall["new"] / overall["base"], 3),
         "median_of_clip_ratios": round(statistics.median(c["ratio"] for c in per_clip.values()), 3),
+        "paired_ratio_all_calls": round(statistics.median(
+            b["wall"] / a["wall"] for a, b in zip(runs["base"], runs["new"], strict=True)), 3),
         "course_clips_with_extra_frames": sum(c["new_extra_frames"] > 0 for c in per_clip.values()),
         "per_clip": per_clip,
     }
