@@ -87,8 +87,8 @@ def decide(frames: list[list[FaceResult]]) -> list[str]:
     """Vote across sampled frames: each known name once, most frames first, then larger faces.
 
     `unknown_person` is added when nothing was recognised, or when the deciding (last) frame holds
-    a face that matched nobody: an unknown face in an earlier frame is most likely the same person
-    turned away, later recognised.
+    a face that matched nobody (or was borderline and not confirmed): an unknown face in an
+    earlier frame is most likely the same person turned away, later recognised.
     """
     votes: dict[str, int] = defaultdict(int)
     size: dict[str, float] = defaultdict(float)
