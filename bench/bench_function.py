@@ -10,7 +10,9 @@ one torch thread:
 * the facenet embedder (InceptionResnetV1, 512-d) in a child process with a `data.pt` gallery and
   a RANDOMLY INITIALISED state dict saved to a file (FACENET_WEIGHTS): the vggface2 weights cannot
   be downloaded here, so this times the work only; its names are meaningless;
-* cold start (import, model load, first video) in a fresh child process.
+* cold start (import, model load, first video) in a fresh child process;
+* bench/variants.py's 100 variants once each: how many needed extra frames to confirm a
+  borderline face (issue 14).
 
 Writes the JSON summary to --out (and prints it on stdout); log lines go to stderr.
 
@@ -130,8 +132,40 @@ def warm_runs(keys: list[str], repeat: int) -> list[dict]:
             wall = (time.perf_counter() - started) * 1000
             runs.append({**result["timings_ms"], "wall": wall, "key": key,
                          "faces": len(result["faces"]),
-                         "person": (result["people"] or [{"name": ""}])[0]["name"]})
+                         "person": (result["people"] or [{"name": ""}])[0]["name"],
+                         "extra_frames": result.get("extra_frames", 0)})
     return runs
+
+
+def variant_pass(data: Path, cache: Path, count: int) -> dict:
+    """bench/variants.py's first *count* variants once each (after the warm-up of the course clips):
+    how many named their person first, and how many needed extra frames for a borderline face."""
+    if not count:
+        return {}
+    import boto3
+
+    from bench.variants import make_variants
+
+    s3 = boto3.session.Session(region_name="us-east-1").client("s3")
+    variants = make_variants(data, cache, count)
+    expected = {}
+    for v in variants:
+        key = f"variants/{v.path.name}"
+        s3.put_object(Bucket="bench-in", Key=key, Body=v.path.read_bytes())
+        expected[key] = v.expected_name
+    from lambda_image import handlers
+
+    runs = []
+    for key in expected:
+        started = time.perf_counter()
+        (result,) = handlers.s3_handler(event(key), None)["results"]
+        runs.append({"key": key, "wall": (time.perf_counter() - started) * 1000,
+                     "person": (result["people"] or [{"name": ""}])[0]["name"],
+                     "extra_frames": result.get("extra_frames", 0)})
+    return {"variants": len(runs),
+            "variants_right_first": sum(r["person"] == expected[r["key"]] for r in runs),
+            "variants_with_extra_frames": sum(r["extra_frames"] > 0 for r in runs),
+            "variants_median_ms": round(statistics.median(r["wall"] for r in runs), 1)}
 
 
 def stage_medians(runs: list[dict]) -> dict[str, float]:
@@ -166,6 +200,10 @@ def main() -> int:
     parser.add_argument("--facenet-gallery", type=Path, default=None,
                         help="data.pt (default: cse546-2025/data.pt beside --data)")
     parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench" / "scaled")
+    parser.add_argument("--variants", type=int, default=100,
+                        help="bench/variants.py variants run once each (borderline share)")
+    parser.add_argument("--variants-cache", type=Path,
+                        default=REPO / ".cache" / "bench" / "variants")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "function.json")
     parser.add_argument("--cold-child", metavar="KEY")
     parser.add_argument("--facenet-child", nargs="+", metavar="KEY")
@@ -213,13 +251,18 @@ def main() -> int:
                 runs.append({**result["timings_ms"], "wall": wall})
                 walls.append(wall)
             all_runs.extend(runs)
+            person = result["people"][0]["name"]
+            face = next(f for f in result["faces"] if f["name"] == person)
             per_clip[clip] = {
-                "person": result["people"][0]["name"],
+                "person": person,
                 "distance": round(min(f["distance"] for f in result["faces"]), 3),
                 "faces": len(result["faces"]),
+                "decision": face.get("decision", ""),
+                "extra_frames": result.get("extra_frames", 0),
                 "median_ms": {s: round(statistics.median(r.get(s, 0.0) for r in runs), 1)
                               for s in (*STAGES, "wall")},
             }
+        borderline = variant_pass(args.data, args.variants_cache, args.variants)
         by_resolution = {}
         for size, keys in scaled.items():
             runs = warm_runs(keys, args.resolution_repeat)
@@ -240,6 +283,10 @@ def main() -> int:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "median_ms": stage_medians(all_runs),  # every timed call on the course clips
             "by_resolution": by_resolution,
+            "borderline": {"course_clips": len(per_clip),
+                           "course_with_extra_frames": sum(c["extra_frames"] > 0
+                                                           for c in per_clip.values()),
+                           **borderline},
             "facenet": facenet,
             "per_clip": per_clip,
         }

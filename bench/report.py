@@ -168,11 +168,14 @@ def function_section(fn: dict) -> list[str]:
                   f"{fn['facenet']['faces_median']:g} faces per video): this row is the worst "
                   "case, not what trained weights would cost on these clips."), ""]
     lines += ["Per course clip (dlib, as the course serves them):", ""]
-    lines += table(["clip", "person", "faces", "distance", "decode", "detect", "embed", "wall"],
-                   [[clip, c["person"], c["faces"], c["distance"],
+    lines += table(["clip", "person", "faces", "distance", "decided", "extra frames", "decode",
+                    "detect", "embed", "wall"],
+                   [[clip, c["person"], c["faces"], c["distance"], c.get("decision", "?"),
+                     c.get("extra_frames", "?"),
                      f"{c['median_ms']['decode']:.0f}", f"{c['median_ms']['detect']:.0f}",
                      f"{c['median_ms']['embed']:.0f}", f"{c['median_ms']['wall']:.0f}"]
                     for clip, c in fn["per_clip"].items()])
+    lines += borderline_lines(fn.get("borderline"))
     cold = fn["cold_start"]
     runs = cold.get("runs_total_s", [cold["cold_total_s"]])
     lines += table([f"cold start (median of {len(runs)} fresh processes)", "s"],
@@ -186,6 +189,20 @@ def function_section(fn: dict) -> list[str]:
               f"resolutions)" + (f"; facenet process {fn['facenet']['peak_rss_mb']:.0f} MB."
                                  if fn.get("facenet") else "."), ""]
     return lines
+
+
+def borderline_lines(part: dict | None) -> list[str]:
+    """Issue 14: how often a borderline face (just below the threshold, no clear margin) made the
+    function sample frames beyond the first match to confirm it."""
+    if not part:
+        return []
+    text = (f"Borderline faces confirmed on further frames: {part['course_with_extra_frames']} of "
+            f"{part['course_clips']} course clips needed extra frames")
+    if part.get("variants"):
+        text += (f", and {part['variants_with_extra_frames']} of {part['variants']} variants "
+                 f"(bench/variants.py; {part['variants_right_first']}/{part['variants']} named "
+                 f"their person first, median {part['variants_median_ms']:.0f} ms)")
+    return [text + ".", ""]
 
 
 def e2e_section(e2e: dict) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 SIZES = ((640, 360), (854, 480), (1280, 720))
+#: The sizes of the single-clip variants (make_source_variants): smaller and larger than SIZES too.
+SOURCE_SIZES = ((480, 270), (640, 360), (854, 480), (960, 540), (1280, 720), (1920, 1080))
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,34 @@ def make_variants(course_dir: Path, out_dir: Path, count: int, *, seed: int = 54
         path = out_dir / f"v{index:03d}_{Path(source).stem}.mp4"
         if not path.exists():
             _render_variant(course_dir / "videos" / source, path, seconds=seconds, **params)
+        variants.append(Variant(path, source, expected[source]))
+    return variants
+
+
+def make_source_variants(course_dir: Path, out_dir: Path, source: str, count: int, *,
+                         seed: int = 14, sizes: tuple[tuple[int, int], ...] = SOURCE_SIZES,
+                         max_offset_s: float = 0.4, seconds: float = 1.0,
+                         indices: Sequence[int] | None = None) -> list[Variant]:
+    """*count* re-encoded copies of one course clip, cycling through *sizes*, each with its own
+    random crop (85-100 %), brightness (±20 %) and start offset (up to *max_offset_s*; 0 keeps the
+    first frame), as a phone re-upload would be (cached by name). *indices* renders only those
+    of the *count* (each copy's parameters do not depend on which others are rendered)."""
+    expected = course_expectations(course_dir)
+    rng = random.Random(f"{seed}:{source}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = set(range(count) if indices is None else indices)
+    variants = []
+    for index in range(count):
+        size = sizes[index % len(sizes)]
+        params = {"crop": rng.uniform(0.85, 1.0), "dx": rng.random(), "dy": rng.random(),
+                  "brightness": rng.uniform(0.8, 1.2), "offset": rng.uniform(0.0, max_offset_s)}
+        if index not in wanted:
+            continue
+        path = out_dir / (f"{Path(source).stem}_s{seed}_o{round(max_offset_s * 1000)}_{index:03d}_"
+                          f"{size[0]}x{size[1]}.mp4")
+        if not path.exists():
+            _render_variant(course_dir / "videos" / source, path, size=size, seconds=seconds,
+                            **params)
         variants.append(Variant(path, source, expected[source]))
     return variants
 

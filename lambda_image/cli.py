@@ -64,7 +64,8 @@ def _recognize(args: argparse.Namespace) -> int:
             result = recognizer.recognize(video)
             line.update(names=result.names or ["no_persons_found"],
                         faces=[f.as_dict() for f in result.faces],
-                        frames_sampled=result.frames_sampled, timings_ms=result.timings_ms)
+                        frames_sampled=result.frames_sampled,
+                        extra_frames=result.extra_frames, timings_ms=result.timings_ms)
         except (InvalidInput, OSError) as exc:
             failed += 1
             line["error"] = f"{type(exc).__name__}: {exc}"

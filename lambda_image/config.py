@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambda_image import confirm
 from lambda_image.errors import ConfigError
 
 FACENET_WEIGHTS_FILE = "20180402-114759-vggface2.pt"
@@ -48,6 +49,13 @@ class FunctionSettings:
     min_face_px: int = 24
     #: MTCNN's image-pyramid step (facenet's default 0.709); smaller = fewer scales, faster.
     detect_factor: float = 0.709
+    #: The borderline rule (lambda_image.confirm), band and margin as fractions of the threshold:
+    #: a face within `confirm_band` below it is named only with a runner-up `confirm_margin`
+    #: further, or when `confirm_agree` of `confirm_frames` sampled frames agree. Band 0: off.
+    confirm_band: float = confirm.DEFAULT_BAND
+    confirm_margin: float = confirm.DEFAULT_MARGIN
+    confirm_frames: int = confirm.DEFAULT_WINDOW
+    confirm_agree: int = confirm.DEFAULT_AGREE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -57,7 +65,7 @@ class FunctionSettings:
             value = env.get(name, "").strip()
             return value or None
 
-        def num(name: str, kind: type, default: float) -> float | int:
+        def num(name: str, kind: type, default: float, *, zero: bool = False) -> float | int:
             raw = opt(name)
             if raw is None:
                 return default
@@ -65,8 +73,8 @@ class FunctionSettings:
                 value = kind(raw)
             except ValueError as exc:
                 raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
-            if value <= 0:
-                raise ConfigError(f"{name} must be positive, got {raw!r}")
+            if value < 0 or (value == 0 and not zero):
+                raise ConfigError(f"{name} must be {'≥ 0' if zero else 'positive'}, got {raw!r}")
             return value
 
         dlib_encoder = (opt("DLIB_ENCODER") or "torch").lower()
@@ -75,6 +83,13 @@ class FunctionSettings:
         factor = float(num("DETECT_FACTOR", float, 0.709))
         if factor >= 1:
             raise ConfigError(f"DETECT_FACTOR must be below 1, got {factor}")
+        band = float(num("CONFIRM_BAND", float, confirm.DEFAULT_BAND, zero=True))
+        if band >= 1:
+            raise ConfigError(f"CONFIRM_BAND is a fraction of the threshold, below 1; got {band}")
+        window = int(num("CONFIRM_FRAMES", int, confirm.DEFAULT_WINDOW))
+        agree = int(num("CONFIRM_AGREE", int, min(confirm.DEFAULT_AGREE, window)))
+        if agree > window:
+            raise ConfigError(f"CONFIRM_AGREE={agree} exceeds CONFIRM_FRAMES={window}")
         gallery = opt("GALLERY_PATH")
         weights = opt("FACENET_WEIGHTS")
         return cls(
@@ -93,6 +108,10 @@ class FunctionSettings:
             detect_max_side=int(num("DETECT_MAX_SIDE", int, 400)),
             min_face_px=int(num("MIN_FACE_PX", int, 24)),
             detect_factor=factor,
+            confirm_band=band,
+            confirm_margin=float(num("CONFIRM_MARGIN", float, confirm.DEFAULT_MARGIN, zero=True)),
+            confirm_frames=window,
+            confirm_agree=agree,
         )
 
     def require_gallery(self) -> Path:

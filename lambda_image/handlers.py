@@ -109,6 +109,7 @@ def process_object(rt: Runtime, obj: S3Object, *, request_id: str) -> dict[str, 
             total = (time.perf_counter() - started) * 1000
             return {**base, "status": "error", "people": [], "faces": [],
                     "embedder": rt.recognizer.embedder.name, "frames_sampled": 0,
+                    "extra_frames": 0,
                     "timings_ms": {"download": round(download_ms, 2), "write": 0.0,
                                    "total": round(total, 2)},
                     "error": {"type": type(exc).__name__, "reason": str(exc)}}
@@ -139,6 +140,7 @@ def _ok_message(rt: Runtime, base: dict[str, Any], result: RecognitionResult, ke
             "csv": text, "people": rows,
             "faces": [f.as_dict() for f in result.faces],
             "embedder": result.embedder, "frames_sampled": result.frames_sampled,
+            "extra_frames": result.extra_frames,
             "timings_ms": {k: round(v, 2) for k, v in timings.items()}}
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,10 +25,20 @@ class Match:
     name: str  # gallery name, or UNKNOWN
     distance: float  # to the nearest gallery entry
     nearest: str  # the nearest gallery name even when above the threshold
+    #: the nearest *other* identity (gallery names may repeat: a person's own rows never count)
+    runner_up: str = ""
+    runner_up_distance: float = float("inf")
+    #: every identity's nearest-entry distance: what tracking a face over frames compares
+    identities: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def known(self) -> bool:
         return self.name != UNKNOWN
+
+    @property
+    def margin(self) -> float:
+        """How much further the runner-up identity is than the nearest (inf: a one-person gallery)."""
+        return self.runner_up_distance - self.distance
 
 
 class Matcher:
@@ -35,15 +46,25 @@ class Matcher:
         self.gallery = gallery
         self.threshold = DEFAULT_THRESHOLDS[gallery.embedder] if threshold is None else threshold
         self._rows = gallery.embeddings.astype(np.float32)
+        self._people = gallery.people
+        names = np.asarray(gallery.names)
+        self._columns = [np.flatnonzero(names == person) for person in self._people]
 
     def match(self, embeddings: np.ndarray) -> list[Match]:
         if len(embeddings) == 0 or len(self._rows) == 0:
             return [Match(UNKNOWN, float("inf"), "") for _ in range(len(embeddings))]
         distances = np.linalg.norm(self._rows[None, :, :] - embeddings[:, None, :], axis=2)
-        best = distances.argmin(axis=1)
+        # (faces, identities): each identity's nearest gallery entry
+        per_person = np.stack([distances[:, cols].min(axis=1) for cols in self._columns], axis=1)
         out = []
-        for i, j in enumerate(best):
-            d = float(distances[i, j])
-            nearest = self.gallery.names[j]
-            out.append(Match(nearest if d <= self.threshold else UNKNOWN, d, nearest))
+        for row in per_person:
+            order = np.argsort(row, kind="stable")
+            d = float(row[order[0]])
+            nearest = self._people[order[0]]
+            second = order[1] if len(order) > 1 else None
+            out.append(Match(
+                nearest if d <= self.threshold else UNKNOWN, d, nearest,
+                runner_up=self._people[second] if second is not None else "",
+                runner_up_distance=float(row[second]) if second is not None else float("inf"),
+                identities=dict(zip(self._people, (float(v) for v in row), strict=True))))
         return out

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import structlog
 from PIL import Image, UnidentifiedImageError
 
+from lambda_image import confirm
 from lambda_image.config import FunctionSettings
 from lambda_image.detection import Detection, FaceDetector
 from lambda_image.embedders import Embedder, build_embedder
@@ -32,10 +34,28 @@ class FaceResult:
     frame: int
     box: tuple[int, int, int, int]
     nearest: str
+    runner_up: str = ""
+    runner_up_distance: float = float("inf")
+    #: how the name was decided (lambda_image.confirm: confident, margin, confirmed, unconfirmed,
+    #: above_threshold), and on which frames with which distances to `nearest` (None: face not found)
+    decision: str = confirm.ABOVE_THRESHOLD
+    frames: tuple[int, ...] = ()
+    distances: tuple[float | None, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
+        def num(value: float | None) -> float | None:
+            return round(value, 4) if value is not None and math.isfinite(value) else None
+
         return {"name": self.name, "distance": round(self.distance, 4), "frame": self.frame,
-                "box": list(self.box)}
+                "box": list(self.box), "nearest": self.nearest, "runner_up": self.runner_up,
+                "runner_up_distance": num(self.runner_up_distance), "decision": self.decision,
+                "frames": list(self.frames), "distances": [num(d) for d in self.distances]}
+
+    def settled_by(self, verdict: confirm.Verdict) -> FaceResult:
+        """This borderline face once the later frames have been heard."""
+        named = verdict.decision == confirm.CONFIRMED
+        return replace(self, name=self.nearest if named else UNKNOWN, decision=verdict.decision,
+                       frames=verdict.frames, distances=verdict.distances)
 
 
 @dataclass
@@ -47,6 +67,8 @@ class RecognitionResult:
     frames_sampled: int
     embedder: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: frames sampled only to confirm borderline faces (0: decided as before)
+    extra_frames: int = 0
 
 
 class Timer:
@@ -65,8 +87,8 @@ def decide(frames: list[list[FaceResult]]) -> list[str]:
     """Vote across sampled frames: each known name once, most frames first, then larger faces.
 
     `unknown_person` is added when nothing was recognised, or when the deciding (last) frame holds
-    a face that matched nobody: an unknown face in an earlier frame is most likely the same person
-    turned away, later recognised.
+    a face that matched nobody (or was borderline and not confirmed): an unknown face in an
+    earlier frame is most likely the same person turned away, later recognised.
     """
     votes: dict[str, int] = defaultdict(int)
     size: dict[str, float] = defaultdict(float)
@@ -85,18 +107,71 @@ def decide(frames: list[list[FaceResult]]) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class Look:
+    """One sampled frame, detected and identified: its faces as results and as the rule sees them
+    (the same order)."""
+
+    index: int
+    faces: list[FaceResult]
+    sightings: list[confirm.Sighting]
+
+
+def pull(looks: Iterable[Look], rule: confirm.ConfirmRule) -> tuple[list[list[FaceResult]], int]:
+    """Pull sampled frames until the answer is decided: (faces per frame, frames pulled only to
+    judge borderline faces).
+
+    The first frame with a match decides, as it always did, and sampling stops there, unless a
+    face on it is borderline: then later frames are pulled, at most `rule.window - 1`, until each
+    such face is confirmed or cannot be (lambda_image.confirm). Later frames are evidence only;
+    their own faces are not reported.
+    """
+    per_frame: list[list[FaceResult]] = []
+    deciding: Look | None = None
+    pending: list[int] = []  # the deciding frame's borderline faces
+    later: list[confirm.FrameFaces] = []
+
+    def verdict(i: int) -> confirm.Verdict:
+        assert deciding is not None
+        face = deciding.faces[i]
+        return confirm.confirm(deciding.sightings[i], face.frame, face.nearest, later, rule)
+
+    for look in looks:
+        if deciding is None:
+            per_frame.append(list(look.faces))
+            if any(f.decision != confirm.ABOVE_THRESHOLD for f in look.faces):
+                deciding = look
+                pending = [i for i, f in enumerate(look.faces) if f.decision == confirm.BORDERLINE]
+                if not pending:
+                    break  # a confident match: later frames would cost time and change nothing
+        else:
+            later.append(confirm.FrameFaces(look.index, tuple(look.sightings)))
+            if all(verdict(i).settled for i in pending):
+                break
+    for i in pending:
+        per_frame[-1][i] = per_frame[-1][i].settled_by(verdict(i))
+    return per_frame, len(later)
+
+
 class Recognizer:
     """Detector + embedder + matcher, built once per process and reused for every video."""
 
     def __init__(self, gallery: Gallery, *, detector: FaceDetector, embedder: Embedder,
                  threshold: float | None = None, max_frames: int = 8,
-                 max_decode_s: float = 2.0, detect_max_side: int = 400) -> None:
+                 max_decode_s: float = 2.0, detect_max_side: int = 400,
+                 confirm_band: float = confirm.DEFAULT_BAND,
+                 confirm_margin: float = confirm.DEFAULT_MARGIN,
+                 confirm_window: int = confirm.DEFAULT_WINDOW,
+                 confirm_agree: int = confirm.DEFAULT_AGREE) -> None:
         if embedder.name != gallery.embedder:
             raise ValueError(f"{gallery.embedder} gallery needs the {gallery.embedder} embedder")
         self.gallery = gallery
         self.detector = detector
         self.embedder = embedder
         self.matcher = Matcher(gallery, threshold)
+        self.rule = confirm.ConfirmRule.relative(self.matcher.threshold, band=confirm_band,
+                                                 margin=confirm_margin, window=confirm_window,
+                                                 agree=confirm_agree)
         self.max_frames = max_frames
         self.max_decode_s = max_decode_s
         self.detect_max_side = detect_max_side
@@ -115,10 +190,13 @@ class Recognizer:
                                            cache_dir=settings.model_cache_dir),
                    threshold=settings.match_threshold, max_frames=settings.max_frames,
                    max_decode_s=settings.max_decode_seconds,
-                   detect_max_side=settings.detect_max_side)
+                   detect_max_side=settings.detect_max_side,
+                   confirm_band=settings.confirm_band, confirm_margin=settings.confirm_margin,
+                   confirm_window=settings.confirm_frames, confirm_agree=settings.confirm_agree)
 
     def recognize(self, source: Path | str | bytes) -> RecognitionResult:
-        """Sample frames until one yields a recognised face (or the caps are hit).
+        """Sample frames until one yields a recognised face (or the caps are hit); a borderline
+        face on that frame is judged on the next few sampled frames (lambda_image.confirm).
 
         Raises InvalidVideo for a file that is not a decodable video.
         """
@@ -129,7 +207,8 @@ class Recognizer:
         return self._run(frames, timer, started)
 
     def recognize_image(self, data: bytes) -> RecognitionResult:
-        """One still image (the function-URL frame request). Raises InvalidImage."""
+        """One still image (the function-URL frame request): with no further frame, a borderline
+        face is named only on a clear margin. Raises InvalidImage."""
         timer = Timer()
         started = time.perf_counter()
         try:
@@ -145,26 +224,36 @@ class Recognizer:
         return self._run(iter([frame]), timer, started)
 
     def _run(self, frames: Iterable[Frame], timer: Timer, started: float) -> RecognitionResult:
-        per_frame: list[list[FaceResult]] = []
+        per_frame, extra = pull(self._looks(frames, timer), self.rule)
+        timer.ms["recognize"] = (time.perf_counter() - started) * 1000.0
+        faces = [f for frame_faces in per_frame for f in frame_faces]
+        return RecognitionResult(names=decide(per_frame), faces=faces,
+                                 frames_sampled=len(per_frame) + extra,
+                                 embedder=self.embedder.name,
+                                 timings_ms={k: round(v, 2) for k, v in timer.ms.items()},
+                                 extra_frames=extra)
+
+    def _looks(self, frames: Iterable[Frame], timer: Timer) -> Iterator[Look]:
+        """Detect and identify each frame as it is pulled (the time between pulls not counted)."""
         t = time.perf_counter()
         for frame in frames:
             t = timer.add("decode", t)
             faces = self.detector.detect(frame.small, scale=frame.scale)
             t = timer.add("detect", t)
-            results = self._identify(frame, faces) if faces else []
-            t = timer.add("embed", t)
-            per_frame.append(results)
-            if any(r.name != UNKNOWN for r in results):
-                break  # a confident match: later frames would cost time and change nothing
+            look = self._identify(frame, faces) if faces else Look(frame.index, [], [])
+            timer.add("embed", t)
+            yield look
             t = time.perf_counter()
-        timer.ms["recognize"] = (time.perf_counter() - started) * 1000.0
-        faces = [f for frame_faces in per_frame for f in frame_faces]
-        return RecognitionResult(names=decide(per_frame), faces=faces,
-                                 frames_sampled=len(per_frame), embedder=self.embedder.name,
-                                 timings_ms={k: round(v, 2) for k, v in timer.ms.items()})
 
-    def _identify(self, frame: Frame, faces: list[Detection]) -> list[FaceResult]:
+    def _identify(self, frame: Frame, faces: list[Detection]) -> Look:
         matches: list[Match] = self.matcher.match(self.embedder.embed(frame.rgb, faces))
-        return [FaceResult(name=m.name, distance=m.distance, frame=frame.index,
-                           box=tuple(round(v) for v in f.box), nearest=m.nearest)
-                for f, m in zip(faces, matches, strict=True)]
+        look = Look(frame.index, [], [])
+        for f, m in zip(faces, matches, strict=True):
+            look.faces.append(FaceResult(
+                name=m.name, distance=m.distance, frame=frame.index,
+                box=tuple(round(v) for v in f.box), nearest=m.nearest, runner_up=m.runner_up,
+                runner_up_distance=m.runner_up_distance,
+                decision=confirm.first_look(m.distance, m.margin, self.rule),
+                frames=(frame.index,), distances=(m.distance,)))
+            look.sightings.append(confirm.Sighting(box=f.box, identities=m.identities))
+        return look

@@ -34,3 +34,15 @@ def test_orchestration_bench_quick_run_writes_results_and_report(tmp_path: Path)
     # AND the report renders from whatever JSON is there
     report.main(["--out", str(tmp_path), "--no-plots"])
     assert "Orchestration" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_report_says_how_often_borderline_faces_needed_extra_frames() -> None:
+    part = {"course_clips": 8, "course_with_extra_frames": 1, "variants": 100,
+            "variants_right_first": 100, "variants_with_extra_frames": 17,
+            "variants_median_ms": 151.0}
+
+    (line, _blank) = report.borderline_lines(part)
+
+    assert line.startswith("Borderline faces confirmed on further frames: 1 of 8 course clips")
+    assert "17 of 100 variants" in line and "100/100 named" in line
+    assert report.borderline_lines(None) == []

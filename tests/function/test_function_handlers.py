@@ -37,7 +37,13 @@ def test_course_clips_give_people_and_records(cloud: Cloud, course_data: Path,
         assert result["output"] == {"bucket": "out-bucket",
                                     "key": result["key"].removesuffix(".mp4") + ".csv"}
         assert cloud.csv_object(result["output"]["key"]) == result["csv"]
-        assert result["faces"] and {"name", "distance", "frame", "box"} <= result["faces"][0].keys()
+        assert result["faces"] and {"name", "distance", "frame", "box", "nearest", "runner_up",
+                                    "runner_up_distance", "decision", "frames",
+                                    "distances"} <= result["faces"][0].keys()
+        (face,) = (f for f in result["faces"] if f["name"] == row["name"])
+        assert face["decision"] in ("confident", "confirmed") and face["frames"][0] == face["frame"]
+        assert len(face["frames"]) == len(face["distances"]) == 1 + result["extra_frames"]
+        assert result["frames_sampled"] == 1 + result["extra_frames"]
         assert result["etag"] and result["schema"] == 1
         assert {"download", "decode", "detect", "embed", "lookup", "write", "total"} <= \
             result["timings_ms"].keys()

@@ -84,6 +84,45 @@ def test_matcher_threshold() -> None:
     assert far.name == "unknown_person" and far.nearest in {"a", "b"}
 
 
+def test_matcher_runner_up_is_the_nearest_other_identity() -> None:
+    # "a" has two gallery rows: its second row is never the runner-up of a face nearest to "a"
+    rows = np.zeros((3, 128), dtype=np.float32)
+    rows[0, 0], rows[1, 0], rows[2, 1] = 1.0, 0.9, 1.0
+    gallery = Gallery(names=("a", "a", "b"), embeddings=rows, embedder="dlib")
+    probe = np.zeros((1, 128), dtype=np.float32)
+    probe[0, 0] = 0.95
+
+    (match,) = Matcher(gallery).match(probe)
+
+    assert (match.name, match.runner_up) == ("a", "b")
+    assert match.distance == pytest.approx(0.05)
+    assert match.runner_up_distance == pytest.approx(np.hypot(0.95, 1.0))
+    assert match.margin == pytest.approx(np.hypot(0.95, 1.0) - 0.05)
+    assert match.identities == pytest.approx({"a": 0.05, "b": np.hypot(0.95, 1.0)})
+
+
+def test_matcher_with_one_identity_has_no_runner_up() -> None:
+    gallery = Gallery(names=("a",), embeddings=np.eye(1, 128, dtype=np.float32), embedder="dlib")
+
+    (match,) = Matcher(gallery).match(np.eye(1, 128, dtype=np.float32))
+
+    assert match.runner_up == "" and match.margin == float("inf")
+
+
+def test_confirm_settings_from_env() -> None:
+    default = FunctionSettings.from_env({})
+    assert (default.confirm_band, default.confirm_margin) == (0.15, 0.30)
+    assert (default.confirm_frames, default.confirm_agree) == (3, 2)
+    custom = FunctionSettings.from_env({"CONFIRM_BAND": "0", "CONFIRM_MARGIN": "0.5",
+                                        "CONFIRM_FRAMES": "4", "CONFIRM_AGREE": "3"})
+    assert (custom.confirm_band, custom.confirm_margin) == (0.0, 0.5)
+    assert (custom.confirm_frames, custom.confirm_agree) == (4, 3)
+    for bad in ({"CONFIRM_BAND": "-0.1"}, {"CONFIRM_BAND": "1"}, {"CONFIRM_FRAMES": "0"},
+                {"CONFIRM_FRAMES": "2", "CONFIRM_AGREE": "3"}, {"CONFIRM_MARGIN": "wide"}):
+        with pytest.raises(ConfigError):
+            FunctionSettings.from_env(bad)
+
+
 def test_settings_from_env() -> None:
     settings = FunctionSettings.from_env({"GALLERY_PATH": "/g", "MATCH_THRESHOLD": "0.5",
                                           "MAX_FRAMES": "3", "TORCH_HOME": "/t"})
