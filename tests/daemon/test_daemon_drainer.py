@@ -71,9 +71,9 @@ def test_file_is_durable_before_the_message_is_deleted(make_drainer, sqs, queues
         events.append("fsync")
         real_fsync(fd)
 
-    def replace(src: str, dst: str) -> None:
+    def replace(*args: Any, **kwargs: Any) -> None:
         events.append("replace")
-        real_replace(src, dst)
+        real_replace(*args, **kwargs)
 
     monkeypatch.setattr(results_store_module.os, "fsync", fsync)
     monkeypatch.setattr(results_store_module.os, "replace", replace)

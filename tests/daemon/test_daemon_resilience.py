@@ -15,6 +15,7 @@ import pytest
 from botocore.config import Config
 from daemon_helpers import queue_counts, s3_event
 from fake_lambda import FakeLambda, function_error
+from polling import wait_for
 from structlog.testing import capture_logs
 
 from localcloud.net import free_port
@@ -138,34 +139,39 @@ def test_results_dir_failure_keeps_messages_and_recovers_when_the_disk_does(
         sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body(f"dir/v{i}.mp4"))
     # GIVEN a results dir that fails: ENOSPC on every write, or a file where the dir should be
     if failure == "full":
-        def no_space(self: ResultsStore, *args: Any) -> Any:
+        def no_space(self: ResultsStore, *args: Any, **kwargs: Any) -> Any:
             raise OSError(errno.ENOSPC, "No space left on device", str(self.root))
 
-        monkeypatch.setattr(ResultsStore, "_write", no_space)
+        monkeypatch.setattr(ResultsStore, "_write_result", no_space)
         monkeypatch.setattr(ResultsStore, "probe", lambda self: no_space(self))
     else:
         store.root.parent.mkdir(parents=True, exist_ok=True)
         store.root.write_text("not a directory")
     drainer = make_drainer(outage_backoff_max_s=1.0)
+    receives_while_down: list[int] = []
+    drainer.sqs.meta.events.register(
+        "before-call.sqs.ReceiveMessage",
+        lambda **_: receives_while_down.append(1) if drainer.disk_state.down else None)
     stop = threading.Event()
     with capture_logs() as logs:
         thread = threading.Thread(target=drainer.run, args=(stop,), daemon=True)
         thread.start()
-        time.sleep(3.0)
-        # THEN nothing is deleted and the receives stop (no receive-count burn)
-        assert queue_counts(sqs, queues.output)[0] + queue_counts(sqs, queues.output)[1] == 3
-        received_while_down = drainer.stats.received
+        # WHEN a write has failed and then three probes of the dir
+        wait_for(lambda: drainer.disk_state.failures >= 4, timeout_s=30,
+                 what="a failed write and three failed probes")
+        # THEN nothing is deleted, and not one receive was made while the dir was down (each
+        # would count towards the output queue's maxReceiveCount)
+        assert sum(queue_counts(sqs, queues.output)) == 3
+        assert receives_while_down == []
         # WHEN the disk recovers
         if failure == "full":
             monkeypatch.undo()
         else:
             store.root.unlink()
-        deadline = time.monotonic() + 15
-        while queue_counts(sqs, queues.output) != (0, 0) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: queue_counts(sqs, queues.output) == (0, 0), timeout_s=30,
+                 what="the held results written and deleted")
         stop.set()
         thread.join(timeout=10)
-    assert received_while_down <= 3
     down = _events(logs, "results_dir.unavailable")
     assert len(down) == 1 and down[0]["error_type"] in ("OSError", "NotADirectoryError",
                                                         "FileExistsError")
