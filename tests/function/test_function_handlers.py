@@ -126,12 +126,19 @@ def test_gallery_name_without_record_gives_empty_fields(cloud: Cloud, course_dat
     assert result["csv"] == "morgan_freeman,,\n"
 
 
-def test_missing_object_raises_for_retry(cloud: Cloud) -> None:
+def test_missing_object_raises_no_such_key_exactly(cloud: Cloud) -> None:
     record = cloud.put("gone.mp4", b"x")
     cloud.session.client("s3").delete_object(Bucket="in-bucket", Key="gone.mp4")
 
-    with pytest.raises(botocore.exceptions.ClientError):
+    with pytest.raises(botocore.exceptions.ClientError) as info:
         handlers.s3_handler({"Records": [record]}, None)
+
+    # The Lambda runtime reports type(exc).__name__ as errorType, and the daemon acknowledges a
+    # deleted object (an ObjectGone .error) on errorType NoSuchKey exactly: any other error is
+    # retried, so the exception must be S3's own NoSuchKey, not wrapped or re-raised as another.
+    assert type(info.value).__name__ == "NoSuchKey"
+    assert info.value.response["Error"]["Code"] == "NoSuchKey"
+    assert cloud.messages() == [], "no result is sent for a failed invocation"
 
 
 def test_missing_table_raises_for_retry(cloud: Cloud, course_data: Path) -> None:
