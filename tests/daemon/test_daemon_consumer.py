@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from daemon_helpers import FUNCTION, queue_counts, s3_event
 from fake_lambda import FakeLambda, function_error, ok, throttled
+from polling import wait_for
 
 from openstack_handler.state import StateDB
 
@@ -212,3 +213,44 @@ def test_redelivery_while_in_flight_is_not_started_twice(make_consumer, sqs, que
     assert stats.received == 2 and stats.duplicates == 0
     assert len(fake_lambda.calls) == 1
     assert sum(queue_counts(sqs, queues.input)) == (0 if succeeds else 1)
+
+
+def test_while_lambda_is_down_one_message_at_a_time_is_received(make_consumer, sqs, queues,
+                                                                fake_lambda: FakeLambda) -> None:
+    # GIVEN eight videos, and a function that will throttle every attempt until told otherwise
+    release, recovered = threading.Event(), threading.Event()
+
+    def behaviour(name: str, payload: dict[str, Any]) -> Any:
+        release.wait(30)
+        return ok(payload) if recovered.is_set() else throttled()
+
+    fake_lambda.behaviour = behaviour
+    for i in range(8):
+        send(sqs, queues.input, s3_event("videos", f"v{i}.mp4", etag=f"e{i}"))
+    consumer = make_consumer(concurrency=4, outage_backoff_max_s=1.0)
+    asks: list[tuple[int, bool]] = []  # (MaxNumberOfMessages, Lambda down at that receive)
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        asks.append((params["MaxNumberOfMessages"], consumer.lambda_state.down))
+        if sum(down for _, down in asks) == 3:
+            recovered.set()  # Lambda comes back after the third receive made while it was down
+
+    consumer.sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    runner.start()
+    # WHEN all four slots are busy and their invocations come back throttled (Lambda is down)
+    fake_lambda.wait_started(4)
+    release.set()
+    wait_for(lambda: queue_counts(sqs, queues.input) == (0, 0), timeout_s=60,
+             what="every video processed once Lambda is back")
+    stop.set()
+    runner.join(timeout=15)
+    # THEN every receive made while Lambda was down asked for one message (a probe), not for
+    # the four free slots; once it answered again, receives asked for the free slots again
+    while_down = [asked for asked, down in asks if down]
+    assert asks[0] == (4, False)
+    assert len(while_down) >= 3 and set(while_down) == {1}, asks
+    last_down = max(i for i, (_, down) in enumerate(asks) if down)
+    assert any(asked == 4 for asked, _ in asks[last_down + 1:]), asks
+    assert consumer.stats.succeeded == 8 and not consumer.lambda_state.down
