@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from daemon_helpers import queue_counts
+from polling import wait_for
 
 import openstack_handler.results_store as results_store_module
 from openstack_handler.results_store import ResultsStore
@@ -120,24 +120,47 @@ def test_a_failed_write_keeps_the_message(make_drainer, sqs, queues, tmp_path: P
     assert queue_counts(sqs, queues.output) == (0, 2)
 
 
+class _BurstWithinTheWindow(threading.Event):
+    """A stop event for the drainer whose timed waits (its batch window) end only once the rest
+    of the burst has been sent: the burst arrives within the window however slow the machine.
+    It records the windows the drainer asked for."""
+
+    def __init__(self, burst_sent: threading.Event) -> None:
+        super().__init__()
+        self.burst_sent = burst_sent
+        self.windows: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None and not self.is_set():
+            self.windows.append(timeout)
+            self.burst_sent.wait(30)
+            return self.is_set()
+        return super().wait(timeout)
+
+
 def test_a_partial_batch_lets_the_rest_of_a_burst_gather(make_drainer, sqs, queues,
                                                         store: ResultsStore) -> None:
-    # GIVEN a drainer with a 0.5 s batch window, whose receives are recorded
+    # GIVEN a drainer with a 0.5 s batch window, whose receives are recorded, and the first
+    # result of a burst on the queue alone
     drainer = make_drainer(batch_window_s=0.5, wait_time_s=1)
     sizes: list[int] = []
     drainer.sqs.meta.events.register(
         "after-call.sqs.ReceiveMessage",
         lambda parsed, **_: sizes.append(len(parsed.get("Messages", []))))
     send(sqs, queues.output, result("first.mp4"))
-    worker = threading.Thread(target=drainer.run, kwargs={"max_messages": 10, "max_idle": 3})
+    burst_sent = threading.Event()
+    stop = _BurstWithinTheWindow(burst_sent)
+    worker = threading.Thread(target=drainer.run, args=(stop,),
+                              kwargs={"max_messages": 10, "max_idle": 5})
     worker.start()
-    deadline = time.monotonic() + 5
-    while not sizes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: sizes, timeout_s=10, what="the first receive")
     # WHEN the rest of the burst arrives one message at a time, just after that first receive
     for i in range(9):
         send(sqs, queues.output, result(f"burst-{i}.mp4"))
-    worker.join(timeout=10)
-    # THEN the next receive took them together instead of one per receive
+    burst_sent.set()
+    worker.join(timeout=15)
+    # THEN the drainer waited its window after the partial batch, and the next receive took the
+    # nine together instead of one per receive
+    assert stop.windows[:1] == [0.5]
     assert sizes[:2] == [1, 9]
     assert len(list(store.root.glob("*.csv"))) == 10
