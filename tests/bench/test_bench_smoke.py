@@ -25,7 +25,7 @@ def test_orchestration_bench_quick_run_writes_results_and_report(tmp_path: Path)
         assert point["concurrency"] == 2 and point["messages"] == 4
         assert 0 < point["efficiency"] <= 1.05
         (noop,) = measured["noop"]
-        assert noop["throughput_per_s"] > 0 and noop["daemon_cpu_ms_per_message"] >= 0
+        assert noop["throughput_per_s"] > 0 and noop["daemon_cpu_ms_per_message"] > 0
         assert noop[f"{site}_cpu_ms_per_message"] > 0  # the queue server's CPU was read
     assert data["idle"]["torch_mapped"] is False and data["idle"]["rss_mb"] > 0
     # AND the report renders from whatever JSON is there
