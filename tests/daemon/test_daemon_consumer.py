@@ -281,8 +281,15 @@ def test_redelivery_while_in_flight_is_not_started_twice(make_consumer, lean_que
 
 
 def test_while_lambda_is_down_one_message_at_a_time_is_received(make_consumer, sqs, queues,
-                                                                fake_lambda: FakeLambda) -> None:
+                                                                fake_lambda: FakeLambda,
+                                                                state: StateDB) -> None:
     # GIVEN eight videos, and a function that will throttle every attempt until told otherwise
+    # (the queue's maxReceiveCount raised from 3: each probe is one more receive of the message
+    # it takes, and the same one may be taken by several probes)
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=queues.input_dlq, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=queues.input, Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "20"})})
     release, recovered = threading.Event(), threading.Event()
 
     def behaviour(name: str, payload: dict[str, Any]) -> Any:
@@ -307,10 +314,11 @@ def test_while_lambda_is_down_one_message_at_a_time_is_received(make_consumer, s
     # WHEN all four slots are busy and their invocations come back throttled (Lambda is down)
     fake_lambda.wait_started(4)
     release.set()
-    wait_for(lambda: queue_counts(sqs, queues.input) == (0, 0), timeout_s=60,
-             what="every video processed once Lambda is back")
+    wait_for(lambda: all(state.is_processed("videos", f"v{i}.mp4", f"e{i}") for i in range(8)),
+             timeout_s=60, what="every video processed once Lambda is back")
     stop.set()
     runner.join(timeout=15)
+    assert queue_counts(sqs, queues.input) == (0, 0)
     # THEN every receive made while Lambda was down asked for one message (a probe), not for
     # the four free slots; once it answered again, receives asked for the free slots again
     while_down = [asked for asked, down in asks if down]
