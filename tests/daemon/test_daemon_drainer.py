@@ -108,6 +108,22 @@ def test_invalid_results_are_left_for_the_output_dlq(make_drainer, sqs, queues,
     assert state.snapshot().last_error_source == "output"
 
 
+def test_a_result_through_a_planted_symlink_is_left_for_the_dlq_and_creates_nothing_outside(
+        make_drainer, sqs, queues, store: ResultsStore, tmp_path: Path) -> None:
+    # GIVEN a symlink planted inside the results dir, pointing outside it
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.root.mkdir()
+    os.symlink(outside, store.root / "link")
+    # WHEN a result arrives for a key that leads through it, folders deep
+    send(sqs, queues.output, result("link/a/b/v.mp4"))
+    stats = make_drainer().run(max_messages=1, max_idle=1)
+    # THEN it is not written, not deleted (the output DLQ gets it), and nothing appeared outside
+    assert stats.invalid == 1 and stats.deleted == 0
+    assert queue_counts(sqs, queues.output) == (0, 1)
+    assert list(outside.iterdir()) == []
+
+
 def test_a_failed_write_keeps_the_message(make_drainer, sqs, queues, tmp_path: Path,
                                           state: StateDB) -> None:
     blocker = tmp_path / "not-a-dir"
