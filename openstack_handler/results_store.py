@@ -164,11 +164,19 @@ class ResultsStore:
 
     def _write_result(self, key: str, suffix: str, data: bytes, *, stale: str) -> WriteOutcome:
         rel = safe_relative_path(key)
-        with self._directory(rel.parent.parts) as dir_fd:
-            changed = _write_at(dir_fd, rel.name + suffix, data, temp_prefix=self.temp_prefix,
-                                mode=self.file_mode)
-            _remove_at(dir_fd, rel.name + stale)
-        return WriteOutcome(self.root / rel.parent / (rel.name + suffix), changed=changed)
+        path = self.root / rel.parent / (rel.name + suffix)
+        try:
+            with self._directory(rel.parent.parts) as dir_fd:
+                changed = _write_at(dir_fd, path.name, data, temp_prefix=self.temp_prefix,
+                                    mode=self.file_mode)
+                _remove_at(dir_fd, rel.name + stale)
+        except OSError as exc:
+            if exc.filename is None or os.path.isabs(exc.filename):
+                raise
+            # calls relative to a directory descriptor name only the last component: say
+            # which result it was, for the log line and the state DB's last error
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        return WriteOutcome(path, changed=changed)
 
     @contextlib.contextmanager
     def _directory(self, parts: Sequence[str]) -> Iterator[int]:

@@ -210,3 +210,13 @@ def test_a_key_named_like_a_temp_file_is_not_swept_as_one(tmp_path: Path) -> Non
     assert csv_file.read_text() == "president_trump,physics,junior\n"
     assert nested.read_text() == "mr_bean,lawyer,freshmen\n"
     assert csv_file.name == "_.tmp-clip.csv" and nested.parent.name == "_.tmp-dir"
+
+
+def test_a_failed_write_names_the_result_it_was_for(tmp_path: Path) -> None:
+    # GIVEN a file standing where a key's folder should be
+    (tmp_path / "dir").write_text("in the way")
+    # WHEN its result is written THEN the error (logged, and kept as the last error) names the
+    # result's full path, not just the component the descriptor-relative call saw
+    with pytest.raises(NotADirectoryError) as info:
+        ResultsStore(tmp_path).write_csv("dir/v.mp4", "a,,\n")
+    assert info.value.filename == str(tmp_path / "dir" / "v.csv")
