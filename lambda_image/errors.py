@@ -15,6 +15,10 @@ class InvalidVideo(InvalidInput):
     """The file is not a decodable video (empty, truncated, not a media container, no frames)."""
 
 
+class NotAVideo(InvalidVideo):
+    """The file is a still image (JPEG, PNG, a one-frame GIF, …): stills go to the frame path."""
+
+
 class InvalidImage(InvalidInput):
     """A single-frame request whose content is not a decodable image."""
 

@@ -2,6 +2,11 @@
 
 The caller pulls frames from `sample_frames()` and stops pulling as soon as it has a confident
 answer, so a clip that is recognised on its first frame costs one decoded frame.
+
+A still image is not a video, even though FFmpeg opens one as a one-frame stream: a JPEG, PNG,
+BMP, WebP, TIFF (any of FFmpeg's image demuxers) or a GIF with a single frame raises
+:class:`NotAVideo` here. Single frames belong on the frame path (``frame_handler``); an animated
+GIF moves, and is sampled like any other video.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from lambda_image.errors import InvalidVideo
+from lambda_image.errors import InvalidVideo, NotAVideo
 
 log = structlog.get_logger()
 
@@ -82,7 +87,26 @@ def open_container(source: Path | str | bytes) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise InvalidVideo("no video stream")
+    still = still_image_format(container)
+    if still is not None:
+        container.close()
+        raise NotAVideo(f"a still image ({still}), not a video; send single frames to the "
+                        f"frame handler")
     return container
+
+
+def still_image_format(container: av.container.InputContainer) -> str | None:
+    """The demuxer's name when *container* holds a still image rather than a video, else None.
+
+    FFmpeg reads image files with ``image2`` (a file by name) or an ``<format>_pipe`` demuxer
+    (``jpeg_pipe``, ``png_pipe``, … from bytes); a GIF counts as still when it has one frame.
+    """
+    name = container.format.name
+    if name in ("image2", "image2pipe") or name.endswith("_pipe"):
+        return name
+    if name == "gif" and (container.streams.video[0].frames or 0) <= 1:
+        return name
+    return None
 
 
 def sample_frames(source: Path | str | bytes, *, max_frames: int = 8, max_decode_s: float = 2.0,

@@ -224,7 +224,8 @@ class InputConsumer:
 
     def poll_once(self, *, stop_event: threading.Event | None = None,
                   limit: int | None = None) -> int:
-        """Receive one batch (≤ free slots, ≤ *limit*) and dispatch it; returns messages received.
+        """Receive one batch (≤ free slots, ≤ *limit*, 1 while Lambda is down) and dispatch it;
+        returns messages received.
 
         Waits up to a second for a free slot first and returns 0 if none frees up. Messages that
         arrive after *stop_event* was set are released at once instead of being started.
@@ -237,6 +238,10 @@ class InputConsumer:
         if stop.is_set() or free <= 0:
             return 0
         batch = min(SQS_MAX_BATCH, free, limit if limit is not None else SQS_MAX_BATCH)
+        if self.lambda_state.down:
+            # A probe (see run()): decided here, after the wait for a slot, because the slot
+            # that freed up may be the one whose invocation just found Lambda down.
+            batch = min(batch, 1)
         if batch <= 0:
             return 0
         response = self.sqs.receive_message(
@@ -282,14 +287,13 @@ class InputConsumer:
                     break
                 remaining = None if max_messages is None else max_messages - received
                 if self.lambda_state.down:
-                    # Lambda unreachable or throttling us: receive one message at a time as a
-                    # probe, after the backoff, so the backlog's receive counts do not run up
-                    # towards the dead-letter queue during the outage.
+                    # Lambda unreachable or throttling us: after the backoff, and once nothing
+                    # is in flight, receive one message as a probe (poll_once asks for one), so
+                    # the backlog's receive counts do not run up towards the dead-letter queue.
                     wait = self._lambda_retry_at - time.monotonic()
                     if wait > 0 or self.in_flight:
                         stop.wait(min(max(wait, 0.1), 1.0))
                         continue
-                    remaining = 1 if remaining is None else min(remaining, 1)
                 count = guard.poll(
                     lambda limit=remaining: self.poll_once(stop_event=stop, limit=limit), stop)
                 if count is None:

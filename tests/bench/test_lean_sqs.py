@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from polling import wait_for
 
 from bench.lean_sqs import LeanSQSProcess
 from openstack_handler.daemon import _MISSING_QUEUE_CODES
@@ -44,25 +45,35 @@ def _receive(sqs: Any, url: str, **kwargs: Any) -> list[dict[str, Any]]:
     return list(sqs.receive_message(QueueUrl=url, **kwargs).get("Messages", []))
 
 
+def _receive_until(sqs: Any, url: str, count: int) -> list[dict[str, Any]]:
+    """Long-poll until *count* messages have come back (they may surface a moment apart)."""
+    got: list[dict[str, Any]] = []
+    wait_for(lambda: got.extend(_receive(sqs, url, MaxNumberOfMessages=10, WaitTimeSeconds=1))
+             or len(got) >= count, timeout_s=15, what=f"{count} messages back")
+    return got
+
+
 def test_receive_hides_messages_and_redelivery_counts_with_a_new_receipt(
         sqs: Any, queue: str) -> None:
     sqs.send_message_batch(QueueUrl=queue, Entries=[
         {"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)])
-    first = _receive(sqs, queue, MaxNumberOfMessages=2, VisibilityTimeout=1)
+    first = _receive(sqs, queue, MaxNumberOfMessages=2, VisibilityTimeout=30)
     assert [m["Body"] for m in first] == ["m0", "m1"]
     assert [m["Body"] for m in _receive(sqs, queue, MaxNumberOfMessages=10)] == ["m2"]
     assert _receive(sqs, queue, MaxNumberOfMessages=10) == []  # all in flight
-    time.sleep(1.1)
-    again = _receive(sqs, queue, MaxNumberOfMessages=10)
-    assert [m["Body"] for m in again] == ["m0", "m1"]
+    # WHEN the first two's visibility timeout runs out (cut to 1 s from now)
+    sqs.change_message_visibility_batch(QueueUrl=queue, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 1}
+        for i, m in enumerate(first)])
+    again = _receive_until(sqs, queue, 2)
+    assert sorted(m["Body"] for m in again) == ["m0", "m1"]
     assert {m["Attributes"]["ApproximateReceiveCount"] for m in again} == {"2"}
     assert {m["ReceiptHandle"] for m in again}.isdisjoint(m["ReceiptHandle"] for m in first)
 
 
 def test_only_the_newest_receipt_deletes(sqs: Any, queue: str) -> None:
     sqs.send_message(QueueUrl=queue, MessageBody="once")
-    (old,) = _receive(sqs, queue, VisibilityTimeout=1)
-    time.sleep(1.1)
+    (old,) = _receive(sqs, queue, VisibilityTimeout=0)  # received, and visible again at once
     (new,) = _receive(sqs, queue, VisibilityTimeout=0)
     # an older receipt handle is accepted and deletes nothing, as in SQS
     result = sqs.delete_message_batch(QueueUrl=queue, Entries=[

@@ -1,7 +1,9 @@
-"""Fixtures for the daemon's tests: queues on the real moto server, the fake Lambda, factories."""
+"""Fixtures for the daemon's tests: queues on the real moto server (and, where real SQS's receipt
+semantics matter, on the lean SQS), the fake Lambda, factories."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 from daemon_helpers import FUNCTION, Queues
 from fake_lambda import FakeLambda
 
+from bench.lean_sqs import LeanSQSProcess
 from openstack_handler.consumer import InputConsumer
 from openstack_handler.drainer import OutputDrainer
 from openstack_handler.invoker import LambdaInvoker, lambda_client_config
@@ -60,3 +63,20 @@ def make_drainer(boto_session: boto3.session.Session, queues: Queues, state: Sta
         return OutputDrainer(**kwargs)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def lean_sqs_server() -> Iterator[LeanSQSProcess]:
+    """bench/lean_sqs.py over HTTP: its receipt handles behave as real SQS's do (only the newest
+    one deletes or changes visibility), where moto accepts any receipt a message ever had."""
+    with LeanSQSProcess() as server:
+        yield server
+
+
+@pytest.fixture()
+def lean_queue(lean_sqs_server: LeanSQSProcess, aws_env: str) -> Iterator[tuple[Any, str]]:
+    """(an SQS client on the lean SQS, the URL of a fresh queue there)."""
+    client = boto3.client("sqs", endpoint_url=lean_sqs_server.url, region_name="us-east-1")
+    url = client.create_queue(QueueName=f"input-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    yield client, url
+    client.purge_queue(QueueUrl=url)

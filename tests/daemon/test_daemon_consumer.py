@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from daemon_helpers import FUNCTION, queue_counts, s3_event
 from fake_lambda import FakeLambda, function_error, ok, throttled
+from polling import wait_for
+from structlog.testing import capture_logs
 
+from openstack_handler.results_store import ResultsStore
 from openstack_handler.state import StateDB
 
 
@@ -100,6 +103,55 @@ def test_duplicates_are_invoked_once_also_after_a_restart(make_consumer, sqs, qu
     assert queue_counts(sqs, queues.input) == (0, 0)
 
 
+def test_when_the_first_of_two_duplicates_fails_it_comes_back_and_carries_the_video(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda, state: StateDB) -> None:
+    # GIVEN the same upload delivered twice, and a function whose first run fails, but only
+    # after the second delivery has been dropped as a duplicate of the first
+    with capture_logs() as logs:
+        def behaviour(name: str, payload: dict[str, Any]) -> Any:
+            if len(fake_lambda.calls) > 1:
+                return ok(payload)
+            wait_for(lambda: any(e["event"] == "input.duplicate_dropped" for e in logs),
+                     timeout_s=30, what="the duplicate dropped")
+            return function_error("RuntimeError", "model broke")
+
+        fake_lambda.behaviour = behaviour
+        for _ in range(2):
+            send(sqs, queues.input, s3_event("videos", "dup.mp4", etag="same"))
+        # WHEN the consumer works until the first delivery (the carrier) has come back once
+        stats = make_consumer(visibility_timeout_s=2).run(max_messages=3, max_idle=30)
+    # THEN the duplicate was acknowledged, the carrier was not: it returned after its visibility
+    # timeout and its second run made the video, which was invoked twice in all, never at once
+    assert (stats.duplicates, stats.failed, stats.succeeded, stats.deleted) == (1, 1, 1, 2)
+    assert len(fake_lambda.calls) == 2 and fake_lambda.max_active == 1
+    assert state.is_processed("videos", "dup.mp4", "same")
+    assert queue_counts(sqs, queues.input) == (0, 0)
+
+
+def test_a_too_large_object_whose_error_file_cannot_be_written_is_kept(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda, state: StateDB,
+        tmp_path) -> None:
+    # GIVEN a results dir that cannot be written (a file stands where its parent should be)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    consumer = make_consumer(max_object_bytes=5_000, store=ResultsStore(blocker / "results"))
+    # ... an oversized upload, and a message holding an oversized record and a good one
+    send(sqs, queues.input, s3_event("videos", "huge.mp4", size=10_000))
+    mixed = s3_event("videos", "huge too.mp4", size=10_000)
+    mixed["Records"] += s3_event("videos", "fine.mp4", etag="f1")["Records"]
+    send(sqs, queues.input, mixed)
+    # WHEN the consumer rejects the oversized objects and cannot record that on disk
+    stats = consumer.run(max_messages=2, max_idle=1)
+    # THEN neither message is acknowledged (the rejection left nothing durable, so the message
+    # must come back), though the good video of the second one was invoked
+    assert stats.deleted == 0 and stats.too_large == 0
+    assert queue_counts(sqs, queues.input) == (0, 2)
+    assert not state.is_processed("videos", "huge.mp4", "0123abcd")
+    assert not state.is_processed("videos", "huge too.mp4", "0123abcd")
+    assert [[r["s3"]["object"]["key"] for r in p["Records"]] for _, p in fake_lambda.calls] == [
+        ["fine.mp4"]]
+
+
 def test_bad_input_never_stops_the_consumer(make_consumer, sqs, queues, fake_lambda: FakeLambda,
                                             store, state: StateDB) -> None:
     send(sqs, queues.input, {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "videos"})
@@ -140,16 +192,19 @@ def test_concurrency_is_bounded_and_batches_fit_free_slots(make_consumer, sqs, q
 
 def test_heartbeat_keeps_a_slow_video_invisible(make_consumer, sqs, queues,
                                                 fake_lambda: FakeLambda) -> None:
-    # GIVEN a visibility timeout of 2 s and an invocation that takes 4 s
-    fake_lambda.behaviour = lambda name, payload: (time.sleep(4), ok(payload))[1]
+    # GIVEN a visibility timeout of 2 s and an invocation that lasts until the test has looked
+    looked = threading.Event()
+    fake_lambda.behaviour = lambda name, payload: (looked.wait(30), ok(payload))[1]
     send(sqs, queues.input, s3_event("videos", "slow.mp4"))
     consumer = make_consumer(visibility_timeout_s=2)
     runner = threading.Thread(target=consumer.run, kwargs={"max_messages": 1, "max_idle": 1})
     runner.start()
     fake_lambda.wait_started()
-    # WHEN another consumer polls after the original timeout has passed
+    # WHEN another consumer polls after the original timeout has passed (and a beat since)
     time.sleep(2.8)
+    wait_for(lambda: consumer.heartbeat.beats >= 2, timeout_s=10, what="two heartbeats")
     stolen = sqs.receive_message(QueueUrl=queues.input, WaitTimeSeconds=0).get("Messages", [])
+    looked.set()
     runner.join(timeout=15)
     # THEN it got nothing: the heartbeat extended the visibility; the video ran once, was deleted
     assert stolen == []
@@ -197,18 +252,78 @@ def test_stop_mid_run_lets_in_flight_invocations_finish(make_consumer, sqs, queu
 
 
 @pytest.mark.parametrize("succeeds", [True, False])
-def test_redelivery_while_in_flight_is_not_started_twice(make_consumer, sqs, queues,
+def test_redelivery_while_in_flight_is_not_started_twice(make_consumer, lean_queue,
                                                          fake_lambda: FakeLambda,
                                                          succeeds: bool) -> None:
-    # GIVEN a heartbeat too slow to keep the message hidden (visibility 2 s, invocation 3.5 s)
+    # On the lean SQS: there, as on SQS, a delete with an older receipt handle deletes nothing
+    # (moto deletes with any receipt the message ever had, so it cannot tell the two apart).
+    sqs, url = lean_queue
+    # GIVEN a heartbeat too slow to keep the message hidden (visibility 1 s, a beat every 60 s)
+    # and an invocation that lasts until the message has come back to this consumer
     reply = ok if succeeds else (lambda payload: function_error())
-    fake_lambda.behaviour = lambda name, payload: (time.sleep(3.5), reply(payload))[1]
-    send(sqs, queues.input, s3_event("videos", "slow.mp4"))
-    consumer = make_consumer(visibility_timeout_s=2, heartbeat_interval_s=60, concurrency=2)
-    # WHEN the same message comes back to this consumer mid-invocation
-    stats = consumer.run(max_messages=2, max_idle=1)
+    with capture_logs() as logs:
+        def slow(name: str, payload: dict[str, Any]) -> Any:
+            wait_for(lambda: any(e["event"] == "input.redelivered_in_flight" for e in logs),
+                     timeout_s=30, what="the redelivery while in flight")
+            return reply(payload)
+
+        fake_lambda.behaviour = slow
+        send(sqs, url, s3_event("videos", "slow.mp4"))
+        consumer = make_consumer(sqs=sqs, queue_url=url, visibility_timeout_s=1,
+                                 heartbeat_interval_s=60, concurrency=2)
+        # WHEN the same message comes back to this consumer mid-invocation
+        stats = consumer.run(max_messages=2, max_idle=1)
     # THEN it is not invoked again and not acknowledged as a duplicate: it is deleted (with the
     # newest receipt handle, so the delete sticks) only if the one invocation succeeded
     assert stats.received == 2 and stats.duplicates == 0
     assert len(fake_lambda.calls) == 1
-    assert sum(queue_counts(sqs, queues.input)) == (0 if succeeds else 1)
+    assert sum(queue_counts(sqs, url)) == (0 if succeeds else 1)
+
+
+def test_while_lambda_is_down_one_message_at_a_time_is_received(make_consumer, sqs, queues,
+                                                                fake_lambda: FakeLambda,
+                                                                state: StateDB) -> None:
+    # GIVEN eight videos, and a function that will throttle every attempt until told otherwise
+    # (the queue's maxReceiveCount raised from 3: each probe is one more receive of the message
+    # it takes, and the same one may be taken by several probes)
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=queues.input_dlq, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=queues.input, Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "20"})})
+    release, recovered = threading.Event(), threading.Event()
+
+    def behaviour(name: str, payload: dict[str, Any]) -> Any:
+        release.wait(30)
+        return ok(payload) if recovered.is_set() else throttled()
+
+    fake_lambda.behaviour = behaviour
+    for i in range(8):
+        send(sqs, queues.input, s3_event("videos", f"v{i}.mp4", etag=f"e{i}"))
+    consumer = make_consumer(concurrency=4, outage_backoff_max_s=1.0)
+    asks: list[tuple[int, bool]] = []  # (MaxNumberOfMessages, Lambda down at that receive)
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        asks.append((params["MaxNumberOfMessages"], consumer.lambda_state.down))
+        if sum(down for _, down in asks) == 3:
+            recovered.set()  # Lambda comes back after the third receive made while it was down
+
+    consumer.sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    runner.start()
+    # WHEN all four slots are busy and their invocations come back throttled (Lambda is down)
+    fake_lambda.wait_started(4)
+    release.set()
+    wait_for(lambda: all(state.is_processed("videos", f"v{i}.mp4", f"e{i}") for i in range(8)),
+             timeout_s=60, what="every video processed once Lambda is back")
+    stop.set()
+    runner.join(timeout=15)
+    assert queue_counts(sqs, queues.input) == (0, 0)
+    # THEN every receive made while Lambda was down asked for one message (a probe), not for
+    # the four free slots; once it answered again, receives asked for the free slots again
+    while_down = [asked for asked, down in asks if down]
+    assert asks[0] == (4, False)
+    assert len(while_down) >= 3 and set(while_down) == {1}, asks
+    last_down = max(i for i, (_, down) in enumerate(asks) if down)
+    assert any(asked == 4 for asked, _ in asks[last_down + 1:]), asks
+    assert consumer.stats.succeeded == 8 and not consumer.lambda_state.down

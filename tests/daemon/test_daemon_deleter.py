@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from daemon_helpers import queue_counts
 from polling import wait_for
+from structlog.testing import capture_logs
 
 from openstack_handler.deleter import BatchDeleter
 
@@ -91,13 +93,27 @@ def test_without_its_thread_it_deletes_at_once(sqs: Any, queues: Any) -> None:
 
 
 def test_a_failed_delete_is_logged_not_raised(sqs: Any, queues: Any) -> None:
-    receipts = receive_all(sqs, queues.input, 2)
+    receipts = receive_all(sqs, queues.input, 3)
     deleted: list[int] = []
+    # GIVEN a deleter whose deletes fail (the queue it names does not exist)
     deleter = BatchDeleter(sqs=sqs, queue_url=queues.input + "-missing", max_delay_s=0.01,
                            on_deleted=deleted.append)
-    deleter.start()
-    for receipt in receipts:
-        deleter.add(receipt)
-    time.sleep(0.3)
-    deleter.stop()
-    assert deleted == [] and deleter.pending == 0  # dropped: the messages come back later
+    with capture_logs() as logs:
+        deleter.start()
+        for receipt in receipts[:2]:
+            deleter.add(receipt)
+        # WHEN the delete has been tried
+        failures = wait_for(lambda: [e for e in logs if e["event"] == "input.delete_failed"],
+                            timeout_s=10, what="the failed delete logged")
+        # THEN it was logged with what happens next, and not raised: the same thread goes on
+        # to delete the next receipt once the queue is right
+        deleter.queue_url = queues.input
+        deleter.add(receipts[2])
+        wait_for(lambda: deleted == [1], timeout_s=10, what="the next delete")
+        deleter.stop()
+    assert all(e["log_level"] == "warning" and "queue does not exist" in e["error"]
+               and "duplicate" in e["note"] for e in failures)
+    assert sum(e["count"] for e in failures) == 2
+    assert not [e for e in logs if e["event"] == "input.deleter_crashed"]
+    assert deleter.pending == 0  # dropped: the two come back after their visibility timeout
+    assert queue_counts(sqs, queues.input) == (0, 2)

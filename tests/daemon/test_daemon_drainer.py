@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from daemon_helpers import queue_counts
+from polling import wait_for
 
 import openstack_handler.results_store as results_store_module
 from openstack_handler.results_store import ResultsStore
@@ -71,9 +71,9 @@ def test_file_is_durable_before_the_message_is_deleted(make_drainer, sqs, queues
         events.append("fsync")
         real_fsync(fd)
 
-    def replace(src: str, dst: str) -> None:
+    def replace(*args: Any, **kwargs: Any) -> None:
         events.append("replace")
-        real_replace(src, dst)
+        real_replace(*args, **kwargs)
 
     monkeypatch.setattr(results_store_module.os, "fsync", fsync)
     monkeypatch.setattr(results_store_module.os, "replace", replace)
@@ -108,6 +108,22 @@ def test_invalid_results_are_left_for_the_output_dlq(make_drainer, sqs, queues,
     assert state.snapshot().last_error_source == "output"
 
 
+def test_a_result_through_a_planted_symlink_is_left_for_the_dlq_and_creates_nothing_outside(
+        make_drainer, sqs, queues, store: ResultsStore, tmp_path: Path) -> None:
+    # GIVEN a symlink planted inside the results dir, pointing outside it
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.root.mkdir()
+    os.symlink(outside, store.root / "link")
+    # WHEN a result arrives for a key that leads through it, folders deep
+    send(sqs, queues.output, result("link/a/b/v.mp4"))
+    stats = make_drainer().run(max_messages=1, max_idle=1)
+    # THEN it is not written, not deleted (the output DLQ gets it), and nothing appeared outside
+    assert stats.invalid == 1 and stats.deleted == 0
+    assert queue_counts(sqs, queues.output) == (0, 1)
+    assert list(outside.iterdir()) == []
+
+
 def test_a_failed_write_keeps_the_message(make_drainer, sqs, queues, tmp_path: Path,
                                           state: StateDB) -> None:
     blocker = tmp_path / "not-a-dir"
@@ -120,24 +136,47 @@ def test_a_failed_write_keeps_the_message(make_drainer, sqs, queues, tmp_path: P
     assert queue_counts(sqs, queues.output) == (0, 2)
 
 
+class _BurstWithinTheWindow(threading.Event):
+    """A stop event for the drainer whose timed waits (its batch window) end only once the rest
+    of the burst has been sent: the burst arrives within the window however slow the machine.
+    It records the windows the drainer asked for."""
+
+    def __init__(self, burst_sent: threading.Event) -> None:
+        super().__init__()
+        self.burst_sent = burst_sent
+        self.windows: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None and not self.is_set():
+            self.windows.append(timeout)
+            self.burst_sent.wait(30)
+            return self.is_set()
+        return super().wait(timeout)
+
+
 def test_a_partial_batch_lets_the_rest_of_a_burst_gather(make_drainer, sqs, queues,
                                                         store: ResultsStore) -> None:
-    # GIVEN a drainer with a 0.5 s batch window, whose receives are recorded
+    # GIVEN a drainer with a 0.5 s batch window, whose receives are recorded, and the first
+    # result of a burst on the queue alone
     drainer = make_drainer(batch_window_s=0.5, wait_time_s=1)
     sizes: list[int] = []
     drainer.sqs.meta.events.register(
         "after-call.sqs.ReceiveMessage",
         lambda parsed, **_: sizes.append(len(parsed.get("Messages", []))))
     send(sqs, queues.output, result("first.mp4"))
-    worker = threading.Thread(target=drainer.run, kwargs={"max_messages": 10, "max_idle": 3})
+    burst_sent = threading.Event()
+    stop = _BurstWithinTheWindow(burst_sent)
+    worker = threading.Thread(target=drainer.run, args=(stop,),
+                              kwargs={"max_messages": 10, "max_idle": 5})
     worker.start()
-    deadline = time.monotonic() + 5
-    while not sizes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: sizes, timeout_s=10, what="the first receive")
     # WHEN the rest of the burst arrives one message at a time, just after that first receive
     for i in range(9):
         send(sqs, queues.output, result(f"burst-{i}.mp4"))
-    worker.join(timeout=10)
-    # THEN the next receive took them together instead of one per receive
+    burst_sent.set()
+    worker.join(timeout=15)
+    # THEN the drainer waited its window after the partial batch, and the next receive took the
+    # nine together instead of one per receive
+    assert stop.windows[:1] == [0.5]
     assert sizes[:2] == [1, 9]
     assert len(list(store.root.glob("*.csv"))) == 10

@@ -4,6 +4,7 @@ systemd watchdog — in process, against the session's moto server and the fake 
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import threading
 import time
@@ -15,11 +16,13 @@ import pytest
 from botocore.config import Config
 from daemon_helpers import queue_counts, s3_event
 from fake_lambda import FakeLambda, function_error
+from polling import wait_for
 from structlog.testing import capture_logs
 
 from localcloud.net import free_port
-from openstack_handler.availability import Availability
+from openstack_handler.availability import MIN_WAIT_S, Availability
 from openstack_handler.cli import main
+from openstack_handler.daemon import Handler
 from openstack_handler.errors import ConfigError
 from openstack_handler.redrive import move_messages
 from openstack_handler.results_store import ResultsStore
@@ -83,44 +86,116 @@ def test_watchdog_pings_at_its_interval_and_stops_while_a_loop_is_stalled() -> N
     assert not Watchdog(interval_s=None, socket_path="/run/fake").tick()
 
 
+def test_a_loop_that_stops_turning_withholds_the_watchdog_until_it_turns_again(
+        tmp_path: Path, queues, boto_session: boto3.session.Session) -> None:
+    # GIVEN the daemon wired up (not running) with a stall limit of 5 s, and a watchdog that is
+    # due a ping on every tick
+    settings = load_settings(None, env={}, input_queue_url=queues.input,
+                             output_queue_url=queues.output, function_name="f",
+                             results_dir=str(tmp_path / "results"),
+                             state_dir=str(tmp_path / "state"), stall_timeout_s=5)
+    handler = Handler(settings, session=boto_session)
+    sent: list[str] = []
+    handler.watchdog = Watchdog(interval_s=1e-6, socket_path="/run/fake",
+                                send=lambda message, socket_path: sent.append(message) or True)
+    try:
+        now = time.monotonic()
+        handler.consumer.last_progress = handler.drainer.last_progress = now
+        # THEN a loop counts as stalled only once it has not turned for longer than the limit
+        assert handler.stalled_loops(now + 4.9) == []
+        assert handler.stalled_loops(now + 5.1) == ["consumer", "drainer"]
+        # WHEN the consumer's loop has not turned for a minute (the drainer's just did)
+        handler.consumer.last_progress = time.monotonic() - 60
+        handler.drainer.last_progress = time.monotonic()
+        handler.main_loop_tick()
+        # THEN no ping goes out, and the status says which loop is stuck
+        assert sent == [] and handler.watchdog.withheld_for == ("consumer",)
+        assert "stalled: consumer" in handler.problems()
+        # WHEN it turns again THEN the pings resume
+        handler.consumer.last_progress = time.monotonic()
+        handler.main_loop_tick()
+        assert sent == ["WATCHDOG=1"] and handler.problems() == []
+    finally:
+        handler.state.close()
+
+
 # -- SQS outage ----------------------------------------------------------------------------------
+
+def _dead_sqs() -> tuple[Any, list[float]]:
+    """An SQS client whose endpoint refuses connections, and the start times of its receives."""
+    dead = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{free_port('127.0.0.1')}",
+                        config=Config(retries={"mode": "standard", "max_attempts": 1},
+                                      connect_timeout=1))
+    tries: list[float] = []
+    original = dead.receive_message
+
+    def counting(**kwargs: Any) -> Any:
+        tries.append(time.monotonic())
+        return original(**kwargs)
+
+    dead.receive_message = counting
+    return dead, tries
+
+
+def _assert_waited_between(tries: list[float]) -> None:
+    """No spinning: consecutive tries are at least the outage backoff's floor apart (a loaded
+    machine only makes the gaps longer)."""
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    assert gaps and min(gaps) >= MIN_WAIT_S - 0.01, gaps
+
 
 def test_sqs_outage_is_logged_once_waited_out_without_spinning_and_recovered(
         make_consumer, sqs, queues, fake_lambda: FakeLambda) -> None:
     # GIVEN a consumer whose SQS endpoint refuses connections
-    dead = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{free_port('127.0.0.1')}",
-                        config=Config(retries={"mode": "standard", "max_attempts": 1},
-                                      connect_timeout=1))
+    dead, tries = _dead_sqs()
     consumer = make_consumer(sqs=dead, outage_backoff_max_s=1.0)
-    calls = {"n": 0}
-    original = dead.receive_message
-
-    def counting(**kwargs: Any) -> Any:
-        calls["n"] += 1
-        return original(**kwargs)
-
-    dead.receive_message = counting
     sqs.send_message(QueueUrl=queues.input, MessageBody=json.dumps(s3_event("videos", "v.mp4")))
     stop = threading.Event()
     with capture_logs() as logs:
         thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
         thread.start()
-        time.sleep(3.0)
-        tries_while_down = calls["n"]
+        wait_for(lambda: len(tries) >= 4, timeout_s=30, what="four tries while SQS is down")
         # WHEN SQS comes back
         consumer.sqs = consumer.deleter.sqs = sqs  # the same endpoint for every SQS call
-        deadline = time.monotonic() + 15
-        while queue_counts(sqs, queues.input) != (0, 0) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: queue_counts(sqs, queues.input) == (0, 0), timeout_s=30,
+                 what="the video processed")
         stop.set()
         thread.join(timeout=10)
-    # THEN a handful of tries, not a spin; one line when it went down and one when it came back
-    assert 2 <= tries_while_down <= 12, tries_while_down
+    # THEN it waited between tries instead of spinning; one line when it went down and one
+    # when it came back
+    _assert_waited_between(tries)
     assert len(_events(logs, "sqs_input.unavailable")) == 1
     assert len(_events(logs, "sqs_input.recovered")) == 1
     assert not _events(logs, "consumer.poll_failed")
     assert queue_counts(sqs, queues.input) == (0, 0) and len(fake_lambda.calls) == 1
     assert consumer.first_poll.is_set()
+
+
+def test_the_drainer_waits_out_an_sqs_outage_and_then_writes_the_results(
+        make_drainer, sqs, queues, store: ResultsStore) -> None:
+    # GIVEN a result on the output queue, and a drainer whose SQS endpoint refuses connections
+    sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body("dir/v.mp4"))
+    dead, tries = _dead_sqs()
+    drainer = make_drainer(sqs=dead, outage_backoff_max_s=1.0)
+    stop = threading.Event()
+    with capture_logs() as logs:
+        thread = threading.Thread(target=drainer.run, args=(stop,), daemon=True)
+        thread.start()
+        wait_for(lambda: len(tries) >= 4, timeout_s=30, what="four tries while SQS is down")
+        # WHEN SQS comes back
+        drainer.sqs = sqs
+        wait_for(lambda: queue_counts(sqs, queues.output) == (0, 0), timeout_s=30,
+                 what="the result written and deleted")
+        stop.set()
+        thread.join(timeout=10)
+    # THEN the same drainer waited (no spinning, no crash), logged the outage once each way,
+    # and wrote the result once SQS answered
+    assert not thread.is_alive()
+    _assert_waited_between(tries)
+    assert len(_events(logs, "sqs_output.unavailable")) == 1
+    assert len(_events(logs, "sqs_output.recovered")) == 1
+    assert not _events(logs, "drainer.poll_failed")
+    assert (store.root / "dir" / "v.csv").read_text() == "mr_bean,lawyer,freshmen\n"
 
 
 # -- results dir unwritable or full --------------------------------------------------------------
@@ -138,34 +213,39 @@ def test_results_dir_failure_keeps_messages_and_recovers_when_the_disk_does(
         sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body(f"dir/v{i}.mp4"))
     # GIVEN a results dir that fails: ENOSPC on every write, or a file where the dir should be
     if failure == "full":
-        def no_space(self: ResultsStore, *args: Any) -> Any:
+        def no_space(self: ResultsStore, *args: Any, **kwargs: Any) -> Any:
             raise OSError(errno.ENOSPC, "No space left on device", str(self.root))
 
-        monkeypatch.setattr(ResultsStore, "_write", no_space)
+        monkeypatch.setattr(ResultsStore, "_write_result", no_space)
         monkeypatch.setattr(ResultsStore, "probe", lambda self: no_space(self))
     else:
         store.root.parent.mkdir(parents=True, exist_ok=True)
         store.root.write_text("not a directory")
     drainer = make_drainer(outage_backoff_max_s=1.0)
+    receives_while_down: list[int] = []
+    drainer.sqs.meta.events.register(
+        "before-call.sqs.ReceiveMessage",
+        lambda **_: receives_while_down.append(1) if drainer.disk_state.down else None)
     stop = threading.Event()
     with capture_logs() as logs:
         thread = threading.Thread(target=drainer.run, args=(stop,), daemon=True)
         thread.start()
-        time.sleep(3.0)
-        # THEN nothing is deleted and the receives stop (no receive-count burn)
-        assert queue_counts(sqs, queues.output)[0] + queue_counts(sqs, queues.output)[1] == 3
-        received_while_down = drainer.stats.received
+        # WHEN a write has failed and then three probes of the dir
+        wait_for(lambda: drainer.disk_state.failures >= 4, timeout_s=30,
+                 what="a failed write and three failed probes")
+        # THEN nothing is deleted, and not one receive was made while the dir was down (each
+        # would count towards the output queue's maxReceiveCount)
+        assert sum(queue_counts(sqs, queues.output)) == 3
+        assert receives_while_down == []
         # WHEN the disk recovers
         if failure == "full":
             monkeypatch.undo()
         else:
             store.root.unlink()
-        deadline = time.monotonic() + 15
-        while queue_counts(sqs, queues.output) != (0, 0) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: queue_counts(sqs, queues.output) == (0, 0), timeout_s=30,
+                 what="the held results written and deleted")
         stop.set()
         thread.join(timeout=10)
-    assert received_while_down <= 3
     down = _events(logs, "results_dir.unavailable")
     assert len(down) == 1 and down[0]["error_type"] in ("OSError", "NotADirectoryError",
                                                         "FileExistsError")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
@@ -55,14 +56,56 @@ def test_nothing_escapes_the_results_dir(tmp_path: Path, key: str) -> None:
     assert not (tmp_path / "etc").exists()
 
 
-def test_symlink_inside_results_dir_cannot_lead_out(tmp_path: Path) -> None:
+def _everything(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("key", ["link/x.mp4", "link/a/x.mp4", "link/a/b/x.mp4",
+                                 "link/a/b/c/d/x.mp4", "inner/link/a/b/x.mp4"])
+def test_symlink_inside_results_dir_cannot_lead_out_at_any_depth(tmp_path: Path,
+                                                                  key: str) -> None:
+    # GIVEN a symlink planted inside the results dir (at the top, or one folder down) pointing
+    # at a directory outside it
+    root = tmp_path / "results"
+    (root / "inner").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link_dir = root / "inner" if key.startswith("inner/") else root
+    os.symlink(outside, link_dir / "link")
+    # WHEN a result is written for a key that goes through it, however deep
+    with pytest.raises(InvalidKey, match="is a symlink"):
+        ResultsStore(root).write_csv(key, "a,,\n")
+    # THEN nothing at all was created outside: no file, and no folder of the key's either
+    assert _everything(outside) == []
+    assert _everything(root) == sorted({"inner", str((link_dir / "link").relative_to(root))})
+
+
+@pytest.mark.parametrize("outside_text", ["precious\n", "a,,\n"],
+                         ids=["other text", "the result's own text"])
+def test_a_symlink_where_the_result_goes_is_replaced_not_written_through(
+        tmp_path: Path, outside_text: str) -> None:
+    # GIVEN the result file's name taken by a symlink to a file outside the results dir (even
+    # one that happens to hold the result's text: it is not the result, and must not pass for it)
     root = tmp_path / "results"
     root.mkdir()
-    (tmp_path / "outside").mkdir()
-    os.symlink(tmp_path / "outside", root / "link")
-    with pytest.raises(InvalidKey):
-        ResultsStore(root).write_csv("link/x.mp4", "a,,\n")
-    assert not list((tmp_path / "outside").iterdir())
+    target = tmp_path / "outside.txt"
+    target.write_text(outside_text)
+    os.symlink(target, root / "v.csv")
+    # WHEN the result is written
+    outcome = ResultsStore(root).write_csv("v.mp4", "a,,\n")
+    # THEN the link itself is replaced by the result; the file it pointed at is untouched
+    assert outcome.changed and not outcome.path.is_symlink()
+    assert outcome.path.read_text() == "a,,\n" and target.read_text() == outside_text
+
+
+def test_the_results_dir_itself_may_be_a_symlink(tmp_path: Path) -> None:
+    # GIVEN an operator who points the results dir at another disk through a symlink
+    real = tmp_path / "disk" / "results"
+    real.mkdir(parents=True)
+    os.symlink(real, tmp_path / "results")
+    # WHEN results are written under it THEN they land on that disk
+    ResultsStore(tmp_path / "results").write_csv("dir/v.mp4", "a,,\n")
+    assert (real / "dir" / "v.csv").read_text() == "a,,\n"
 
 
 def _all_files(root: Path) -> list[str]:
@@ -110,7 +153,7 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.
     store = ResultsStore(tmp_path)
     store.write_csv("v.mp4", "old\n")
 
-    def broken_replace(src: str, dst: str) -> None:
+    def broken_replace(*args: Any, **kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
@@ -167,3 +210,13 @@ def test_a_key_named_like_a_temp_file_is_not_swept_as_one(tmp_path: Path) -> Non
     assert csv_file.read_text() == "president_trump,physics,junior\n"
     assert nested.read_text() == "mr_bean,lawyer,freshmen\n"
     assert csv_file.name == "_.tmp-clip.csv" and nested.parent.name == "_.tmp-dir"
+
+
+def test_a_failed_write_names_the_result_it_was_for(tmp_path: Path) -> None:
+    # GIVEN a file standing where a key's folder should be
+    (tmp_path / "dir").write_text("in the way")
+    # WHEN its result is written THEN the error (logged, and kept as the last error) names the
+    # result's full path, not just the component the descriptor-relative call saw
+    with pytest.raises(NotADirectoryError) as info:
+        ResultsStore(tmp_path).write_csv("dir/v.mp4", "a,,\n")
+    assert info.value.filename == str(tmp_path / "dir" / "v.csv")

@@ -104,6 +104,24 @@ def test_bad_file_is_an_error_result_not_an_exception(cloud: Cloud, course_data:
     assert s3.list_objects_v2(Bucket="out-bucket").get("KeyCount", 0) == 0
 
 
+@pytest.mark.parametrize(("photo", "key"), [("obama", "photo.mp4"), ("obama", "photo.jpg"),
+                                             ("astronaut", "astronaut.png")])
+def test_a_still_image_is_an_error_result_not_a_name(cloud: Cloud, photos: dict, photo: str,
+                                                     key: str) -> None:
+    # GIVEN a photo (JPEG or PNG) uploaded to the video bucket, under a video's name or its own
+    record = cloud.put(key, photos[photo].read_bytes())
+
+    (result,) = handlers.s3_handler({"Records": [record]}, None)["results"]
+
+    # THEN it is an input error of its own type, and no name, row or CSV object is made up
+    assert result["status"] == "error" and result["people"] == [] and "csv" not in result
+    assert result["error"]["type"] == "NotAVideo"
+    assert result["error"]["reason"].startswith("a still image (")
+    assert "frame handler" in result["error"]["reason"]
+    s3 = cloud.session.client("s3")
+    assert s3.list_objects_v2(Bucket="out-bucket").get("KeyCount", 0) == 0
+
+
 def test_gallery_name_without_record_gives_empty_fields(cloud: Cloud, course_data: Path) -> None:
     ddb = cloud.session.client("dynamodb")
     ddb.delete_item(TableName="students", Key={"name": {"S": "morgan_freeman"}})
@@ -114,12 +132,19 @@ def test_gallery_name_without_record_gives_empty_fields(cloud: Cloud, course_dat
     assert result["csv"] == "morgan_freeman,,\n"
 
 
-def test_missing_object_raises_for_retry(cloud: Cloud) -> None:
+def test_missing_object_raises_no_such_key_exactly(cloud: Cloud) -> None:
     record = cloud.put("gone.mp4", b"x")
     cloud.session.client("s3").delete_object(Bucket="in-bucket", Key="gone.mp4")
 
-    with pytest.raises(botocore.exceptions.ClientError):
+    with pytest.raises(botocore.exceptions.ClientError) as info:
         handlers.s3_handler({"Records": [record]}, None)
+
+    # The Lambda runtime reports type(exc).__name__ as errorType, and the daemon acknowledges a
+    # deleted object (an ObjectGone .error) on errorType NoSuchKey exactly: any other error is
+    # retried, so the exception must be S3's own NoSuchKey, not wrapped or re-raised as another.
+    assert type(info.value).__name__ == "NoSuchKey"
+    assert info.value.response["Error"]["Code"] == "NoSuchKey"
+    assert cloud.messages() == [], "no result is sent for a failed invocation"
 
 
 def test_missing_table_raises_for_retry(cloud: Cloud, course_data: Path) -> None:

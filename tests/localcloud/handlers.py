@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 _held: list[bytes] = []  # module scope, so the allocation outlives the statement that made it
+#: when this worker imported the module (a warm worker did so before its first request)
+IMPORTED_AT = time.time()
 
 
 def echo(event: Any, context: Any) -> dict[str, Any]:
@@ -55,7 +57,33 @@ def count(event: Any, context: Any) -> dict[str, int]:
     """How many times this worker ran the handler: > 1 proves the import happened once."""
     global _calls
     _calls += 1
-    return {"calls": _calls, "pid": os.getpid()}
+    return {"calls": _calls, "pid": os.getpid(), "imported_at": IMPORTED_AT}
+
+
+def big_response(event: Any, context: Any) -> dict[str, str]:
+    """A response of exactly ``bytes`` + 12 bytes of JSON (``{"data": "xx…"}``)."""
+    return {"data": "x" * int(event["bytes"])}
+
+
+def exit_or_pid(event: Any, context: Any) -> dict[str, int]:
+    """Exit the worker process with ``exit`` as its status (a crash), else return the pid."""
+    if "exit" in event:
+        os._exit(int(event["exit"]))
+    return {"pid": os.getpid()}
+
+
+def hold_then_mark(event: Any, context: Any) -> dict[str, Any]:
+    """Hold the worker until the file ``go`` exists (when given), then write the time to the
+    file ``mark`` (when given): evidence of when, and whether, an invocation ran."""
+    from pathlib import Path
+
+    if "go" in event:
+        while not Path(event["go"]).exists() and context.get_remaining_time_in_millis() > 100:
+            time.sleep(0.01)
+    ended = time.time()
+    if "mark" in event:
+        Path(event["mark"]).write_text(repr(ended), encoding="utf-8")
+    return {"ended_at": ended, "pid": os.getpid()}
 
 
 def write_file(event: Any, context: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -14,6 +15,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from polling import wait_for
 
 from localcloud.faults import Fault, FaultInjector, FaultSpec, FaultSpecError, payload_keys
 from localcloud.lambda_endpoint import LambdaEndpoint
@@ -87,6 +89,8 @@ SPEC = EndpointSpec(functions=(
                  concurrency=1, timeout_s=1, faults={"error_keys": ["poison/"]}),
     FunctionSpec(name="other", handler="tests.localcloud.handlers:noop", memory_mb=256,
                  concurrency=1, timeout_s=5),
+    FunctionSpec(name="marker", handler="tests.localcloud.handlers:hold_then_mark",
+                 memory_mb=256, concurrency=1, timeout_s=5),
 ))
 
 
@@ -104,6 +108,7 @@ def lam(endpoint: LambdaEndpoint) -> Iterator[Any]:
                        config=Config(retries={"total_max_attempts": 1}, read_timeout=30))
     endpoint.set_faults({"error_keys": ["poison/"]}, "echo")
     endpoint.set_faults(None, "other")
+    endpoint.set_faults(None, "marker")
 
 
 def _invoke(lam: Any, name: str, payload: bytes) -> tuple[dict[str, Any], Any]:
@@ -145,19 +150,54 @@ def test_admin_post_changes_faults_at_run_time(lam: Any, endpoint: LambdaEndpoin
     assert lam.invoke(FunctionName="other", Payload=b"{}")["StatusCode"] == 200
 
 
+def _faults(endpoint: LambdaEndpoint) -> dict[str, Any]:
+    """GET /_faults: every function's fault spec."""
+    import urllib.request
+
+    with urllib.request.urlopen(endpoint.url + "/_faults", timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
 @pytest.mark.integration
-def test_admin_rejects_a_bad_spec_and_an_unknown_function(endpoint: LambdaEndpoint) -> None:
+@pytest.mark.parametrize(("query", "body", "status", "error_type"), [
+    ("", b'{"error_rate": 3}', 400, "InvalidParameterValueException"),
+    ("", b"{not json", 400, "InvalidParameterValueException"),
+    ("?function=nope", b"{}", 404, "ResourceNotFoundException"),
+], ids=["bad spec", "not JSON", "unknown function"])
+def test_admin_rejects_a_bad_spec_and_an_unknown_function(
+        endpoint: LambdaEndpoint, query: str, body: bytes, status: int, error_type: str) -> None:
     import urllib.error
     import urllib.request
 
-    for url, body in ((endpoint.url + "/_faults", b'{"error_rate": 3}'),
-                      (endpoint.url + "/_faults?function=nope", b"{}")):
-        request = urllib.request.Request(url, data=body, method="POST")
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(request, timeout=5)
-        assert info.value.code in (400, 404)
-    with urllib.request.urlopen(endpoint.url + "/_faults", timeout=5) as response:
-        assert set(json.loads(response.read())) == {"echo", "other"}
+    before = _faults(endpoint)
+    request = urllib.request.Request(endpoint.url + "/_faults" + query, data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == status
+    assert info.value.headers["x-amzn-ErrorType"] == error_type
+    assert _faults(endpoint) == before  # nothing was changed
+    assert set(before) == {"echo", "other", "marker"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spec", [{"error_rate": 1.0}, {"throttle_rate": 1.0}],
+                         ids=["errors", "throttles"])
+def test_faults_apply_to_request_response_only(lam: Any, endpoint: LambdaEndpoint,
+                                               tmp_path: Path, spec: dict[str, float]) -> None:
+    # GIVEN a function whose every RequestResponse invocation fails by injection
+    endpoint.set_faults(spec, "marker")
+    with pytest.raises(ClientError) if "throttle_rate" in spec else nullcontext():
+        response, body = _invoke(lam, "marker", b"{}")
+        assert body["errorType"] == "InjectedFault"
+    # THEN an Event invocation is accepted and its handler runs, untouched by the faults ...
+    mark = tmp_path / "ran"
+    response = lam.invoke(FunctionName="marker", InvocationType="Event",
+                          Payload=json.dumps({"mark": str(mark)}).encode())
+    assert response["StatusCode"] == 202
+    wait_for(mark.exists, timeout_s=10, what="the Event invocation to run")
+    # ... and a DryRun only validates
+    assert lam.invoke(FunctionName="marker", InvocationType="DryRun",
+                      Payload=b"{}")["StatusCode"] == 204
 
 
 @pytest.mark.integration

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from polling import wait_for
+
 from localcloud.moto_main import _valid_by_retention
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,14 +60,14 @@ def test_every_patch_still_applies_to_this_moto() -> None:
 
 def test_visibility_delay_and_counters_on_the_patched_server(sqs: Any) -> None:
     url = sqs.create_queue(QueueName="patched-semantics")["QueueUrl"]
-    # GIVEN three ready messages and one delayed by 2 s
+    # GIVEN three ready messages and one delayed by 4 s (time enough for the checks below)
     sqs.send_message_batch(QueueUrl=url, Entries=[
         {"Id": str(i), "MessageBody": f"ready-{i}"} for i in range(3)])
-    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=2)
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=4)
     assert _counts(sqs, url) == (3, 0, 1)
 
-    # WHEN two are received with a 1 s visibility timeout
-    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, VisibilityTimeout=1,
+    # WHEN two are received
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, VisibilityTimeout=30,
                               MessageSystemAttributeNames=["ApproximateReceiveCount"])
     assert len(got["Messages"]) == 2
     # THEN they are in flight, and a receive gets only the third ready message, not the delayed
@@ -73,11 +75,16 @@ def test_visibility_delay_and_counters_on_the_patched_server(sqs: Any) -> None:
     rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)
     assert [m["Body"] for m in rest["Messages"]] == ["ready-2"]
 
-    # WHEN the visibility timeout and the delay have passed
-    time.sleep(2.2)
-    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30,
-                                MessageSystemAttributeNames=["ApproximateReceiveCount"])
-    bodies = {m["Body"]: m for m in again["Messages"]}
+    # WHEN the two's visibility timeout runs out (cut to 1 s) and the delay passes
+    sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 1}
+        for i, m in enumerate(got["Messages"])])
+    again: list[dict[str, Any]] = []
+    wait_for(lambda: again.extend(sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30, WaitTimeSeconds=1,
+        MessageSystemAttributeNames=["ApproximateReceiveCount"]).get("Messages", []))
+        or len(again) >= 3, timeout_s=20, what="the two and the delayed message")
+    bodies = {m["Body"]: m for m in again}
     # THEN the two come back with a second receive count, and the delayed one is there
     assert set(bodies) == {m["Body"] for m in got["Messages"]} | {"later"}
     assert {bodies[m["Body"]]["Attributes"]["ApproximateReceiveCount"]
@@ -87,7 +94,7 @@ def test_visibility_delay_and_counters_on_the_patched_server(sqs: Any) -> None:
     # AND deletes with the newest receipt handles empty the queue
     sqs.delete_message_batch(QueueUrl=url, Entries=[
         {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-        for i, m in enumerate([*again["Messages"], *rest["Messages"]])])
+        for i, m in enumerate([*again, *rest["Messages"]])])
     assert _counts(sqs, url) == (0, 0, 0)
 
 

@@ -169,6 +169,9 @@ class Rig:
                               timeout=60, check=False)
 
     def log_events(self) -> list[dict[str, Any]]:
+        """The JSON lines every daemon of this rig logged so far (none before the first start)."""
+        if not self.log_path.exists():
+            return []
         return json_log_lines(self.log_path.read_text(encoding="utf-8", errors="replace"))
 
     def log_tail(self, chars: int = 6000) -> str:
