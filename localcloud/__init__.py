@@ -1,6 +1,6 @@
 """The embedded local cloud: moto server for S3/SQS/DynamoDB plus our own Lambda-invoke endpoint.
 
-`LocalCloud` is imported lazily: worker processes import `localcloud.lambda_worker` and must not
+`LocalCloud` is imported lazily: worker processes import `localcloud.awslambda.worker` and must not
 pay for boto3 and the provisioning code they never use.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["LambdaEndpoint", "LocalCloud", "MotoServer", "run_local_up"]
 
 _LAZY = {"LocalCloud": "localcloud.cloud", "run_local_up": "localcloud.cloud",
-         "LambdaEndpoint": "localcloud.lambda_endpoint", "MotoServer": "localcloud.moto_server"}
+         "LambdaEndpoint": "localcloud.awslambda.endpoint", "MotoServer": "localcloud.moto_server"}
 
 
 def __getattr__(name: str) -> Any:

@@ -22,9 +22,9 @@ from typing import IO, Any, Self
 import boto3
 import structlog
 
-from localcloud.faults import FaultSpec
-from localcloud.lambda_endpoint import LambdaEndpoint
-from localcloud.lambda_spec import EndpointSpec, FunctionSpec
+from localcloud.awslambda.endpoint import LambdaEndpoint
+from localcloud.awslambda.faults import FaultSpec
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
 from localcloud.moto_server import MotoServer
 from openstack_handler.provisioning import (
     Provisioned,

@@ -15,8 +15,8 @@ import pytest
 from botocore.config import Config
 from polling import wait_for
 
-from localcloud.lambda_endpoint import LambdaEndpoint
-from localcloud.lambda_spec import EndpointSpec, FunctionSpec
+from localcloud.awslambda.endpoint import LambdaEndpoint
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The endpoint's spec file: the format `python -m localcloud.lambda_endpoint --spec` reads."""
+"""The endpoint's spec file: the format `python -m localcloud.awslambda.endpoint --spec` reads."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from localcloud.lambda_endpoint import EXIT_BAD_SPEC
-from localcloud.lambda_spec import EndpointSpec, FunctionSpec, SpecError, split_handler
+from localcloud.awslambda.endpoint import EXIT_BAD_SPEC
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec, SpecError, split_handler
 
 
 def test_spec_round_trips_through_its_json_file(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_bad_specs_are_rejected(data: dict) -> None:
 def test_cli_exits_with_bad_spec_code(tmp_path: Path) -> None:
     path = tmp_path / "spec.json"
     path.write_text('{"functions": [{"name": "f"}]}')
-    done = subprocess.run([sys.executable, "-m", "localcloud.lambda_endpoint", "--spec", str(path)],
+    done = subprocess.run([sys.executable, "-m", "localcloud.awslambda.endpoint", "--spec", str(path)],
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == EXIT_BAD_SPEC
     assert "bad_spec" in done.stderr

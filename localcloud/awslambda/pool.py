@@ -25,8 +25,8 @@ from typing import Any
 
 import structlog
 
-from localcloud.lambda_spec import EndpointSpec, FunctionSpec
-from localcloud.lambda_worker import (
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
+from localcloud.awslambda.worker import (
     InvocationRequest,
     WorkerConfig,
     WorkerReady,

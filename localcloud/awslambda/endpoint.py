@@ -1,4 +1,4 @@
-"""The local Lambda endpoint: `python -m localcloud.lambda_endpoint --spec FILE --port N`, and
+"""The local Lambda endpoint: `python -m localcloud.awslambda.endpoint --spec FILE --port N`, and
 `LambdaEndpoint`, which runs that as a managed subprocess (like MotoServer does for moto).
 
 boto3 reaches it through `AWS_ENDPOINT_URL_LAMBDA=<url>`; nothing in the caller knows it is local.
@@ -27,10 +27,10 @@ from typing import Any, Self
 
 import structlog
 
-from localcloud.faults import FaultSpec
-from localcloud.lambda_http import FAULTS_PATH, HEALTH_PATH, LambdaHTTPServer
-from localcloud.lambda_service import LambdaService
-from localcloud.lambda_spec import EndpointSpec
+from localcloud.awslambda.api import FAULTS_PATH, HEALTH_PATH, LambdaHTTPServer
+from localcloud.awslambda.faults import FaultSpec
+from localcloud.awslambda.service import LambdaService
+from localcloud.awslambda.spec import EndpointSpec
 from localcloud.net import free_port
 
 log = structlog.get_logger()
@@ -76,7 +76,7 @@ def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcloud.lambda_endpoint",
+    parser = argparse.ArgumentParser(prog="python -m localcloud.awslambda.endpoint",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, required=True, help="JSON file listing the functions")
     parser.add_argument("--host", default="127.0.0.1")
@@ -138,7 +138,7 @@ class LambdaEndpoint:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "localcloud.lambda_endpoint", "--spec", str(spec_path),
+                [sys.executable, "-m", "localcloud.awslambda.endpoint", "--spec", str(spec_path),
                  "--host", self.host, "--port", str(self.port),
                  "--init-timeout", str(timeout_s)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd, env=env,

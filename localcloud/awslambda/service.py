@@ -1,7 +1,7 @@
 """The Lambda service behind the HTTP layer: function lookup and the one invocation dispatch point.
 
 `LambdaService.invoke()` is where every invocation passes (sync, async, dry run), so fault
-injection (:mod:`localcloud.faults`) happens in this one method rather than in the HTTP handler or
+injection (:mod:`localcloud.awslambda.faults`) happens in this one method rather than in the HTTP handler or
 the pools.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import structlog
 
-from localcloud.faults import Fault, FaultInjector, FaultSpec
-from localcloud.lambda_pool import FunctionPool, InvocationResult, Throttled
-from localcloud.lambda_spec import EndpointSpec
-from localcloud.lambda_worker import error_payload
+from localcloud.awslambda.faults import Fault, FaultInjector, FaultSpec
+from localcloud.awslambda.pool import FunctionPool, InvocationResult, Throttled
+from localcloud.awslambda.spec import EndpointSpec
+from localcloud.awslambda.worker import error_payload
 
 log = structlog.get_logger()
 

@@ -17,9 +17,15 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from polling import wait_for
 
-from localcloud.faults import Fault, FaultInjector, FaultSpec, FaultSpecError, payload_keys
-from localcloud.lambda_endpoint import LambdaEndpoint
-from localcloud.lambda_spec import EndpointSpec, FunctionSpec, SpecError
+from localcloud.awslambda.endpoint import LambdaEndpoint
+from localcloud.awslambda.faults import (
+    Fault,
+    FaultInjector,
+    FaultSpec,
+    FaultSpecError,
+    payload_keys,
+)
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec, SpecError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -124,7 +124,7 @@ def _captured(enabled: bool) -> Iterator[io.StringIO]:
 
 
 def _load_handler(handler: str) -> Callable[[Any, LambdaContext], Any]:
-    from localcloud.lambda_spec import split_handler  # stdlib-only module
+    from localcloud.awslambda.spec import split_handler  # stdlib-only module
 
     module_name, func_name = split_handler(handler)
     module = importlib.import_module(module_name)

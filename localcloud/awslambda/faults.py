@@ -19,7 +19,7 @@ seeded with ``seed`` (None: unseeded). Only RequestResponse invocations are affe
 
 Where a spec comes from: a function's ``"faults"`` in the endpoint spec JSON, overridden for every
 function by the ``LOCALCLOUD_FAULTS`` environment variable (the same JSON), and replaced at run
-time by ``POST /_faults`` (see :mod:`localcloud.lambda_http`) so a test can "fix the cause".
+time by ``POST /_faults`` (see :mod:`localcloud.awslambda.api`) so a test can "fix the cause".
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Spec file format::
                     "environment": {"GALLERY_PATH": "/path/encoding"},
                     "faults": {"error_rate": 0.1, "error_keys": ["poison/"], "seed": 1}}]}
 
-``faults`` is optional (see :mod:`localcloud.faults`; off by default).
+``faults`` is optional (see :mod:`localcloud.awslambda.faults`; off by default).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from localcloud.faults import FaultSpec
+from localcloud.awslambda.faults import FaultSpec
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "123456789012"  # moto's account, so ARNs line up with the other services

@@ -3,7 +3,7 @@ start-lambda` serves), plus GetFunction/ListFunctions for status checks and a he
 
 Admin (not part of Lambda's API): ``GET /_faults`` shows each function's fault spec, and
 ``POST /_faults[?function=NAME]`` with a fault-spec JSON body replaces it (every function when no
-name is given) — see :mod:`localcloud.faults`.
+name is given) — see :mod:`localcloud.awslambda.faults`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from localcloud.faults import FaultSpec
-from localcloud.lambda_service import (
+from localcloud.awslambda.faults import FaultSpec
+from localcloud.awslambda.service import (
     InvalidParameterValue,
     Invocation,
     InvocationType,
@@ -28,7 +28,7 @@ from localcloud.lambda_service import (
     Outcome,
     ServiceError,
 )
-from localcloud.lambda_spec import FunctionSpec
+from localcloud.awslambda.spec import FunctionSpec
 
 log = structlog.get_logger()
 
