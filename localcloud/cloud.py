@@ -1,8 +1,10 @@
 """`LocalCloud`: the whole embedded cloud on 127.0.0.1 (moto for S3/SQS/DynamoDB, our Lambda
 endpoint for the function), provisioned by the same definition that provisions AWS.
 
-Clients (the daemon, the CLI, tests) reach it only through boto3's endpoint variables from
-`client_env()`; the function reaches moto the same way, through its environment.
+The daemon's config it writes names the endpoints (`endpoint_url`, `lambda_endpoint_url`), so
+the daemon reaches this cloud and nothing else whatever the shell exports; other clients (the
+CLI's `aws`, tests) use boto3's endpoint variables from `client_env()`; the function reaches moto
+the same way, through its environment.
 """
 
 from __future__ import annotations
@@ -201,7 +203,9 @@ class LocalCloud:
                 "results_dir": str(results_dir.resolve()), "state_dir": str(state_dir.resolve()),
                 "region": p.region, "concurrency": concurrency,
                 "function_timeout_s": self.resources.function_timeout_s,
-                "input_dlq_url": p.input_dlq_url, "output_dlq_url": p.output_dlq_url}
+                "input_dlq_url": p.input_dlq_url, "output_dlq_url": p.output_dlq_url,
+                # The endpoints themselves: the file alone decides where the daemon goes.
+                "endpoint_url": self.moto_url, "lambda_endpoint_url": self.lambda_url}
 
     def write_daemon_config(self, path: Path, results_dir: Path, state_dir: Path,
                             concurrency: int = 4) -> Path:
@@ -261,9 +265,12 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
                                                results_dir, state_dir or work_dir / "state",
                                                daemon_concurrency)
             print(f"# local cloud is up (logs in {work_dir}); Ctrl-C stops it.", file=out)
+            print(f"# daemon config: {config} (it names the endpoints: the daemon needs no "
+                  "exports)", file=out)
+            print(f"#   openstack-handler run --config {config}", file=out)
+            print("# for your own aws CLI or boto3 calls against this cloud:", file=out)
             for key, value in cloud.client_env().items():
                 print(f"export {key}={value}", file=out)
-            print(f"# daemon config: {config}", file=out)
             out.flush()
             while not stop.wait(1.0):
                 if not cloud.is_running():

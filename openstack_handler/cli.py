@@ -148,9 +148,16 @@ def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO |
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     """For deployment tools (Ansible's ``validate:``): a bad file never replaces a good one."""
+    from openstack_handler.aws_clients import lambda_client, sqs_client
+
     settings = _load(args, os.environ)
+    # Building the clients contacts nothing; it resolves the endpoints and refuses a local
+    # config that would be sent to AWS.
+    _, sqs_endpoint = sqs_client(settings)
+    _, lambda_endpoint = lambda_client(settings)
     print(f"{args.config}: ok (input {settings.input_queue_url}, function "
-          f"{settings.function_name}, results {settings.results_dir})")
+          f"{settings.function_name}, results {settings.results_dir}; SQS at {sqs_endpoint}, "
+          f"Lambda at {lambda_endpoint})")
     return int(ExitCode.OK)
 
 
@@ -160,14 +167,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return int(ExitCode.USAGE)
     if args.config:
-        import boto3
-
-        from openstack_handler.daemon import sqs_client_config
+        from openstack_handler.aws_clients import sqs_client
         from openstack_handler.status import collect_status, render_status
 
         settings = _load(args, os.environ)
-        session = boto3.session.Session(region_name=settings.region)
-        sqs = session.client("sqs", config=sqs_client_config(settings))
+        sqs, _endpoint = sqs_client(settings)
         sys.stdout.write(render_status(collect_status(settings, sqs)))
     if args.cloud:
         if args.config:
@@ -205,18 +209,16 @@ def _cloud_status(cloud: str) -> int:
 
 
 def _cmd_redrive(args: argparse.Namespace) -> int:
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from openstack_handler.daemon import sqs_client_config
+    from openstack_handler.aws_clients import sqs_client
     from openstack_handler.logs import configure_logging
     from openstack_handler.redrive import dlq_url_for, move_messages
     from openstack_handler.status import queue_depth
 
     settings = _load(args, os.environ)
     configure_logging(None, level="warning", stream=sys.stderr)  # stdout: what was moved
-    session = boto3.session.Session(region_name=settings.region)
-    sqs = session.client("sqs", config=sqs_client_config(settings))
+    sqs, endpoint = sqs_client(settings)
     queues = {"input": (settings.input_queue_url, settings.input_dlq_url),
               "output": (settings.output_queue_url, settings.output_dlq_url)}
     names = ["input", "output"] if args.queue == "both" else [args.queue]
@@ -234,7 +236,11 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
             # for the next redrive instead of circling.
             waiting = queue_depth(sqs, f"{name} DLQ", dlq).visible or 0
             result = move_messages(sqs, dlq, source, queue=name, limit=waiting)
-        except (BotoCoreError, ClientError) as exc:
+        except BotoCoreError as exc:
+            print(f"{name}: {endpoint.unreachable(exc)}", file=sys.stderr)
+            code = ExitCode.UNAVAILABLE
+            continue
+        except ClientError as exc:
             print(f"{name}: SQS error: {exc}", file=sys.stderr)
             code = ExitCode.UNAVAILABLE
             continue

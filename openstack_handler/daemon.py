@@ -28,10 +28,10 @@ from typing import Any
 
 import boto3
 import structlog
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from openstack_handler import __version__
+from openstack_handler.aws_clients import Endpoint, build_client, env_overridden, sqs_client_config
 from openstack_handler.cloud_status import (
     CloudStatusPublisher,
     Heartbeat,
@@ -44,10 +44,10 @@ from openstack_handler.drainer import OutputDrainer
 from openstack_handler.errors import ConfigError
 from openstack_handler.exit_codes import ExitCode
 from openstack_handler.identity import InstanceIdentity, read_identity
-from openstack_handler.invoker import USER_AGENT, LambdaInvoker, lambda_client_config
+from openstack_handler.invoker import LambdaInvoker, lambda_client_config
 from openstack_handler.logs import bind_process_context
 from openstack_handler.results_store import ResultsStore
-from openstack_handler.settings import SQS_ATTEMPTS, Settings
+from openstack_handler.settings import Settings
 from openstack_handler.state import StateDB
 from openstack_handler.systemd import Watchdog, sd_notify
 
@@ -57,14 +57,6 @@ _MISSING_QUEUE_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNot
 _TICK_S = 0.1
 _STATUS_EVERY_S = 2.0
 _FLUSH_MAX_S = 10.0
-
-
-def sqs_client_config(settings: Settings) -> Config:
-    """SQS: read timeout above the long-poll wait, sockets for every thread, standard retries
-    (few: our loops back off and log outages themselves)."""
-    return Config(read_timeout=settings.sqs_read_timeout_s, connect_timeout=5,
-                  retries={"mode": "standard", "max_attempts": SQS_ATTEMPTS},
-                  max_pool_connections=settings.concurrency + 8, user_agent=USER_AGENT)
 
 
 class Handler:
@@ -77,9 +69,14 @@ class Handler:
         self.notify_socket = notify_socket
         self.watchdog = Watchdog(interval_s=watchdog_interval_s, socket_path=notify_socket)
         session = session or boto3.session.Session(region_name=settings.region)
-        self.sqs = session.client("sqs", config=sqs_client_config(settings))
-        lambda_client = session.client("lambda", config=lambda_client_config(
-            function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
+        # Every client on the settings' endpoints (aws_clients): a config that names them
+        # reaches nothing else, and one that mixes local queues with AWS is refused here.
+        self.sqs, sqs_endpoint = build_client(settings, "sqs", config=sqs_client_config(settings),
+                                              session=session)
+        lambda_client, lambda_endpoint = build_client(
+            settings, "lambda", session=session, config=lambda_client_config(
+                function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
+        self.endpoints: dict[str, Endpoint] = {"sqs": sqs_endpoint, "lambda": lambda_endpoint}
         try:
             self.state = StateDB(settings.state_db_path)
         except (OSError, sqlite3.Error) as exc:
@@ -134,10 +131,13 @@ class Handler:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 log.error("startup.queue_unusable", queue=name, queue_url=url, code=code,
-                          error=str(exc))
+                          error=str(exc), endpoint=str(self.endpoints["sqs"]),
+                          queue_url_from=self.settings.origin(f"{name}_queue_url"))
                 return ExitCode.CONFIG_ERROR if code in _MISSING_QUEUE_CODES else ExitCode.UNAVAILABLE
             except BotoCoreError as exc:
-                log.error("startup.queue_unreachable", queue=name, queue_url=url, error=str(exc))
+                # Which URL was tried, and why that one (the file, or AWS_ENDPOINT_URL...).
+                log.error("startup.queue_unreachable", queue=name, queue_url=url,
+                          error=self.endpoints["sqs"].unreachable(exc))
                 return ExitCode.UNAVAILABLE
         return ExitCode.OK
 
@@ -152,7 +152,14 @@ class Handler:
             bind_process_context(**self.identity.log_context())
         if self.settings.replica:
             bind_process_context(replica=self.settings.replica)
-        log.info("handler.starting", pid=os.getpid(), **self.settings.as_log_dict())
+        log.info("handler.starting", pid=os.getpid(), **self.settings.as_log_dict(),
+                 endpoints={k: str(v) for k, v in self.endpoints.items()})
+        for endpoint in self.endpoints.values():
+            ignored = env_overridden(self.settings, endpoint)
+            if ignored:
+                log.warning("endpoint.environment_ignored", service=endpoint.service,
+                            endpoint=str(endpoint), ignored=ignored,
+                            note="the settings' endpoint wins over boto3's variables")
         code = self.check_queues()
         if code is not ExitCode.OK:
             self.state.close()

@@ -90,8 +90,8 @@ def test_everything_from_the_environment_without_a_file() -> None:
 @pytest.mark.parametrize(("text", "env", "message"), [
     ("", {}, "missing required setting"),
     (MINIMAL + "concurrenc = 3\n", {}, "unknown key"),
-    (MINIMAL + 'concurrency = "3"\n', {}, "expected int"),
-    (MINIMAL + "concurrency = true\n", {}, "expected int"),
+    (MINIMAL + 'concurrency = "3"\n', {}, "expected an integer"),
+    (MINIMAL + "concurrency = true\n", {}, "expected an integer"),
     (MINIMAL + "concurrency = 0\n", {}, "concurrency must be"),
     (MINIMAL + "wait_time_s = 21\n", {}, "wait_time_s must be"),
     (MINIMAL + "function_timeout_s = 901\n", {}, "function_timeout_s must be"),
