@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import NoCredentialsError
 
 from openstack_handler.errors import ConfigError
 from openstack_handler.invoker import USER_AGENT, lambda_client_config
@@ -50,7 +51,12 @@ class Endpoint:
 
     def unreachable(self, exc: BaseException) -> str:
         """One line for an error reaching this endpoint: which URL was tried, and why that one."""
-        return f"cannot reach {self.label} at {self}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, NoCredentialsError):
+            return (f"no AWS credentials to call {self.label} at {self}: boto3 found none "
+                    "(environment, ~/.aws, instance profile); a local cloud takes any, e.g. the "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY that `local up` prints")
+        detail = " ".join(str(exc).split())
+        return f"cannot reach {self.label} at {self}: {type(exc).__name__}: {detail}"
 
 
 def is_aws(url: str | None) -> bool:

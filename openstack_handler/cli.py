@@ -171,11 +171,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         from openstack_handler.status import collect_status, render_status
 
         settings = _load(args, os.environ)
-        sqs, _endpoint = sqs_client(settings)
-        sys.stdout.write(render_status(collect_status(settings, sqs)))
+        sqs, endpoint = sqs_client(settings)
+        report = collect_status(settings, sqs, endpoint)
+        sys.stdout.write(render_status(report))
+        problem = report.problem()
+        if problem:  # for scripts: the exit status, and the reason on one line
+            sys.stdout.flush()
+            print(f"openstack-handler status: {problem}", file=sys.stderr)
+            return int(ExitCode.UNAVAILABLE)
     if args.cloud:
-        if args.config:
-            sys.stdout.write("\n")
         return _cloud_status(args.cloud)
     return int(ExitCode.OK)
 

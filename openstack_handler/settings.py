@@ -22,9 +22,9 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from types import MappingProxyType
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from openstack_handler.errors import ConfigError

@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from openstack_handler.aws_clients import Endpoint
 from openstack_handler.settings import Settings
 from openstack_handler.state import StateDB, StateSnapshot
 
@@ -40,7 +41,13 @@ class QueueDepth:
     in_flight: int | None = None
     delayed: int | None = None
     dlq_url: str | None = None
+    #: why the depths could not be read: short (the table's note) and in one line (stderr).
     error: str | None = None
+    reason: str | None = None
+
+    @property
+    def unreadable(self) -> bool:
+        return self.url is not None and self.error is not None
 
 
 @dataclass(frozen=True)
@@ -49,17 +56,36 @@ class StatusReport:
     state: StateSnapshot | None
     state_path: str
 
+    @property
+    def unreadable(self) -> list[QueueDepth]:
+        """The configured queues whose depths could not be read."""
+        return [q for q in self.queues if q.unreadable]
 
-def queue_depth(sqs: Any, name: str, url: str | None) -> QueueDepth:
+    def problem(self) -> str | None:
+        """One line saying why the queues could not be read (None: all were read)."""
+        bad = self.unreadable
+        if not bad:
+            return None
+        configured = sum(q.url is not None for q in self.queues)
+        return (f"{len(bad)} of {configured} queue(s) could not be read "
+                f"({', '.join(q.name for q in bad)}): {bad[0].reason or bad[0].error}")
+
+
+def queue_depth(sqs: Any, name: str, url: str | None,
+                endpoint: Endpoint | None = None) -> QueueDepth:
     """Read one queue's depths; the DLQ URL is taken from its redrive policy when it has one."""
     if not url:
         return QueueDepth(name, None, error="not configured")
     try:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH_ATTRIBUTES)
     except ClientError as exc:
-        return QueueDepth(name, url, error=exc.response.get("Error", {}).get("Code", str(exc)))
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "ClientError")
+        return QueueDepth(name, url, error=code, reason=f"{name} queue {url}: {code}: "
+                          f"{' '.join(str(error.get('Message', '')).split())}")
     except BotoCoreError as exc:
-        return QueueDepth(name, url, error=type(exc).__name__)
+        reason = endpoint.unreachable(exc) if endpoint else f"{type(exc).__name__}: {exc}"
+        return QueueDepth(name, url, error=type(exc).__name__, reason=reason)
     values = attrs.get("Attributes", {})
     dlq_url = None
     if values.get("RedrivePolicy"):
@@ -74,12 +100,12 @@ def queue_depth(sqs: Any, name: str, url: str | None) -> QueueDepth:
                       dlq_url=dlq_url)
 
 
-def collect_status(settings: Settings, sqs: Any) -> StatusReport:
+def collect_status(settings: Settings, sqs: Any, endpoint: Endpoint | None = None) -> StatusReport:
     """Queue depths (input, output and their dead-letter queues) and the daemon's state DB."""
-    inp = queue_depth(sqs, "input", settings.input_queue_url)
-    out = queue_depth(sqs, "output", settings.output_queue_url)
-    inp_dlq = queue_depth(sqs, "input DLQ", settings.input_dlq_url or inp.dlq_url)
-    out_dlq = queue_depth(sqs, "output DLQ", settings.output_dlq_url or out.dlq_url)
+    inp = queue_depth(sqs, "input", settings.input_queue_url, endpoint)
+    out = queue_depth(sqs, "output", settings.output_queue_url, endpoint)
+    inp_dlq = queue_depth(sqs, "input DLQ", settings.input_dlq_url or inp.dlq_url, endpoint)
+    out_dlq = queue_depth(sqs, "output DLQ", settings.output_dlq_url or out.dlq_url, endpoint)
     snapshot = None
     if settings.state_db_path.exists():
         with StateDB(settings.state_db_path) as state:

@@ -260,3 +260,38 @@ def test_daemonize_detaches_writes_pidfile_and_stops_on_sigterm(tmp_path: Path, 
             os.kill(pid, signal.SIGKILL)
     assert '"handler.stopped"' in logfile.read_text()
     assert not pidfile.exists()
+
+
+def test_status_exits_69_with_one_line_when_no_queue_can_be_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    # GIVEN the local cloud's config in a shell with no credentials at all (issue 18, item 3)
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws
+    config = tmp_path / "handler.toml"
+    config.write_text('input_queue_url = "http://127.0.0.1:5000/1/in"\n'
+                      'output_queue_url = "http://127.0.0.1:5000/1/out"\n'
+                      'function_name = "f"\nendpoint_url = "http://127.0.0.1:5000"\n'
+                      f'state_dir = "{tmp_path / "state"}"\n')
+    # WHEN a monitoring script runs status THEN it exits 69 and says why on one stderr line
+    assert main(["status", "--config", str(config)]) == ExitCode.UNAVAILABLE == 69
+    captured = capsys.readouterr()
+    assert "NoCredentialsError" in captured.out  # the table still shows every row
+    [line] = captured.err.splitlines()
+    assert line.startswith("openstack-handler status: 2 of 2 queue(s) could not be read "
+                           "(input, output): no AWS credentials to call SQS at "
+                           f"http://127.0.0.1:5000 (endpoint_url from {config})")
+
+
+def test_status_names_the_dead_endpoint_it_tried(tmp_path: Path, queues,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from localcloud.net import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, queues, endpoint_url=dead)
+    assert main(["status", "--config", str(config)]) == 69
+    err = capsys.readouterr().err
+    assert f"cannot reach SQS at {dead} (endpoint_url from {config}): EndpointConnectionError" \
+        in err and len(err.splitlines()) == 1

@@ -80,7 +80,7 @@ def test_the_trap_is_armed_boto3_alone_would_reach_the_recorder(fake_home: Path,
     # Without this, the test below could pass because nothing would ever have reached anywhere.
     code = "import boto3; boto3.client('sqs').list_queues()"
     proc = subprocess.run([sys.executable, "-c", code], env=clean_env(fake_home),
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0
     assert recorder.requests, "boto3 did not use the fake profile's endpoint"
 

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 STUDENTS = [{"id": 1, "name": "mr_bean", "major": "lawyer", "year": "freshmen"}]
 CONTRACT_KEYS = {"input_queue_url", "output_queue_url", "function_name", "results_dir",
                  "state_dir", "region", "concurrency", "function_timeout_s", "wait_time_s",
-                 "grace_period_s", "max_object_bytes", "input_dlq_url", "output_dlq_url"}
+                 "grace_period_s", "max_object_bytes", "input_dlq_url", "output_dlq_url",
+                 "endpoint_url", "lambda_endpoint_url"}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,9 @@ def test_daemon_config_is_flat_toml_per_contract(cloud: LocalCloud, tmp_path: Pa
     assert settings["function_name"] == "face-recognition"
     assert settings["results_dir"] == str(tmp_path / "results")
     assert settings["concurrency"] == 3 and settings["function_timeout_s"] == 20
+    # the endpoints themselves: the file alone says where the local cloud is
+    assert settings["endpoint_url"] == cloud.moto_url
+    assert settings["lambda_endpoint_url"] == cloud.lambda_url
 
 
 def test_run_local_up_prints_exports_and_stops_on_sigterm(inputs: tuple[Path, Path],
