@@ -7,6 +7,8 @@
     openstack-handler status --cloud NAME    every handler server's heartbeat (server metadata)
     openstack-handler redrive --config FILE [--queue input|output|both]
                                              move dead letters back once their cause is fixed
+    openstack-handler forget --config FILE KEY...  forget processed videos: their next upload
+                                             is processed again (de-duplication drops it)
     openstack-handler local up|demo ...      the embedded local cloud (moto + Lambda endpoint)
     openstack-handler aws provision ...      the AWS resources, from one declarative definition
 
@@ -69,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--queue", choices=("input", "output", "both"), default="input",
                          help="whose dead letters to move back (default: input)")
     redrive.set_defaults(func=_cmd_redrive)
+
+    forget = sub.add_parser(
+        "forget", help="forget that videos were processed, so that their next upload is",
+        description="De-duplication drops every event for a (bucket, key, eTag) the state DB "
+                    "remembers: uploading the same bytes again, after deleting a result, "
+                    "does nothing. This forgets KEY (every eTag of it), so that its next "
+                    "upload or event is processed again. Running daemons see it at once.",
+        epilog="exit status: 0 every KEY was forgotten; 1 some KEY was not remembered "
+               "(nothing to forget); 78 bad configuration")
+    _add_config_argument(forget)
+    forget.add_argument("--bucket", metavar="NAME",
+                        help="only this input bucket's records (default: any bucket)")
+    forget.add_argument("keys", nargs="+", metavar="KEY",
+                        help="object key as uploaded, e.g. videos/clip.mp4")
+    forget.set_defaults(func=_cmd_forget)
 
     _add_local_commands(sub)
     _add_aws_commands(sub)
@@ -173,7 +190,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         settings = _load(args, os.environ)
         sqs, endpoint = sqs_client(settings)
         report = collect_status(settings, sqs, endpoint)
-        sys.stdout.write(render_status(report))
+        sys.stdout.write(render_status(report, config=args.config))
         problem = report.problem()
         if problem:  # for scripts: the exit status, and the reason on one line
             sys.stdout.flush()
@@ -210,6 +227,31 @@ def _cloud_status(cloud: str) -> int:
         return int(ExitCode.UNAVAILABLE)
     sys.stdout.write(render_handler_servers(servers, cloud=cloud))
     return int(ExitCode.OK)
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from openstack_handler.state import StateDB
+
+    settings = _load(args, os.environ)
+    path = settings.state_db_path
+    if not path.exists():
+        print(f"openstack-handler forget: no state DB at {path} (state_dir from "
+              f"{settings.origin('state_dir')}): nothing is remembered", file=sys.stderr)
+        return int(ExitCode.FAILURE)
+    code = ExitCode.OK
+    with StateDB(path) as state:
+        for key in args.keys:
+            records = state.forget(key, bucket=args.bucket)
+            if not records:
+                print(f"{key}: not remembered (nothing to forget)")
+                code = ExitCode.FAILURE
+            for r in records:
+                at = datetime.fromtimestamp(r.processed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                print(f"{key}: forgotten (s3://{r.bucket}, eTag {r.etag}, status {r.status}, "
+                      f"processed {at}): its next upload or event is processed again")
+    return int(code)
 
 
 def _cmd_redrive(args: argparse.Namespace) -> int:

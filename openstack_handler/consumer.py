@@ -11,6 +11,8 @@
 - De-duplication on (bucket, key, eTag): the state DB remembers successes across restarts, and an
   in-memory claim covers a duplicate that arrives while the first delivery is still running (the
   first message stays the carrier: if it fails it comes back, so the duplicate can be dropped).
+  A dropped duplicate is logged as ``video.duplicate_dropped`` with why and how to have it
+  processed again (``openstack-handler forget``), and recorded for ``status``.
 - Bad input never stops the loop: ``s3:TestEvent`` and non-``ObjectCreated`` records are
   acknowledged and dropped; an unparsable body is logged and left for the dead-letter queue; an
   object above ``max_object_bytes`` gets a local ``.error`` result and is acknowledged, and so
@@ -27,11 +29,13 @@
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -173,8 +177,11 @@ class InputConsumer:
                  store: ResultsStore, concurrency: int = 4, wait_time_s: int = 20,
                  visibility_timeout_s: int = 90, max_object_bytes: int = 512 * 1024 * 1024,
                  heartbeat_interval_s: float | None = None,
-                 outage_backoff_max_s: float = 15.0) -> None:
+                 outage_backoff_max_s: float = 15.0,
+                 reprocess_hint: str = "openstack-handler forget --config FILE {key}") -> None:
         self.sqs = sqs
+        #: how to have a dropped duplicate processed again ({key}: the video's key), for its log
+        self.reprocess_hint = reprocess_hint
         self.queue_url = queue_url
         self.invoker = invoker
         self.state = state
@@ -359,10 +366,9 @@ class InputConsumer:
         local_failure = False
         for ref in parsed.objects:
             with bound_contextvars(bucket=ref.bucket, key=ref.key):
-                if not self._claim(ref):
-                    log.info("input.duplicate_dropped", etag=ref.etag)
-                    self._add_stats(duplicates=1)
-                    self.state.incr("duplicates")
+                why = self._claim(ref)
+                if why is not None:
+                    self._drop_duplicate(ref, why)
                     continue
                 if ref.size is not None and ref.size > self.max_object_bytes:
                     local_failure |= not self._reject_too_large(ref)
@@ -384,14 +390,28 @@ class InputConsumer:
             raise
         future.add_done_callback(self._flight_done)
 
-    def _claim(self, ref: S3ObjectRef) -> bool:
+    def _claim(self, ref: S3ObjectRef) -> str | None:
+        """Claim the video for this delivery; None when claimed, else why it is a duplicate."""
         with self._cond:
             if ref.identity in self._claimed:
-                return False
-            if self.state.is_processed(*ref.identity):
-                return False
+                return "the same video (bucket, key, eTag) is being processed right now"
+            record = self.state.processed_record(*ref.identity)
+            if record is not None:
+                at = datetime.fromtimestamp(record.processed_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                return (f"already processed at {at} UTC (status {record.status}): a redelivered "
+                        "event, or the same bytes uploaded again (same eTag)")
             self._claimed.add(ref.identity)
-            return True
+            return None
+
+    def _drop_duplicate(self, ref: S3ObjectRef, why: str) -> None:
+        """Acknowledge a duplicate delivery without invoking, where users look: one log line
+        beside the video.processed ones, the count and the latest one in ``status``."""
+        log.info("video.duplicate_dropped", key=ref.key, bucket=ref.bucket, etag=ref.etag,
+                 why=why,
+                 to_reprocess=self.reprocess_hint.replace("{key}", shlex.quote(ref.key)))
+        self._add_stats(duplicates=1)
+        self.state.incr("duplicates")
+        self.state.record_duplicate(ref.bucket, ref.key, ref.etag, why)
 
     def _reject_too_large(self, ref: S3ObjectRef) -> bool:
         """Write the local ``.error`` result for an oversized object; False if that failed."""

@@ -19,6 +19,7 @@ both loops keep turning (a loop stuck for ``stall_limit_s`` stops the pings); ``
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sqlite3
 import sys
@@ -59,6 +60,13 @@ _STATUS_EVERY_S = 2.0
 _FLUSH_MAX_S = 10.0
 
 
+def reprocess_hint(settings: Settings) -> str:
+    """The command that has a dropped duplicate processed again ({key}: the video's key)."""
+    config = settings.provenance.file
+    where = f"--config {shlex.quote(config)}" if config else "--config FILE"
+    return f"openstack-handler forget {where} {{key}}, then upload it again"
+
+
 class Handler:
     """The running daemon. ``Handler(settings).run()`` returns an :class:`ExitCode`."""
 
@@ -92,7 +100,8 @@ class Handler:
             state=self.state, store=self.store, concurrency=settings.concurrency,
             wait_time_s=settings.wait_time_s, visibility_timeout_s=settings.visibility_timeout_s,
             max_object_bytes=settings.max_object_bytes,
-            outage_backoff_max_s=settings.outage_backoff_max_s)
+            outage_backoff_max_s=settings.outage_backoff_max_s,
+            reprocess_hint=reprocess_hint(settings))
         self.drainer = OutputDrainer(sqs=self.sqs, queue_url=settings.output_queue_url,
                                      store=self.store, state=self.state,
                                      wait_time_s=settings.wait_time_s,

@@ -4,6 +4,7 @@ DB), as a readable table."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ COUNTER_LABELS = (
     ("videos_ok", "videos processed"),
     ("videos_failed", "videos failed (error result or too large)"),
     ("invocations_failed", "invocations failed (left for redelivery)"),
-    ("duplicates", "duplicate deliveries dropped"),
+    ("duplicates", "duplicates dropped (see `forget`)"),
     ("input_invalid", "invalid input messages (left for DLQ)"),
     ("results_written", "result files written"),
     ("results_invalid", "invalid output messages (left for DLQ)"),
@@ -117,7 +118,8 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def render_status(report: StatusReport, *, now: Callable[[], float] = time.time) -> str:
+def render_status(report: StatusReport, *, now: Callable[[], float] = time.time,
+                  config: str | None = None) -> str:
     """The report as a plain-text table."""
     rows = [("QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "NOTE")]
     for q in report.queues:
@@ -144,6 +146,15 @@ def render_status(report: StatusReport, *, now: Callable[[], float] = time.time)
         lines.append(f"{label.ljust(width)}  {counters.get(key, 0)}")
     lines.append(f"{'distinct videos remembered'.ljust(width)}  {report.state.processed_total}")
     lines.append("")
+    dup = report.state.last_duplicate
+    if dup is not None:
+        stamp = datetime.fromtimestamp(dup.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        lines.append(f"last duplicate dropped: {stamp} ({max(0, int(now() - dup.at))} s ago) "
+                     f"s3://{dup.bucket}/{dup.key}")
+        lines.append(f"  {dup.why}")
+        lines.append(f"  to process it again: openstack-handler forget --config "
+                     f"{shlex.quote(config or 'FILE')} {shlex.quote(dup.key)}, then upload it "
+                     "again")
     if report.state.last_error is None:
         lines.append("last error: none")
     else:

@@ -295,3 +295,27 @@ def test_status_names_the_dead_endpoint_it_tried(tmp_path: Path, queues,
     err = capsys.readouterr().err
     assert f"cannot reach SQS at {dead} (endpoint_url from {config}): EndpointConnectionError" \
         in err and len(err.splitlines()) == 1
+
+
+def test_forget_removes_the_dedupe_record_and_status_shows_the_last_duplicate(
+        tmp_path: Path, queues, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, queues)
+    assert main(["forget", "--config", str(config), "clip.mp4"]) == ExitCode.FAILURE  # no DB yet
+    assert "no state DB" in capsys.readouterr().err
+    with StateDB(tmp_path / "state" / "state.sqlite3") as state:
+        state.mark_processed("videos", "dir/my clip.mp4", "e1", status="ok")
+        state.mark_processed("other", "dir/my clip.mp4", "e2", status="ok")
+        state.record_duplicate("videos", "dir/my clip.mp4", "e1", "already processed at X")
+    # GIVEN a dropped duplicate THEN status shows it with the command that reprocesses it
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "last duplicate dropped: " in out and "s3://videos/dir/my clip.mp4" in out
+    assert f"openstack-handler forget --config {config} 'dir/my clip.mp4'" in out
+    # WHEN the user forgets the key (in one bucket) THEN only that record goes
+    assert main(["forget", "--config", str(config), "--bucket", "videos", "dir/my clip.mp4"]) == 0
+    assert "dir/my clip.mp4: forgotten (s3://videos, eTag e1, status ok" in capsys.readouterr().out
+    with StateDB(tmp_path / "state" / "state.sqlite3") as state:
+        assert not state.is_processed("videos", "dir/my clip.mp4", "e1")
+        assert state.is_processed("other", "dir/my clip.mp4", "e2")
+    assert main(["forget", "--config", str(config), "--bucket", "videos", "dir/my clip.mp4"]) == 1
+    assert "not remembered" in capsys.readouterr().out

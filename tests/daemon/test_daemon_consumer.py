@@ -212,3 +212,30 @@ def test_redelivery_while_in_flight_is_not_started_twice(make_consumer, sqs, que
     assert stats.received == 2 and stats.duplicates == 0
     assert len(fake_lambda.calls) == 1
     assert sum(queue_counts(sqs, queues.input)) == (0 if succeeds else 1)
+
+
+def test_a_dropped_duplicate_says_why_and_forget_has_it_processed_again(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda, state: StateDB) -> None:
+    from structlog.testing import capture_logs
+
+    # GIVEN a processed video
+    send(sqs, queues.input, s3_event("videos", "dir/clip.mp4", etag="same"))
+    make_consumer().run(max_messages=1, max_idle=1)
+    # WHEN the same bytes are uploaded again (same eTag: a new event, the same identity)
+    send(sqs, queues.input, s3_event("videos", "dir/clip.mp4", etag="same"))
+    with capture_logs() as logs:
+        stats = make_consumer(reprocess_hint="openstack-handler forget --config C {key}").run(
+            max_messages=1, max_idle=1)
+    # THEN it is dropped, visibly: a log line with the key, why, and how to reprocess it
+    assert len(fake_lambda.calls) == 1 and stats.duplicates == 1
+    (line,) = [entry for entry in logs if entry["event"] == "video.duplicate_dropped"]
+    assert line["key"] == "dir/clip.mp4" and line["bucket"] == "videos"
+    assert line["why"].startswith("already processed at ") and "same eTag" in line["why"]
+    assert line["to_reprocess"] == "openstack-handler forget --config C dir/clip.mp4"
+    dup = state.snapshot().last_duplicate
+    assert dup is not None and (dup.key, dup.etag) == ("dir/clip.mp4", "same")
+    # AND once forgotten, the next upload is processed again
+    assert [r.etag for r in state.forget("dir/clip.mp4")] == ["same"]
+    send(sqs, queues.input, s3_event("videos", "dir/clip.mp4", etag="same"))
+    make_consumer().run(max_messages=1, max_idle=1)
+    assert len(fake_lambda.calls) == 2

@@ -140,7 +140,7 @@ def test_two_replicas_share_the_queues_the_state_and_the_results_dir(
                  interval_s=0.5, what="a result per clip")
         # AND one clip is uploaded again, unchanged (same eTag)
         pipeline.s3.upload_file(str(videos[0]), pipeline.bucket, f"replicas/{videos[0].name}")
-        wait_for(lambda: sum(ln.get("event") == "input.duplicate_dropped"
+        wait_for(lambda: sum(ln.get("event") == "video.duplicate_dropped"
                              for ln in _log_lines(pipeline.log_path)) == 1,
                  timeout_s=30, what="the unchanged upload dropped as a duplicate")
     # THEN every clip has its correct result, and no temp file is left behind
@@ -158,6 +158,6 @@ def test_two_replicas_share_the_queues_the_state_and_the_results_dir(
         [sys.executable, "-m", "openstack_handler", "status", "--config", str(pipeline.config)],
         cwd=REPO, env=pipeline.daemon_env(), capture_output=True, text=True, timeout=60,
         check=True).stdout
-    counters = status_counters(status, "videos processed", "duplicate deliveries")
+    counters = status_counters(status, "videos processed", "duplicates dropped")
     assert counters == {"videos processed": str(len(videos)),
-                        "duplicate deliveries dropped": "1"}, status
+                        "duplicates dropped (see `forget`)": "1"}, status
