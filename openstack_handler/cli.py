@@ -123,7 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         return _run_handler(settings, json_logs=json_logs, stream=None,
                             notify_socket=os.environ.get("NOTIFY_SOCKET"),
-                            watchdog_s=watchdog_interval_s(os.environ, os.getpid()))
+                            watchdog_s=watchdog_interval_s(os.environ, os.getpid()),
+                            console=sys.stderr if sys.stderr.isatty() else None)
     if not (args.pidfile and args.log_file):
         print("openstack-handler: --daemonize needs --pidfile and --log-file", file=sys.stderr)
         return int(ExitCode.USAGE)
@@ -145,7 +146,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO | None,
-                 notify_socket: str | None, watchdog_s: float | None = None) -> int:
+                 notify_socket: str | None, watchdog_s: float | None = None,
+                 console: TextIO | None = None) -> int:
     import structlog
 
     from openstack_handler.daemon import Handler
@@ -154,7 +156,8 @@ def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO |
     configure_logging(json_logs, level=settings.log_level, stream=stream)
     log = structlog.get_logger(__name__)
     try:
-        handler = Handler(settings, notify_socket=notify_socket, watchdog_interval_s=watchdog_s)
+        handler = Handler(settings, notify_socket=notify_socket, watchdog_interval_s=watchdog_s,
+                          console=console)
         return int(handler.run())
     except ConfigError:
         raise

@@ -3,8 +3,12 @@
 - Long polls the input queue, never receiving more messages than there are free invocation slots
   (``MaxNumberOfMessages = min(10, free)``); a fixed thread pool of ``concurrency`` runs the
   invocations, so at most ``concurrency`` are ever in flight.
-- While an invocation runs, :class:`VisibilityHeartbeat` extends its message's visibility every
-  third of the visibility timeout, so a slow video is never handed to a second consumer.
+- A receive claims its messages for a short visibility (``receive_visibility_s``, 15 s at most);
+  while an invocation runs, :class:`VisibilityHeartbeat` extends its message's visibility to the
+  visibility timeout every third of that claim, so a slow video is never handed to a second
+  consumer. The claim is short so that a receive nobody waits for any more (the daemon stopped
+  while it long-polled: :class:`~openstack_handler.receiver.Receiver`) hides what it gets only
+  briefly.
 - The input message is deleted only after the function succeeded; by then the function has put
   one result per record on the output queue (the drainer writes the files). A ``FunctionError``
   or a failed invoke leaves the message to the visibility timeout and the redrive policy.
@@ -23,8 +27,9 @@
   backlog's receive counts do not run up towards the dead-letter queue.
 - :attr:`last_progress` is stamped on every turn of the poll loop, for the systemd watchdog;
   :attr:`first_poll` is set once a receive has succeeded (the daemon is then READY).
-- On stop: messages received but not started are released (visibility 0); in-flight invocations
-  finish within the grace period.
+- On stop: the long poll is abandoned at once (what it returns late is released), messages
+  received but not started are released (visibility 0); in-flight invocations finish within the
+  grace period.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from structlog.contextvars import bound_contextvars
 
 from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.backoff import compute_backoff
-from openstack_handler.deleter import SQS_MAX_BATCH, BatchDeleter, chunks
+from openstack_handler.deleter import SQS_MAX_BATCH, BatchDeleter, change_visibility
 from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
 from openstack_handler.events import (
     InputMessage,
@@ -54,7 +59,9 @@ from openstack_handler.events import (
     parse_input_message,
 )
 from openstack_handler.invoker import LambdaInvoker
+from openstack_handler.receiver import Receiver
 from openstack_handler.results_store import ResultsStore
+from openstack_handler.settings import RECEIVE_CLAIM_S
 from openstack_handler.state import StateDB
 
 log = structlog.get_logger(__name__)
@@ -64,20 +71,6 @@ RETRY_SOON_INITIAL_S = 2.0
 RETRY_SOON_CAP_S = 60.0
 #: function error types that mean the object is gone for good: acknowledged with an .error file.
 OBJECT_GONE_ERRORS = frozenset({"NoSuchKey"})
-
-
-def change_visibility(sqs: Any, queue_url: str, receipts: Sequence[str], timeout_s: int) -> int:
-    """ChangeMessageVisibilityBatch for *receipts*; returns how many SQS accepted."""
-    ok = 0
-    for chunk in chunks(list(receipts)):
-        entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": timeout_s}
-                   for i, rh in enumerate(chunk)]
-        response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
-        ok += len(response.get("Successful", []))
-        for failure in response.get("Failed", []):
-            log.warning("sqs.visibility_change_failed", code=failure.get("Code"),
-                        detail=failure.get("Message"), timeout_s=timeout_s)
-    return ok
 
 
 class VisibilityHeartbeat:
@@ -178,8 +171,15 @@ class InputConsumer:
                  visibility_timeout_s: int = 90, max_object_bytes: int = 512 * 1024 * 1024,
                  heartbeat_interval_s: float | None = None,
                  outage_backoff_max_s: float = 15.0,
-                 reprocess_hint: str = "openstack-handler forget --config FILE {key}") -> None:
+                 reprocess_hint: str = "openstack-handler forget --config FILE {key}",
+                 receive_visibility_s: int | None = None) -> None:
         self.sqs = sqs
+        #: the visibility a receive asks for; dispatched messages are extended beyond it
+        self.receive_visibility_s = receive_visibility_s or min(visibility_timeout_s,
+                                                                RECEIVE_CLAIM_S)
+        if heartbeat_interval_s is None:
+            heartbeat_interval_s = self.receive_visibility_s / 3
+        self.receiver = Receiver(sqs, queue_url, name="input")
         #: how to have a dropped duplicate processed again ({key}: the video's key), for its log
         self.reprocess_hint = reprocess_hint
         self.queue_url = queue_url
@@ -246,10 +246,12 @@ class InputConsumer:
         batch = min(SQS_MAX_BATCH, free, limit if limit is not None else SQS_MAX_BATCH)
         if batch <= 0:
             return 0
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=self.wait_time_s,
-            VisibilityTimeout=self.visibility_timeout_s,
+        response = self.receiver.receive(
+            stop, QueueUrl=self.queue_url, MaxNumberOfMessages=batch,
+            WaitTimeSeconds=self.wait_time_s, VisibilityTimeout=self.receive_visibility_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        if response is None:  # stopped during the long poll: abandoned (see receiver)
+            return 0
         self.sqs_state.succeeded()
         if not self.first_poll.is_set():
             self.first_poll.set()

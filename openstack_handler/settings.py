@@ -35,6 +35,10 @@ MIB = 1024 * 1024
 #: botocore attempts per SQS call, and the read timeout's margin above the long-poll wait.
 SQS_ATTEMPTS = 3
 SQS_READ_MARGIN_S = 10
+#: the longest a received message stays hidden before the visibility heartbeat has extended it
+#: (see InputConsumer): a message returned by a receive that nobody waits for any more — the
+#: daemon stopped while it long-polled — reappears after this, not after visibility_timeout_s.
+RECEIVE_CLAIM_S = 15
 #: boto3's own endpoint variables, recorded at load time so that errors can name them.
 AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_LAMBDA")
 REQUIRED = ("input_queue_url", "output_queue_url", "function_name")
@@ -76,7 +80,8 @@ class Settings:
     wait_time_s: int = 20
     #: on SIGTERM/SIGINT, how long in-flight invocations may take to finish.
     grace_period_s: int = 30
-    #: visibility timeout requested on receive; the heartbeat extends it every third of it.
+    #: how long a message being processed stays hidden from other consumers: a receive claims
+    #: it for receive_visibility_s, and the heartbeat extends it to this every third of that.
     visibility_timeout_s: int = 90
     #: a video larger than this (from the event's size) gets an ``.error`` result, no invocation.
     max_object_bytes: int = 512 * MIB
@@ -134,8 +139,14 @@ class Settings:
         return self.function_timeout_s + 30
 
     @property
+    def receive_visibility_s(self) -> int:
+        """The visibility a receive asks for (see RECEIVE_CLAIM_S); the heartbeat extends the
+        messages it dispatches to visibility_timeout_s."""
+        return min(self.visibility_timeout_s, RECEIVE_CLAIM_S)
+
+    @property
     def heartbeat_interval_s(self) -> float:
-        return self.visibility_timeout_s / 3
+        return self.receive_visibility_s / 3
 
     @property
     def sqs_read_timeout_s(self) -> int:

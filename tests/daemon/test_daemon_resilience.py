@@ -108,7 +108,7 @@ def test_sqs_outage_is_logged_once_waited_out_without_spinning_and_recovered(
         time.sleep(3.0)
         tries_while_down = calls["n"]
         # WHEN SQS comes back
-        consumer.sqs = consumer.deleter.sqs = sqs  # the same endpoint for every SQS call
+        consumer.sqs = consumer.deleter.sqs = consumer.receiver.sqs = sqs  # every SQS call
         deadline = time.monotonic() + 15
         while queue_counts(sqs, queues.input) != (0, 0) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -32,7 +32,7 @@ def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
     assert s.results_dir == Path("results")  # the default: relative to the working directory
     assert s.state_dir == Path("/var/lib/oh")  # systemd's StateDirectory=
     assert s.invoke_read_timeout_s == 90
-    assert s.heartbeat_interval_s == s.visibility_timeout_s / 3
+    assert s.receive_visibility_s == 15 and s.heartbeat_interval_s == 5.0  # a short claim
 
 
 def test_relative_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
