@@ -2,7 +2,8 @@
 
     openstack-handler run --config FILE      run the daemon (foreground; systemd Type=notify)
         [--daemonize --pidfile FILE --log-file FILE]   detach, for hosts without systemd
-    openstack-handler check-config --config FILE   validate a settings file (exit 78 if invalid)
+    openstack-handler check-config --config FILE [--connect]   validate a settings file (exit 78
+                                             if invalid); --connect: do the queues and function answer
     openstack-handler status --config FILE   queue depths and what this machine's daemons processed
     openstack-handler status --cloud NAME    every handler server's heartbeat (server metadata)
     openstack-handler redrive --config FILE [--queue input|output|both]
@@ -52,8 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
-        "check-config", help="load the settings as `run` would; exit 78 (EX_CONFIG) if invalid")
+        "check-config", help="load the settings as `run` would; exit 78 (EX_CONFIG) if invalid",
+        description="Load a settings file exactly as `run` would (file, then "
+                    "OPENSTACK_HANDLER_<KEY> variables) and resolve the AWS endpoints, without "
+                    "contacting anything; with --connect, also read each queue's attributes "
+                    "and the function's configuration.",
+        epilog="exit status: 0 ok; 78 invalid settings, or (--connect) a queue or the function "
+               "does not exist; 69 (--connect) a queue or the function could not be reached")
     _add_config_argument(check)
+    check.add_argument("--connect", action="store_true",
+                       help="also check that every queue and the function answer (read-only "
+                            "calls: GetQueueAttributes, GetFunctionConfiguration)")
     check.set_defaults(func=_cmd_check_config)
 
     status = sub.add_parser(
@@ -173,12 +183,23 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args, os.environ)
     # Building the clients contacts nothing; it resolves the endpoints and refuses a local
     # config that would be sent to AWS.
-    _, sqs_endpoint = sqs_client(settings)
-    _, lambda_endpoint = lambda_client(settings)
-    print(f"{args.config}: ok (input {settings.input_queue_url}, function "
-          f"{settings.function_name}, results {settings.results_dir}; SQS at {sqs_endpoint}, "
-          f"Lambda at {lambda_endpoint})")
-    return int(ExitCode.OK)
+    sqs, sqs_endpoint = sqs_client(settings)
+    lam, lambda_endpoint = lambda_client(settings)
+    if not args.connect:
+        print(f"{args.config}: ok (input {settings.input_queue_url}, function "
+              f"{settings.function_name}, results {settings.results_dir}; SQS at {sqs_endpoint}, "
+              f"Lambda at {lambda_endpoint})")
+        return int(ExitCode.OK)
+    from openstack_handler import reachability
+
+    queues = reachability.probe_queues(settings, sqs, sqs_endpoint)
+    function = reachability.probe_function(settings, lam, lambda_endpoint)
+    print(f"{args.config}: settings ok")
+    sys.stdout.write(reachability.render(sqs_endpoint, queues, lambda_endpoint, function))
+    code = reachability.exit_code([*queues, function])
+    print("reachable: every queue and the function answered" if code is ExitCode.OK else
+          f"not reachable (exit {int(code)}): see above")
+    return int(code)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -319,3 +319,30 @@ def test_forget_removes_the_dedupe_record_and_status_shows_the_last_duplicate(
         assert state.is_processed("other", "dir/my clip.mp4", "e2")
     assert main(["forget", "--config", str(config), "--bucket", "videos", "dir/my clip.mp4"]) == 1
     assert "not remembered" in capsys.readouterr().out
+
+
+def test_check_config_connect_says_which_queue_points_at_nothing(
+        tmp_path: Path, queues, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a config that loads fine but names a queue that does not exist
+    queues.output = queues.output.rsplit("/", 1)[0] + "/no-such-queue"
+    config = write_config(tmp_path, queues)
+    assert main(["check-config", "--config", str(config)]) == 0  # offline: it cannot know
+    capsys.readouterr()
+    # WHEN checked with --connect THEN it names that queue and exits 78
+    assert main(["check-config", "--config", str(config), "--connect"]) == 78
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert lines["input_queue_url"].endswith("ok: 0 visible")
+    assert "does not exist: AWS.SimpleQueueService.NonExistentQueue" in lines["output_queue_url"]
+
+
+def test_check_config_connect_reports_an_unreachable_endpoint_with_69(
+        tmp_path: Path, queues, capsys: pytest.CaptureFixture[str]) -> None:
+    from localcloud.net import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, queues, endpoint_url=dead)
+    assert main(["check-config", "--config", str(config), "--connect"]) == 69
+    out = capsys.readouterr().out
+    assert f"unreachable: cannot reach SQS at {dead} (endpoint_url from {config})" in out
+    assert f"unreachable: cannot reach Lambda at {dead} (endpoint_url from {config})" in out

@@ -115,3 +115,17 @@ def test_a_local_up_config_in_a_shell_without_exports_reaches_only_the_local_clo
     # no internet here, so a call to AWS would have failed the startup with exit 69)
     assert recorder.requests == []
     assert pipeline.cloud.moto_url in log_text and pipeline.cloud.lambda_url in log_text
+
+
+def test_check_config_connect_finds_every_queue_and_the_function(pipeline: Pipeline) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "openstack_handler", "check-config", "--config",
+         str(pipeline.config), "--connect"], env=pipeline.daemon_env(), capture_output=True,
+        text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    probed = [line.split()[0] for line in proc.stdout.splitlines()
+              if line.startswith("  ") and " ok" in line]
+    assert probed == ["input_queue_url", "output_queue_url", "input_dlq_url", "output_dlq_url",
+                      "function_name"], proc.stdout
+    assert f"Lambda at {pipeline.cloud.lambda_url} (lambda_endpoint_url from " \
+           f"{pipeline.config})" in proc.stdout
