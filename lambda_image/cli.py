@@ -12,26 +12,50 @@ from lambda_image.config import FunctionSettings
 from lambda_image.errors import InvalidInput, RecognitionError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lambda_image", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    rec = sub.add_parser("recognize", help="print one JSON line per video")
-    rec.add_argument("--gallery", type=Path, required=True)
-    rec.add_argument("--threshold", type=float, default=None)
-    rec.add_argument("--facenet-weights", type=Path, default=None)
-    rec.add_argument("videos", nargs="+", type=Path)
+    rec = sub.add_parser(
+        "recognize", help="print one JSON line per video",
+        description="Recognise the people in local video files with the function's own "
+                    "pipeline (no cloud): one JSON line per video on stdout, "
+                    '{"video", "names", "faces", "frames_sampled", "timings_ms", "error"}.')
+    rec.add_argument("--gallery", type=Path, required=True, metavar="FILE",
+                     help="gallery file: the course `encoding` pickle (dlib) or a facenet "
+                          "data.pt; `gallery enroll` makes one")
+    rec.add_argument("--threshold", type=float, default=None, metavar="DISTANCE",
+                     help="distance above which a face is unknown_person (default: the "
+                          "embedder's, dlib 0.6; $MATCH_THRESHOLD)")
+    rec.add_argument("--facenet-weights", type=Path, default=None, metavar="FILE",
+                     help="InceptionResnetV1 vggface2 state dict, for a facenet gallery "
+                          "(default: $FACENET_WEIGHTS, else $TORCH_HOME/checkpoints/...)")
+    rec.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files")
 
     gal = sub.add_parser("gallery", help="build or inspect a gallery file")
-    gsub = gal.add_subparsers(dest="gallery_command", required=True)
-    enr = gsub.add_parser("enroll", help="DIR/<person>/*.jpg|*.png → gallery file")
-    enr.add_argument("--embedder", choices=("dlib", "facenet"), required=True)
-    enr.add_argument("--images", type=Path, required=True)
-    enr.add_argument("--out", type=Path, required=True)
-    enr.add_argument("--facenet-weights", type=Path, default=None)
-    ins = gsub.add_parser("inspect", help="summarise a gallery file as JSON")
-    ins.add_argument("file", type=Path)
+    gsub = gal.add_subparsers(dest="gallery_command", required=True, metavar="COMMAND")
+    enr = gsub.add_parser(
+        "enroll", help="DIR/<person>/*.jpg|*.png → gallery file",
+        description="Enrol one embedding per photo (its largest face) under the name of the "
+                    "folder it is in, and write a gallery in the embedder's format.")
+    enr.add_argument("--embedder", choices=("dlib", "facenet"), required=True,
+                     help="dlib: 128-d, written as the course's `encoding` pickle; facenet: "
+                          "512-d, written as a data.pt")
+    enr.add_argument("--images", type=Path, required=True, metavar="DIR",
+                     help="one folder per person, holding .jpg/.jpeg/.png photos")
+    enr.add_argument("--out", type=Path, required=True, metavar="FILE",
+                     help="the gallery file to write")
+    enr.add_argument("--facenet-weights", type=Path, default=None, metavar="FILE",
+                     help="InceptionResnetV1 vggface2 state dict, for --embedder facenet "
+                          "(default: $FACENET_WEIGHTS, else $TORCH_HOME/checkpoints/...)")
+    ins = gsub.add_parser("inspect", help="summarise a gallery file as JSON",
+                          description="Print a gallery's embedder, size and people as JSON.")
+    ins.add_argument("file", type=Path, metavar="FILE", help="gallery file")
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "recognize":

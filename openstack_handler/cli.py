@@ -5,7 +5,8 @@
     openstack-handler check-config --config FILE [--connect]   validate a settings file (exit 78
                                              if invalid); --connect: do the queues and function answer
     openstack-handler status --config FILE   queue depths and what this machine's daemons processed
-    openstack-handler status --cloud NAME    every handler server's heartbeat (server metadata)
+    openstack-handler status --cloud NAME    every handler server's heartbeat (server metadata);
+                                             one of the two (exit 69 if the queues cannot be read)
     openstack-handler redrive --config FILE [--queue input|output|both]
                                              move dead letters back once their cause is fixed
     openstack-handler forget --config FILE KEY...  forget processed videos: their next upload
@@ -41,10 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run = sub.add_parser(
+        "run", help="run the daemon in the foreground",
+        description="Run the daemon: long-poll the input queue, invoke the function for each "
+                    "video (up to `concurrency` at once), write results/<video>.csv from the "
+                    "output queue. Ctrl-C or SIGTERM stops it after the videos in flight "
+                    "(grace_period_s); a second one exits at once.",
+        epilog="exit status: 0 stopped cleanly; 69 a queue unreachable at start; 70 a loop died; "
+               "75 grace period over with videos in flight; 78 bad configuration; 130 second "
+               "signal")
     _add_config_argument(run)
     run.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
-                     help="auto: JSON lines unless stdout is a terminal")
+                     help="auto (the default): JSON lines unless stdout is a terminal")
     run.add_argument("--daemonize", action="store_true",
                      help="detach (python-daemon) for hosts without systemd; needs --pidfile and "
                           "--log-file. Under systemd run in the foreground instead (Type=notify)")
@@ -68,15 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status", help="queue depths, processed/failed counts, last error; with --cloud, the "
-                       "heartbeat of every handler server in an OpenStack cloud")
-    _add_config_argument(status, required=False)
-    status.add_argument("--cloud", metavar="NAME",
-                        help="clouds.yaml entry: list the servers carrying handler heartbeat "
-                             "metadata and its age (needs the `openstack` extra)")
+                       "heartbeat of every handler server in an OpenStack cloud",
+        description="One of --config (this machine: queue depths of both queues and their "
+                    "dead-letter queues, the state DB's counts, the last duplicate dropped and "
+                    "the last error) or --cloud (every handler server's heartbeat) is required.",
+        epilog="exit status: 0 ok; 69 a queue (or the cloud) could not be read, the reason on "
+               "one stderr line; 78 bad configuration")
+    which = status.add_mutually_exclusive_group(required=True)
+    _add_config_argument(which)
+    which.add_argument("--cloud", metavar="NAME",
+                       help="clouds.yaml entry: list the servers carrying handler heartbeat "
+                            "metadata and its age (needs the `openstack` extra)")
     status.set_defaults(func=_cmd_status)
 
     redrive = sub.add_parser(
-        "redrive", help="move messages from a dead-letter queue back to its source queue")
+        "redrive", help="move messages from a dead-letter queue back to its source queue",
+        description="Once the cause of dead letters is fixed, move them back to the queue they "
+                    "died on (receive, send, then delete only what was sent).",
+        epilog="exit status: 0 moved; 1 some could not be sent; 69 SQS unreachable; 78 no "
+               "dead-letter queue, or bad configuration")
     _add_config_argument(redrive)
     redrive.add_argument("--queue", choices=("input", "output", "both"), default="input",
                          help="whose dead letters to move back (default: input)")
@@ -102,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_config_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument("--config", "-c", required=required, metavar="FILE",
+def _add_config_argument(parser: argparse.ArgumentParser | argparse._ActionsContainer) -> None:
+    """--config FILE: required, except inside a (required) group of alternatives."""
+    in_group = isinstance(parser, argparse._MutuallyExclusiveGroup)
+    parser.add_argument("--config", "-c", required=not in_group, metavar="FILE",
                         help="TOML settings file; OPENSTACK_HANDLER_<KEY> variables override it")
 
 
@@ -203,10 +224,6 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    if not (args.config or args.cloud):
-        print("openstack-handler status: give --config FILE, --cloud NAME or both",
-              file=sys.stderr)
-        return int(ExitCode.USAGE)
     if args.config:
         from openstack_handler.aws_clients import sqs_client
         from openstack_handler.status import collect_status, render_status

@@ -63,3 +63,13 @@ def test_enroll_facenet_writes_data_pt_format(photos: dict, tmp_path: Path,
     embeddings, names = torch.load(tmp_path / "data.pt", weights_only=True)
     assert names == ["obama"] and embeddings[0].shape == (1, 512)
     assert json.loads(capsys.readouterr().out)["embedder"] == "facenet"
+
+
+def test_every_command_and_option_explains_itself() -> None:
+    from cli_helpers import commands, undocumented
+
+    from lambda_image.cli import build_parser
+
+    problems = [p for path, parser in commands(build_parser(), "python -m lambda_image")
+                for p in undocumented(path, parser)]
+    assert problems == []
