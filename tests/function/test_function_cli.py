@@ -73,3 +73,19 @@ def test_every_command_and_option_explains_itself() -> None:
     problems = [p for path, parser in commands(build_parser(), "python -m lambda_image")
                 for p in undocumented(path, parser)]
     assert problems == []
+
+
+def test_inspecting_a_file_that_is_not_a_gallery_says_what_a_gallery_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    text, other = tmp_path / "notes.txt", tmp_path / "other.pkl"
+    text.write_text("# not a gallery at all\n" * 20)
+    other.write_bytes(pickle.dumps({"names": ["a"]}))
+    for path, what in ((text, "neither a pickle nor a torch file"),
+                       (other, "a dict with keys ['names'], not 'name' and 'encoding'")):
+        assert main(["gallery", "inspect", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path} is not a gallery ({what}): a gallery is either the course's `encoding` " \
+               "pickle" in err and "gallery enroll" in err
+        assert "Memo value" not in err and "index" not in err
