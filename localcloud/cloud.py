@@ -28,6 +28,7 @@ from localcloud.faults import FaultSpec
 from localcloud.lambda_endpoint import LambdaEndpoint
 from localcloud.lambda_spec import EndpointSpec, FunctionSpec
 from localcloud.moto_server import MotoServer
+from localcloud.workdir import WorkDir
 from openstack_handler.provisioning import (
     Provisioned,
     ProvisioningError,
@@ -247,24 +248,31 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
                  results_dir: Path = Path("results"), state_dir: Path | None = None,
                  daemon_concurrency: int = 4, function_concurrency: int = 2,
                  handler: str = DEFAULT_HANDLER, resources: ResourceSpec | None = None,
-                 work_dir: Path | None = None, out: IO[str] | None = None) -> int:
+                 work_dir: Path | None = None, keep_work_dir: bool = False,
+                 out: IO[str] | None = None) -> int:
     """Run the local cloud in the foreground until SIGINT/SIGTERM; 0 on a clean stop, 1 if it
-    could not start or a server died."""
+    could not start or a server died. Its scratch folder (logs, and the config and state unless
+    placed elsewhere) goes with a clean stop unless *keep_work_dir*; a failure keeps it."""
     out = out or sys.stdout
-    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="localcloud-"))
+    scratch = WorkDir("localcloud-", given=work_dir, keep=keep_work_dir)
+    work_dir = scratch.path
     cloud = LocalCloud(gallery=gallery, students=students, resources=resources, handler=handler,
                        concurrency=function_concurrency, work_dir=work_dir)
+    code = 1
     with _stop_on_signals() as stop:
         try:
             cloud.start()
         except (OSError, TimeoutError, RuntimeError, ValueError, ProvisioningError) as exc:
-            print(f"local cloud failed to start: {exc} (logs in {work_dir})", file=sys.stderr)
+            print(f"local cloud failed to start: {exc}", file=sys.stderr)
+            scratch.finish(False)
             return 1
         try:
             config = cloud.write_daemon_config(config_out or work_dir / "daemon.toml",
                                                results_dir, state_dir or work_dir / "state",
                                                daemon_concurrency)
-            print(f"# local cloud is up (logs in {work_dir}); Ctrl-C stops it.", file=out)
+            kept = "kept" if (keep_work_dir or not scratch.owned) else "removed"
+            print(f"# local cloud is up (logs in {work_dir}, {kept} when it stops); Ctrl-C "
+                  "stops it.", file=out)
             print(f"# daemon config: {config} (it names the endpoints: the daemon needs no "
                   "exports)", file=out)
             print(f"#   openstack-handler run --config {config}", file=out)
@@ -274,9 +282,11 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
             out.flush()
             while not stop.wait(1.0):
                 if not cloud.is_running():
-                    print(f"a local cloud server exited (logs in {work_dir})", file=sys.stderr)
+                    print("a local cloud server exited", file=sys.stderr)
                     return 1
             print("# stopping the local cloud", file=out)
+            code = 0
             return 0
         finally:
             cloud.stop()
+            scratch.finish(code == 0)

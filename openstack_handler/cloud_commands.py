@@ -30,6 +30,7 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--config-out", type=Path, metavar="FILE",
                     help="write the daemon config here (default: daemon.toml in the cloud's "
                          "work dir)")
+    _add_keep_work_dir(up)
     up.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
                     help="results dir written into the daemon config (default: %(default)s, "
                          "relative to the current directory)")
@@ -42,6 +43,7 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
                     "each is right).",
         epilog="exit status: 0 every video has a (right) result; 1 otherwise")
     _add_function_inputs(demo)
+    _add_keep_work_dir(demo)
     demo.add_argument("--videos", type=Path, required=True, metavar="DIR",
                       help="folder whose files are uploaded, one video each")
     demo.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
@@ -54,6 +56,13 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                       help="give up on results after this long (default: %(default)s)")
     demo.set_defaults(func=_cmd_local_demo)
+
+
+def _add_keep_work_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-work-dir", action="store_true",
+                        help="keep the run's scratch folder (/tmp/...: logs, and the daemon "
+                             "config and state unless placed elsewhere) after a clean exit; "
+                             "a failed run always keeps it and says where")
 
 
 def _add_function_inputs(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +82,8 @@ def _cmd_local_up(args: argparse.Namespace) -> int:
 
     return run_local_up(args.config_out, args.gallery, args.students, results_dir=args.results,
                         function_concurrency=args.function_concurrency,
-                        daemon_concurrency=args.function_concurrency)
+                        daemon_concurrency=args.function_concurrency,
+                        keep_work_dir=args.keep_work_dir)
 
 
 def _cmd_local_demo(args: argparse.Namespace) -> int:
@@ -86,7 +96,7 @@ def _cmd_local_demo(args: argparse.Namespace) -> int:
                             results=args.results, expected=args.expected,
                             function_concurrency=args.function_concurrency,
                             daemon_concurrency=args.daemon_concurrency or args.function_concurrency,
-                            timeout_s=args.timeout)
+                            timeout_s=args.timeout, keep_work_dir=args.keep_work_dir)
     return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
 
 
