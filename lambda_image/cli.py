@@ -1,4 +1,11 @@
-"""Command line without any cloud: recognise local videos, build and inspect galleries."""
+"""Command line without any cloud: recognise local videos, build and inspect galleries.
+
+Errors follow two conventions. A per-item error (a video that is missing or cannot be decoded)
+is that item's JSON line on stdout, with "error" set; the other items are still processed and
+the exit status is 1. A usage error (bad arguments, or a gallery or weights file the command
+cannot start without) is one line on stderr, ``python -m lambda_image CMD: error: ...`` as
+argparse writes its own, nothing on stdout, and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +18,24 @@ from pathlib import Path
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import InvalidInput, RecognitionError
 
+PROG = "python -m lambda_image"
+EXIT_STATUS = ("exit status: 0 every video recognised; 1 some video failed (its JSON line says "
+               "why in \"error\"; the others are still printed); 2 usage error: bad arguments, "
+               "or a gallery or weights file the command cannot start without (one line on "
+               "stderr, nothing on stdout)")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lambda_image", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0], epilog=EXIT_STATUS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rec = sub.add_parser(
         "recognize", help="print one JSON line per video",
         description="Recognise the people in local video files with the function's own "
                     "pipeline (no cloud): one JSON line per video on stdout, "
-                    '{"video", "names", "faces", "frames_sampled", "timings_ms", "error"}.')
+                    '{"video", "names", "faces", "frames_sampled", "timings_ms", "error"}.',
+        epilog=EXIT_STATUS)
     rec.add_argument("--gallery", type=Path, required=True, metavar="FILE",
                      help="gallery file: the course `encoding` pickle (dlib) or a facenet "
                           "data.pt; `gallery enroll` makes one")
@@ -63,8 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.gallery_command == "enroll":
             return _enroll(args)
         return _inspect(args)
-    except RecognitionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except RecognitionError as exc:  # a usage error: the command cannot start (see above)
+        command = " ".join(filter(None, [PROG, args.command,
+                                         getattr(args, "gallery_command", None)]))
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -89,3 +89,31 @@ def test_inspecting_a_file_that_is_not_a_gallery_says_what_a_gallery_is(
         assert f"{path} is not a gallery ({what}): a gallery is either the course's `encoding` " \
                "pickle" in err and "gallery enroll" in err
         assert "Memo value" not in err and "index" not in err
+
+
+def test_errors_follow_two_documented_conventions(course_data: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # a usage error (here: the gallery the command cannot start without) is one stderr line in
+    # argparse's own form, nothing on stdout, exit 2 ...
+    assert main(["recognize", "--gallery", str(tmp_path / "missing.pkl"), "v.mp4"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("python -m lambda_image recognize: error: cannot read gallery ")
+    with pytest.raises(SystemExit) as info:  # ... exactly as argparse's own usage errors
+        main(["recognize", "v.mp4"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "python -m lambda_image recognize: error: ")
+    # a per-item error (a missing video) is that item's JSON line on stdout, exit 1
+    assert main(["recognize", "--gallery", str(course_data / "encoding"),
+                 str(tmp_path / "missing.mp4")]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error"].startswith("FileNotFoundError: ")
+    assert captured.err == ""
+    # and the exit codes are documented in the help
+    with pytest.raises(SystemExit):
+        main(["recognize", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 every video recognised; 1 some video failed" in help_text
+    assert "2 usage error" in help_text
