@@ -29,7 +29,7 @@ from openstack_handler.deleter import change_visibility
 log = structlog.get_logger(__name__)
 
 #: how often a waiting caller looks at its stop event (the longest a stop waits for a receive).
-STOP_CHECK_S = 0.1
+STOP_CHECK_S = 0.25
 
 
 class Receiver:
