@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import threading
 import time
@@ -355,6 +356,7 @@ class InputConsumer:
                 self._add_stats(invalid=1)
                 self.state.incr("input_invalid")
                 self.state.record_error("input", f"message {message_id}: {parsed.reason}")
+                self._leave_for_redelivery(receipt, time.monotonic())
                 return
             self._dispatch_records(message_id, receipt, receive_count, parsed)
 
@@ -377,7 +379,9 @@ class InputConsumer:
                     continue
                 accepted.append(ref)
         if not accepted:
-            if not local_failure:
+            if local_failure:
+                self._leave_for_redelivery(receipt, time.monotonic())
+            else:
                 self._delete(receipt)
             return
         flight = _Flight(message_id, receipt, tuple(accepted), receive_count,
@@ -459,7 +463,8 @@ class InputConsumer:
                 first = not self.lambda_state.down
                 delay = self.lambda_state.failed(exc, function=self.invoker.function_name)
                 self._lambda_retry_at = time.monotonic() + delay
-                self._failed(flight, "invoke", exc, level="info" if first else "debug")
+                self._failed(flight, "invoke", exc, level="info" if first else "debug",
+                             hide=False)
                 self._retry_soon(flight)
             except InvokeFailed as exc:
                 self._failed(flight, "invoke", exc, level="error")
@@ -470,13 +475,35 @@ class InputConsumer:
                 self._finish(flight)
 
     def _failed(self, flight: _Flight, source: str, exc: Exception, *, level: str,
-                **extra: Any) -> None:
+                hide: bool = True, **extra: Any) -> None:
         elapsed_ms = round((time.monotonic() - flight.started) * 1000, 1)
         getattr(log, level)("invocation.failed_left_for_redelivery", error=str(exc),
                             elapsed_ms=elapsed_ms, **extra)
         self._add_stats(failed=1)
         self.state.incr("invocations_failed")
         self.state.record_error(source, f"{', '.join(r.key for r in flight.refs)}: {exc}")
+        if hide:
+            self.heartbeat.untrack(flight.message_id)
+            with self._cond:
+                receipt = flight.receipt_handle
+            self._leave_for_redelivery(receipt, flight.started)
+
+    def _leave_for_redelivery(self, receipt: str, received_at: float) -> None:
+        """A message left to the visibility timeout and the redrive policy (a failure): it was
+        received for the short claim only, so hide it for what is left of visibility_timeout_s
+        since it was received — a failure comes back after the visibility timeout, and poison
+        reaches the dead-letter queue at the pace it always did. A message the heartbeat
+        already extended (older than the claim) keeps its visibility."""
+        elapsed = time.monotonic() - received_at
+        if self.receive_visibility_s >= self.visibility_timeout_s or \
+                elapsed >= self.receive_visibility_s:
+            return
+        try:
+            change_visibility(self.sqs, self.queue_url, [receipt],
+                              math.ceil(self.visibility_timeout_s - elapsed))
+        except (ClientError, BotoCoreError) as exc:
+            log.info("input.hide_failed", error=str(exc),
+                     note="the message returns after the receive's short visibility")
 
     def _object_gone(self, flight: _Flight, exc: FunctionFailed) -> None:
         """The object was deleted before the function read it: nothing to retry. Write an
@@ -490,6 +517,10 @@ class InputConsumer:
             log.error("video.gone_write_failed", error=str(write_exc),
                       note="left for redelivery")
             self._add_stats(failed=1)
+            self.heartbeat.untrack(flight.message_id)
+            with self._cond:
+                receipt = flight.receipt_handle
+            self._leave_for_redelivery(receipt, flight.started)
             return
         except InvalidKey:
             written = None
@@ -550,6 +581,9 @@ class InputConsumer:
             self._delete(receipt)
         else:
             log.warning("input.kept_for_retry", why="a local result write failed")
+            with self._cond:
+                receipt = flight.receipt_handle
+            self._leave_for_redelivery(receipt, flight.started)
 
     def _finish(self, flight: _Flight) -> None:
         self.heartbeat.untrack(flight.message_id)

@@ -239,3 +239,18 @@ def test_a_dropped_duplicate_says_why_and_forget_has_it_processed_again(
     send(sqs, queues.input, s3_event("videos", "dir/clip.mp4", etag="same"))
     make_consumer().run(max_messages=1, max_idle=1)
     assert len(fake_lambda.calls) == 2
+
+
+def test_a_failure_still_waits_out_the_visibility_timeout_not_the_short_receive_claim(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda) -> None:
+    # GIVEN receives that claim messages for 2 s, and a visibility timeout of 8 s
+    fake_lambda.behaviour = lambda name, payload: function_error("RuntimeError", "model broke")
+    send(sqs, queues.input, s3_event("videos", "v.mp4"))
+    failed_at = time.monotonic()
+    make_consumer(visibility_timeout_s=8, receive_visibility_s=2).run(max_messages=1, max_idle=0.5)
+    # WHEN the function fails THEN the message stays hidden past the claim ...
+    time.sleep(max(0.0, failed_at + 4 - time.monotonic()))
+    assert queue_counts(sqs, queues.input) == (0, 1)
+    # ... and comes back once the visibility timeout has passed since it was received
+    got = sqs.receive_message(QueueUrl=queues.input, WaitTimeSeconds=10)
+    assert got.get("Messages") and time.monotonic() - failed_at >= 7
