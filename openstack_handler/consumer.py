@@ -320,6 +320,7 @@ class InputConsumer:
                             note="their messages reappear after the visibility timeout")
             self.heartbeat.stop()
             self.deleter.stop()
+            self.receiver.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("consumer.stopped", **vars(self.stats))
         return self.stats

@@ -211,6 +211,7 @@ class OutputDrainer:
                     stop.wait(self.batch_window_s)  # let the rest of a burst gather
             elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                 break
+        self.receiver.close()
         if flush_on_stop:
             self.flush(timeout_s=flush_timeout_s)
         log.info("drainer.stopped", **vars(self.stats))

@@ -30,24 +30,38 @@ log = structlog.get_logger(__name__)
 
 #: how often a waiting caller looks at its stop event (the longest a stop waits for a receive).
 STOP_CHECK_S = 0.25
+#: a worker thread with nothing to do for this long ends (the next receive starts another).
+IDLE_EXIT_S = 30.0
 
 
 class Receiver:
-    """``receive_message`` on a worker thread (a daemon thread: it never holds up the exit)."""
+    """``receive_message`` on a worker thread (a daemon thread: it never holds up the exit).
+
+    The thread is started by the first receive and ends after :meth:`close` or
+    :data:`IDLE_EXIT_S` without work (so that a consumer that is done does not keep it, and
+    its client, alive); the next receive starts it again.
+    """
 
     def __init__(self, sqs: Any, queue_url: str, *, name: str,
-                 stop_check_s: float = STOP_CHECK_S) -> None:
+                 stop_check_s: float = STOP_CHECK_S, idle_exit_s: float = IDLE_EXIT_S) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.name = name
         self.stop_check_s = stop_check_s
+        self.idle_exit_s = idle_exit_s
         self.abandoned = 0  #: calls given up on because of a stop
         self.released_late = 0  #: messages an abandoned call returned, released at once
-        self._requests: queue.SimpleQueue[tuple[dict[str, Any], Future[dict[str, Any]]]] = \
-            queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[dict[str, Any], Future[dict[str, Any]]] | None] \
+            = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _thread against a request put as it exits
         self._out: Future[dict[str, Any]] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread exists (it ends after close() or when idle)."""
+        with self._lock:
+            return self._thread is not None
 
     @property
     def busy(self) -> bool:
@@ -63,9 +77,13 @@ class Receiver:
         future: Future[dict[str, Any]] = Future()
         done = threading.Event()
         future.add_done_callback(lambda _f: done.set())
-        self._start()
         self._out = future
-        self._requests.put((params, future))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=f"receive-{self.name}",
+                                                daemon=True)
+                self._thread.start()
+            self._requests.put((params, future))
         while not done.wait(self.stop_check_s):
             if stop.is_set():
                 self.abandoned += 1
@@ -74,16 +92,25 @@ class Receiver:
                 return None
         return future.result()
 
-    def _start(self) -> None:
+    def close(self) -> None:
+        """Let the worker thread end once the call it may still have out returns."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name=f"receive-{self.name}",
-                                                daemon=True)
-                self._thread.start()
+            if self._thread is not None:
+                self._requests.put(None)
 
     def _serve(self) -> None:
         while True:
-            params, future = self._requests.get()
+            try:
+                item = self._requests.get(timeout=self.idle_exit_s)
+            except queue.Empty:
+                item = None
+            if item is None:  # closed, or idle: end, unless a request came in meanwhile
+                with self._lock:
+                    if self._requests.empty():
+                        self._thread = None
+                        return
+                continue
+            params, future = item
             if not future.set_running_or_notify_cancel():
                 continue
             try:

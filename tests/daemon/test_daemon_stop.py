@@ -201,3 +201,16 @@ def test_after_the_process_is_gone_a_late_message_is_hidden_for_the_short_claim_
     assert message["Attributes"]["ApproximateReceiveCount"] == "2"
     # ... and it was hidden for the claim, not for the visibility timeout
     assert 10 < back_after < 25, f"hidden {back_after:.1f} s"
+
+
+def test_a_finished_consumer_leaves_no_receive_thread_behind(make_consumer, sqs, queues,
+                                                             fake_lambda: FakeLambda) -> None:
+    # (a thread that outlived its consumer would keep the consumer and its boto3 clients alive)
+    sqs.send_message(QueueUrl=queues.input, MessageBody=json.dumps(s3_event("videos", "v.mp4")))
+    consumer = make_consumer()
+    consumer.run(max_messages=1, max_idle=0.5)
+    assert consumer.receiver.abandoned == 0
+    deadline = time.monotonic() + 5
+    while consumer.receiver.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not consumer.receiver.running
