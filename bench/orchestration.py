@@ -64,7 +64,8 @@ class QueueSite:
         """Environment that points the daemon at these queues (moto's are in its config)."""
         if self.name == "moto":
             return {}
-        return {"AWS_ENDPOINT_URL_SQS": self.endpoint,
+        # The config names moto as every service's endpoint; SQS's own setting overrides it.
+        return {"OPENSTACK_HANDLER_SQS_ENDPOINT_URL": self.endpoint,
                 "OPENSTACK_HANDLER_INPUT_QUEUE_URL": self.input_url,
                 "OPENSTACK_HANDLER_OUTPUT_QUEUE_URL": self.output_url}
 

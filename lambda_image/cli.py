@@ -1,4 +1,11 @@
-"""Command line without any cloud: recognise local videos, build and inspect galleries."""
+"""Command line without any cloud: recognise local videos, build and inspect galleries.
+
+Errors follow two conventions. A per-item error (a video that is missing or cannot be decoded)
+is that item's JSON line on stdout, with "error" set; the other items are still processed and
+the exit status is 1. A usage error (bad arguments, or a gallery or weights file the command
+cannot start without) is one line on stderr, ``python -m lambda_image CMD: error: ...`` as
+argparse writes its own, nothing on stdout, and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +18,59 @@ from pathlib import Path
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import InvalidInput, RecognitionError
 
+PROG = "python -m lambda_image"
+EXIT_STATUS = ("exit status: 0 every video recognised; 1 some video failed (its JSON line says "
+               "why in \"error\"; the others are still printed); 2 usage error: bad arguments, "
+               "or a gallery or weights file the command cannot start without (one line on "
+               "stderr, nothing on stdout)")
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lambda_image", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    rec = sub.add_parser("recognize", help="print one JSON line per video")
-    rec.add_argument("--gallery", type=Path, required=True)
-    rec.add_argument("--threshold", type=float, default=None)
-    rec.add_argument("--facenet-weights", type=Path, default=None)
-    rec.add_argument("videos", nargs="+", type=Path)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0], epilog=EXIT_STATUS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rec = sub.add_parser(
+        "recognize", help="print one JSON line per video",
+        description="Recognise the people in local video files with the function's own "
+                    "pipeline (no cloud): one JSON line per video on stdout, "
+                    '{"video", "names", "faces", "frames_sampled", "timings_ms", "error"}.',
+        epilog=EXIT_STATUS)
+    rec.add_argument("--gallery", type=Path, required=True, metavar="FILE",
+                     help="gallery file: the course `encoding` pickle (dlib) or a facenet "
+                          "data.pt; `gallery enroll` makes one")
+    rec.add_argument("--threshold", type=float, default=None, metavar="DISTANCE",
+                     help="distance above which a face is unknown_person (default: the "
+                          "embedder's, dlib 0.6; $MATCH_THRESHOLD)")
+    rec.add_argument("--facenet-weights", type=Path, default=None, metavar="FILE",
+                     help="InceptionResnetV1 vggface2 state dict, for a facenet gallery "
+                          "(default: $FACENET_WEIGHTS, else $TORCH_HOME/checkpoints/...)")
+    rec.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files")
 
     gal = sub.add_parser("gallery", help="build or inspect a gallery file")
-    gsub = gal.add_subparsers(dest="gallery_command", required=True)
-    enr = gsub.add_parser("enroll", help="DIR/<person>/*.jpg|*.png → gallery file")
-    enr.add_argument("--embedder", choices=("dlib", "facenet"), required=True)
-    enr.add_argument("--images", type=Path, required=True)
-    enr.add_argument("--out", type=Path, required=True)
-    enr.add_argument("--facenet-weights", type=Path, default=None)
-    ins = gsub.add_parser("inspect", help="summarise a gallery file as JSON")
-    ins.add_argument("file", type=Path)
+    gsub = gal.add_subparsers(dest="gallery_command", required=True, metavar="COMMAND")
+    enr = gsub.add_parser(
+        "enroll", help="DIR/<person>/*.jpg|*.png → gallery file",
+        description="Enrol one embedding per photo (its largest face) under the name of the "
+                    "folder it is in, and write a gallery in the embedder's format.")
+    enr.add_argument("--embedder", choices=("dlib", "facenet"), required=True,
+                     help="dlib: 128-d, written as the course's `encoding` pickle; facenet: "
+                          "512-d, written as a data.pt")
+    enr.add_argument("--images", type=Path, required=True, metavar="DIR",
+                     help="one folder per person, holding .jpg/.jpeg/.png photos")
+    enr.add_argument("--out", type=Path, required=True, metavar="FILE",
+                     help="the gallery file to write")
+    enr.add_argument("--facenet-weights", type=Path, default=None, metavar="FILE",
+                     help="InceptionResnetV1 vggface2 state dict, for --embedder facenet "
+                          "(default: $FACENET_WEIGHTS, else $TORCH_HOME/checkpoints/...)")
+    ins = gsub.add_parser("inspect", help="summarise a gallery file as JSON",
+                          description="Print a gallery's embedder, size and people as JSON.")
+    ins.add_argument("file", type=Path, metavar="FILE", help="gallery file")
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "recognize":
@@ -39,8 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.gallery_command == "enroll":
             return _enroll(args)
         return _inspect(args)
-    except RecognitionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except RecognitionError as exc:  # a usage error: the command cannot start (see above)
+        command = " ".join(filter(None, [PROG, args.command,
+                                         getattr(args, "gallery_command", None)]))
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
 
 

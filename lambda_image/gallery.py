@@ -63,6 +63,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"gallery pickle may not reference {module}.{name}")
 
 
+#: what a gallery is, for the error that says a file is not one.
+GALLERY_FORMATS = ("a gallery is either the course's `encoding` pickle ({'name': [names], "
+                   "'encoding': [128-d arrays]}, dlib) or a facenet data.pt "
+                   "(torch.save([[1x512 tensors], [names]])); "
+                   "`python -m lambda_image gallery enroll` makes one from photos")
+
+
+def not_a_gallery(path: Path, what: str) -> GalleryError:
+    return GalleryError(f"{path} is not a gallery ({what}): {GALLERY_FORMATS}")
+
+
 def load_gallery(path: Path | str) -> Gallery:
     """Read either format; the format (not the file name) decides the embedder."""
     path = Path(path)
@@ -78,10 +89,17 @@ def load_gallery(path: Path | str) -> Gallery:
 def _load_dlib(data: bytes, path: Path) -> Gallery:
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as exc:
+        if "may not reference" in str(exc):  # a pickle, of something else: say what it held
+            raise not_a_gallery(path, f"a pickle that {str(exc).removeprefix('gallery pickle ')}"
+                                ) from exc
+        raise not_a_gallery(path, "neither a pickle nor a torch file") from exc
     except Exception as exc:  # pickle raises a zoo of types for foreign bytes
-        raise GalleryError(f"{path} is neither a torch file nor a gallery pickle: {exc}") from exc
+        raise not_a_gallery(path, "neither a pickle nor a torch file") from exc
     if not isinstance(obj, dict) or not {"name", "encoding"} <= obj.keys():
-        raise GalleryError(f"{path}: expected a dict with 'name' and 'encoding'")
+        held = (f"a dict with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, dict)
+                else f"a pickled {type(obj).__name__}")
+        raise not_a_gallery(path, f"{held}, not 'name' and 'encoding'")
     names = tuple(str(n) for n in obj["name"])
     rows = np.asarray([np.asarray(e, dtype=np.float32).reshape(-1) for e in obj["encoding"]])
     return Gallery(names=names, embeddings=rows.reshape(len(names), -1), embedder="dlib")
@@ -93,9 +111,10 @@ def _load_facenet(data: bytes, path: Path) -> Gallery:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's loader raises many types
-        raise GalleryError(f"{path}: unreadable torch file: {exc}") from exc
+        raise not_a_gallery(path, "a zip file torch cannot load") from exc
     if not (isinstance(obj, (list, tuple)) and len(obj) == 2):
-        raise GalleryError(f"{path}: expected [embeddings, names]")
+        raise not_a_gallery(path, f"a torch file holding a {type(obj).__name__}, not "
+                                  "[embeddings, names]")
     embeddings, names = obj
     rows = [np.asarray(e.detach().cpu().numpy() if hasattr(e, "detach") else e,
                        dtype=np.float32).reshape(-1) for e in embeddings]

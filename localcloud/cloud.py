@@ -1,8 +1,10 @@
 """`LocalCloud`: the whole embedded cloud on 127.0.0.1 (moto for S3/SQS/DynamoDB, our Lambda
 endpoint for the function), provisioned by the same definition that provisions AWS.
 
-Clients (the daemon, the CLI, tests) reach it only through boto3's endpoint variables from
-`client_env()`; the function reaches moto the same way, through its environment.
+The daemon's config it writes names the endpoints (`endpoint_url`, `lambda_endpoint_url`), so
+the daemon reaches this cloud and nothing else whatever the shell exports; other clients (the
+CLI's `aws`, tests) use boto3's endpoint variables from `client_env()`; the function reaches moto
+the same way, through its environment.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from localcloud.awslambda.endpoint import LambdaEndpoint
 from localcloud.awslambda.faults import FaultSpec
 from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
 from localcloud.moto_server import MotoServer
+from localcloud.workdir import WorkDir
 from openstack_handler.provisioning import (
     Provisioned,
     ProvisioningError,
@@ -201,7 +204,9 @@ class LocalCloud:
                 "results_dir": str(results_dir.resolve()), "state_dir": str(state_dir.resolve()),
                 "region": p.region, "concurrency": concurrency,
                 "function_timeout_s": self.resources.function_timeout_s,
-                "input_dlq_url": p.input_dlq_url, "output_dlq_url": p.output_dlq_url}
+                "input_dlq_url": p.input_dlq_url, "output_dlq_url": p.output_dlq_url,
+                # The endpoints themselves: the file alone decides where the daemon goes.
+                "endpoint_url": self.moto_url, "lambda_endpoint_url": self.lambda_url}
 
     def write_daemon_config(self, path: Path, results_dir: Path, state_dir: Path,
                             concurrency: int = 4) -> Path:
@@ -243,33 +248,45 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
                  results_dir: Path = Path("results"), state_dir: Path | None = None,
                  daemon_concurrency: int = 4, function_concurrency: int = 2,
                  handler: str = DEFAULT_HANDLER, resources: ResourceSpec | None = None,
-                 work_dir: Path | None = None, out: IO[str] | None = None) -> int:
+                 work_dir: Path | None = None, keep_work_dir: bool = False,
+                 out: IO[str] | None = None) -> int:
     """Run the local cloud in the foreground until SIGINT/SIGTERM; 0 on a clean stop, 1 if it
-    could not start or a server died."""
+    could not start or a server died. Its scratch folder (logs, and the config and state unless
+    placed elsewhere) goes with a clean stop unless *keep_work_dir*; a failure keeps it."""
     out = out or sys.stdout
-    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="localcloud-"))
+    scratch = WorkDir("localcloud-", given=work_dir, keep=keep_work_dir)
+    work_dir = scratch.path
     cloud = LocalCloud(gallery=gallery, students=students, resources=resources, handler=handler,
                        concurrency=function_concurrency, work_dir=work_dir)
+    code = 1
     with _stop_on_signals() as stop:
         try:
             cloud.start()
         except (OSError, TimeoutError, RuntimeError, ValueError, ProvisioningError) as exc:
-            print(f"local cloud failed to start: {exc} (logs in {work_dir})", file=sys.stderr)
+            print(f"local cloud failed to start: {exc}", file=sys.stderr)
+            scratch.finish(False)
             return 1
         try:
             config = cloud.write_daemon_config(config_out or work_dir / "daemon.toml",
                                                results_dir, state_dir or work_dir / "state",
                                                daemon_concurrency)
-            print(f"# local cloud is up (logs in {work_dir}); Ctrl-C stops it.", file=out)
+            kept = "kept" if (keep_work_dir or not scratch.owned) else "removed"
+            print(f"# local cloud is up (logs in {work_dir}, {kept} when it stops); Ctrl-C "
+                  "stops it.", file=out)
+            print(f"# daemon config: {config} (it names the endpoints: the daemon needs no "
+                  "exports)", file=out)
+            print(f"#   openstack-handler run --config {config}", file=out)
+            print("# for your own aws CLI or boto3 calls against this cloud:", file=out)
             for key, value in cloud.client_env().items():
                 print(f"export {key}={value}", file=out)
-            print(f"# daemon config: {config}", file=out)
             out.flush()
             while not stop.wait(1.0):
                 if not cloud.is_running():
-                    print(f"a local cloud server exited (logs in {work_dir})", file=sys.stderr)
+                    print("a local cloud server exited", file=sys.stderr)
                     return 1
             print("# stopping the local cloud", file=out)
+            code = 0
             return 0
         finally:
             cloud.stop()
+            scratch.finish(code == 0)

@@ -13,14 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 from localcloud.cloud import EndpointSession, LocalCloud
+from localcloud.workdir import WorkDir
 from openstack_handler.results_store import ResultsStore
 
 POLL_INTERVAL_S = 0.05
@@ -63,7 +63,7 @@ class DemoReport:
     runs: list[VideoRun]
     wall_s: float
     daemon_exit: int | None
-    log_dir: Path
+    log_dir: Path | None  #: the kept scratch folder; None once removed after a clean run
 
     @property
     def complete(self) -> bool:
@@ -84,8 +84,11 @@ def read_expected(path: Path) -> dict[str, list[str]]:
 def run_local_demo(*, videos: Path, gallery: Path, students: Path, results: Path,
                    expected: Path | None = None, function_concurrency: int = 2,
                    daemon_concurrency: int = 2, timeout_s: float = 600.0,
-                   work_dir: Path | None = None, out: IO[str] | None = None) -> DemoReport:
-    """Run the whole pipeline on every file in *videos*; see the module docstring."""
+                   work_dir: Path | None = None, keep_work_dir: bool = False,
+                   out: IO[str] | None = None) -> DemoReport:
+    """Run the whole pipeline on every file in *videos*; see the module docstring. The scratch
+    folder (logs, the daemon's config and state) goes after a run that is ok, unless
+    *keep_work_dir*; otherwise it is kept and named."""
     out = out or sys.stdout
     files = sorted(p for p in videos.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
@@ -97,10 +100,26 @@ def run_local_demo(*, videos: Path, gallery: Path, students: Path, results: Path
         for suffix in (".csv", ".error"):
             store.path_for(run.key, suffix).unlink(missing_ok=True)
     results.mkdir(parents=True, exist_ok=True)
-    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="openstack-handler-demo-"))
+    scratch = WorkDir("openstack-handler-demo-", given=work_dir, keep=keep_work_dir)
+    work_dir = scratch.path
 
     print(f"starting the local cloud ({function_concurrency} warm function workers)...",
           file=out, flush=True)
+    try:
+        report = _run(runs, store, results, gallery, students, work_dir, function_concurrency,
+                      daemon_concurrency, timeout_s, out)
+    except BaseException:
+        scratch.finish(False)
+        raise
+    kept = scratch.finish(report.ok, announce=False)  # the report's last line says where
+    report = replace(report, log_dir=work_dir if kept else None)
+    print(render_report(report), file=out, flush=True)
+    return report
+
+
+def _run(runs: list[VideoRun], store: ResultsStore, results: Path, gallery: Path,
+         students: Path, work_dir: Path, function_concurrency: int, daemon_concurrency: int,
+         timeout_s: float, out: IO[str]) -> DemoReport:
     with LocalCloud(gallery=gallery, students=students, concurrency=function_concurrency,
                     work_dir=work_dir) as cloud:
         config = cloud.write_daemon_config(work_dir / "daemon.toml", results,
@@ -121,9 +140,7 @@ def run_local_demo(*, videos: Path, gallery: Path, students: Path, results: Path
                 wall_s = time.monotonic() - started
             finally:
                 daemon_exit = _stop(daemon)
-    report = DemoReport(runs=runs, wall_s=wall_s, daemon_exit=daemon_exit, log_dir=work_dir)
-    print(render_report(report), file=out, flush=True)
-    return report
+    return DemoReport(runs=runs, wall_s=wall_s, daemon_exit=daemon_exit, log_dir=work_dir)
 
 
 def _upload_all(s3: object, bucket: str, runs: list[VideoRun]) -> None:
@@ -189,7 +206,8 @@ def render_report(report: DemoReport) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     done = sum(run.finished_at is not None for run in report.runs)
     lines.append("")
+    logs = (f"logs kept in {report.log_dir}" if report.log_dir is not None
+            else "logs removed (--keep-work-dir keeps them)")
     lines.append(f"{done}/{len(report.runs)} videos have results in {report.wall_s:.2f} s "
-                 f"(first upload to last result); daemon exit code {report.daemon_exit}; "
-                 f"logs in {report.log_dir}")
+                 f"(first upload to last result); daemon exit code {report.daemon_exit}; {logs}")
     return "\n".join(lines)

@@ -20,26 +20,49 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
     local = subparsers.add_parser("local", help="the embedded local cloud (moto + Lambda endpoint)")
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
 
-    up = local_sub.add_parser("up", help="run the local cloud in the foreground until Ctrl-C")
+    up = local_sub.add_parser(
+        "up", help="run the local cloud in the foreground until Ctrl-C",
+        description="Start moto (S3, SQS, DynamoDB) and the Lambda endpoint on 127.0.0.1, "
+                    "provision the buckets, queues, table and function, seed the students, and "
+                    "write a daemon config that names these endpoints; run until Ctrl-C.",
+        epilog="exit status: 0 stopped by Ctrl-C/SIGTERM; 1 could not start, or a server died")
     _add_function_inputs(up)
     up.add_argument("--config-out", type=Path, metavar="FILE",
-                    help="write the daemon config here (default: in the cloud's work dir)")
+                    help="write the daemon config here (default: daemon.toml in the cloud's "
+                         "work dir)")
+    _add_keep_work_dir(up)
     up.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
-                    help="results dir written into the daemon config")
+                    help="results dir written into the daemon config (default: %(default)s, "
+                         "relative to the current directory)")
     up.set_defaults(func=_cmd_local_up)
 
     demo = local_sub.add_parser(
-        "demo", help="upload a folder of videos through the whole pipeline and print a table")
+        "demo", help="upload a folder of videos through the whole pipeline and print a table",
+        description="Start the local cloud and the real daemon, upload every file of --videos, "
+                    "wait for each one's result and print a table (with --expected, whether "
+                    "each is right).",
+        epilog="exit status: 0 every video has a (right) result; 1 otherwise")
     _add_function_inputs(demo)
-    demo.add_argument("--videos", type=Path, required=True, metavar="DIR")
-    demo.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
+    _add_keep_work_dir(demo)
+    demo.add_argument("--videos", type=Path, required=True, metavar="DIR",
+                      help="folder whose files are uploaded, one video each")
+    demo.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                      help="where the daemon writes <video>.csv (default: %(default)s)")
     demo.add_argument("--expected", type=Path, metavar="FILE",
                       help="CSV `video,names` to check the results against")
     demo.add_argument("--daemon-concurrency", type=int, default=None,
                       help="in-flight invocations (default: the function's concurrency, so the "
                            "daemon does not provoke throttling)")
-    demo.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    demo.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                      help="give up on results after this long (default: %(default)s)")
     demo.set_defaults(func=_cmd_local_demo)
+
+
+def _add_keep_work_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-work-dir", action="store_true",
+                        help="keep the run's scratch folder (/tmp/...: logs, and the daemon "
+                             "config and state unless placed elsewhere) after a clean exit; "
+                             "a failed run always keeps it and says where")
 
 
 def _add_function_inputs(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +82,8 @@ def _cmd_local_up(args: argparse.Namespace) -> int:
 
     return run_local_up(args.config_out, args.gallery, args.students, results_dir=args.results,
                         function_concurrency=args.function_concurrency,
-                        daemon_concurrency=args.function_concurrency)
+                        daemon_concurrency=args.function_concurrency,
+                        keep_work_dir=args.keep_work_dir)
 
 
 def _cmd_local_demo(args: argparse.Namespace) -> int:
@@ -72,27 +96,47 @@ def _cmd_local_demo(args: argparse.Namespace) -> int:
                             results=args.results, expected=args.expected,
                             function_concurrency=args.function_concurrency,
                             daemon_concurrency=args.daemon_concurrency or args.function_concurrency,
-                            timeout_s=args.timeout)
+                            timeout_s=args.timeout, keep_work_dir=args.keep_work_dir)
     return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
+
+
+class _DeprecatedConfigOption(argparse.Action):
+    """``aws provision --config``: the old name of --config-out (every other --config reads a
+    file; this one writes it). Still accepted, with a warning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print("openstack-handler: --config is deprecated for aws provision (it writes the "
+              "file): use --config-out", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
     aws = subparsers.add_parser("aws", help="provision the AWS side (boto3's credential chain)")
     aws_sub = aws.add_subparsers(dest="aws_command", required=True, metavar="COMMAND")
     prov = aws_sub.add_parser(
-        "provision", help="create or converge buckets, queues+DLQs, notification, table, function")
-    prov.add_argument("--config", "-c", type=Path, required=True, metavar="FILE",
-                      help="daemon config to write the queue URLs and function name into "
-                           "(other keys in it are kept)")
+        "provision", help="create or converge buckets, queues+DLQs, notification, table, function",
+        description="Create or converge every AWS resource from the one declarative definition "
+                    "(idempotent: a second run changes nothing) and write the daemon's config.",
+        epilog="exit status: 0 ok; 78 the existing config file is not valid TOML")
+    # Not required=True: the deprecated --config may give it instead (checked in the command).
+    prov.add_argument("--config-out", type=Path, metavar="FILE",
+                      help="(required) daemon config to write the queue URLs and function name "
+                           "into (other keys in it are kept)")
+    prov.add_argument("--config", "-c", type=Path, dest="config_out",
+                      action=_DeprecatedConfigOption, help=argparse.SUPPRESS)
     prov.add_argument("--prefix", default="openstack-handler",
-                      help="resource name prefix (bucket names must be globally unique)")
+                      help="resource name prefix (bucket names must be globally unique; "
+                           "default: %(default)s)")
     prov.add_argument("--region", default=None, help="default: boto3's configured region")
     prov.add_argument("--students", type=Path, metavar="FILE", help="seed the table from this JSON")
-    prov.add_argument("--function-timeout", type=int, default=60, metavar="SECONDS")
+    prov.add_argument("--function-timeout", type=int, default=60, metavar="SECONDS",
+                      help="the function's timeout; the input queue's visibility is 6x it "
+                           "(default: %(default)s)")
     prov.add_argument("--image-uri", help="ECR image of lambda_image: also create/update the "
                                           "function and its least-privilege role")
     prov.add_argument("--gallery-in-image", default="/var/task/gallery/encoding",
-                      help="GALLERY_PATH inside the image")
+                      help="GALLERY_PATH inside the image (default: %(default)s)")
     prov.add_argument("--json", action="store_true",
                       help='print {"changed", "changes", "settings"} (for Ansible) instead of lines')
     prov.set_defaults(func=_cmd_aws_provision)
@@ -113,6 +157,10 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
     )
     from openstack_handler.settings import load_settings, settings_toml
 
+    if args.config_out is None:
+        print("openstack-handler aws provision: error: --config-out FILE is required",
+              file=sys.stderr)
+        return int(ExitCode.USAGE)
     configure_logging(None, level="warning", stream=sys.stderr)  # stdout: the changes, once
     session = boto3.session.Session(region_name=args.region)
     spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout)
@@ -128,7 +176,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         function = provision_function(session, spec, args.image_uri, args.gallery_in_image,
                                       provisioned=provisioned)
         changes.extend(function.changes)
-    values = _read_toml(args.config)
+    values = _read_toml(args.config_out)
     values.update({
         "input_queue_url": provisioned.input_queue_url,
         "output_queue_url": provisioned.output_queue_url,
@@ -139,13 +187,13 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         "region": provisioned.region,
     })
     text = settings_toml(values, header="openstack-handler settings (written by aws provision)")
-    if not args.config.exists() or args.config.read_text(encoding="utf-8") != text:
-        args.config.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.config.with_name(f".{args.config.name}.tmp")
+    if not args.config_out.exists() or args.config_out.read_text(encoding="utf-8") != text:
+        args.config_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.config_out.with_name(f".{args.config_out.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, args.config)
-        changes.append(Change("config file", str(args.config), "updated"))
-    load_settings(args.config, env={})  # what we wrote must load: fail here, not in the daemon
+        os.replace(tmp, args.config_out)
+        changes.append(Change("config file", str(args.config_out), "updated"))
+    load_settings(args.config_out, env={})  # what we wrote must load: fail here, not in the daemon
     if args.json:
         print(json.dumps({"changed": bool(changes), "changes": [str(c) for c in changes],
                           "settings": values}))

@@ -3,14 +3,20 @@
 - Long polls the input queue, never receiving more messages than there are free invocation slots
   (``MaxNumberOfMessages = min(10, free)``); a fixed thread pool of ``concurrency`` runs the
   invocations, so at most ``concurrency`` are ever in flight.
-- While an invocation runs, :class:`VisibilityHeartbeat` extends its message's visibility every
-  third of the visibility timeout, so a slow video is never handed to a second consumer.
+- A receive claims its messages for a short visibility (``receive_visibility_s``, 15 s at most);
+  while an invocation runs, :class:`VisibilityHeartbeat` extends its message's visibility to the
+  visibility timeout every third of that claim, so a slow video is never handed to a second
+  consumer. The claim is short so that a receive nobody waits for any more (the daemon stopped
+  while it long-polled: :class:`~openstack_handler.receiver.Receiver`) hides what it gets only
+  briefly.
 - The input message is deleted only after the function succeeded; by then the function has put
   one result per record on the output queue (the drainer writes the files). A ``FunctionError``
   or a failed invoke leaves the message to the visibility timeout and the redrive policy.
 - De-duplication on (bucket, key, eTag): the state DB remembers successes across restarts, and an
   in-memory claim covers a duplicate that arrives while the first delivery is still running (the
   first message stays the carrier: if it fails it comes back, so the duplicate can be dropped).
+  A dropped duplicate is logged as ``video.duplicate_dropped`` with why and how to have it
+  processed again (``openstack-handler forget``), and recorded for ``status``.
 - Bad input never stops the loop: ``s3:TestEvent`` and non-``ObjectCreated`` records are
   acknowledged and dropped; an unparsable body is logged and left for the dead-letter queue; an
   object above ``max_object_bytes`` gets a local ``.error`` result and is acknowledged, and so
@@ -21,17 +27,21 @@
   backlog's receive counts do not run up towards the dead-letter queue.
 - :attr:`last_progress` is stamped on every turn of the poll loop, for the systemd watchdog;
   :attr:`first_poll` is set once a receive has succeeded (the daemon is then READY).
-- On stop: messages received but not started are released (visibility 0); in-flight invocations
-  finish within the grace period.
+- On stop: the long poll is abandoned at once (what it returns late is released), messages
+  received but not started are released (visibility 0); in-flight invocations finish within the
+  grace period.
 """
 
 from __future__ import annotations
 
+import math
+import shlex
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -40,7 +50,7 @@ from structlog.contextvars import bound_contextvars
 
 from openstack_handler.availability import Availability, PollGuard
 from openstack_handler.backoff import compute_backoff
-from openstack_handler.deleter import SQS_MAX_BATCH, BatchDeleter, chunks
+from openstack_handler.deleter import SQS_MAX_BATCH, BatchDeleter, change_visibility
 from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
 from openstack_handler.events import (
     InputMessage,
@@ -50,7 +60,9 @@ from openstack_handler.events import (
     parse_input_message,
 )
 from openstack_handler.invoker import LambdaInvoker
+from openstack_handler.receiver import Receiver
 from openstack_handler.results_store import ResultsStore
+from openstack_handler.settings import RECEIVE_CLAIM_S
 from openstack_handler.state import StateDB
 
 log = structlog.get_logger(__name__)
@@ -60,20 +72,6 @@ RETRY_SOON_INITIAL_S = 2.0
 RETRY_SOON_CAP_S = 60.0
 #: function error types that mean the object is gone for good: acknowledged with an .error file.
 OBJECT_GONE_ERRORS = frozenset({"NoSuchKey"})
-
-
-def change_visibility(sqs: Any, queue_url: str, receipts: Sequence[str], timeout_s: int) -> int:
-    """ChangeMessageVisibilityBatch for *receipts*; returns how many SQS accepted."""
-    ok = 0
-    for chunk in chunks(list(receipts)):
-        entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": timeout_s}
-                   for i, rh in enumerate(chunk)]
-        response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
-        ok += len(response.get("Successful", []))
-        for failure in response.get("Failed", []):
-            log.warning("sqs.visibility_change_failed", code=failure.get("Code"),
-                        detail=failure.get("Message"), timeout_s=timeout_s)
-    return ok
 
 
 class VisibilityHeartbeat:
@@ -173,8 +171,18 @@ class InputConsumer:
                  store: ResultsStore, concurrency: int = 4, wait_time_s: int = 20,
                  visibility_timeout_s: int = 90, max_object_bytes: int = 512 * 1024 * 1024,
                  heartbeat_interval_s: float | None = None,
-                 outage_backoff_max_s: float = 15.0) -> None:
+                 outage_backoff_max_s: float = 15.0,
+                 reprocess_hint: str = "openstack-handler forget --config FILE {key}",
+                 receive_visibility_s: int | None = None) -> None:
         self.sqs = sqs
+        #: the visibility a receive asks for; dispatched messages are extended beyond it
+        self.receive_visibility_s = receive_visibility_s or min(visibility_timeout_s,
+                                                                RECEIVE_CLAIM_S)
+        if heartbeat_interval_s is None:
+            heartbeat_interval_s = self.receive_visibility_s / 3
+        self.receiver = Receiver(sqs, queue_url, name="input")
+        #: how to have a dropped duplicate processed again ({key}: the video's key), for its log
+        self.reprocess_hint = reprocess_hint
         self.queue_url = queue_url
         self.invoker = invoker
         self.state = state
@@ -244,10 +252,12 @@ class InputConsumer:
             batch = min(batch, 1)
         if batch <= 0:
             return 0
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=self.wait_time_s,
-            VisibilityTimeout=self.visibility_timeout_s,
+        response = self.receiver.receive(
+            stop, QueueUrl=self.queue_url, MaxNumberOfMessages=batch,
+            WaitTimeSeconds=self.wait_time_s, VisibilityTimeout=self.receive_visibility_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        if response is None:  # stopped during the long poll: abandoned (see receiver)
+            return 0
         self.sqs_state.succeeded()
         if not self.first_poll.is_set():
             self.first_poll.set()
@@ -314,6 +324,7 @@ class InputConsumer:
                             note="their messages reappear after the visibility timeout")
             self.heartbeat.stop()
             self.deleter.stop()
+            self.receiver.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("consumer.stopped", **vars(self.stats))
         return self.stats
@@ -350,6 +361,7 @@ class InputConsumer:
                 self._add_stats(invalid=1)
                 self.state.incr("input_invalid")
                 self.state.record_error("input", f"message {message_id}: {parsed.reason}")
+                self._leave_for_redelivery(receipt, time.monotonic())
                 return
             self._dispatch_records(message_id, receipt, receive_count, parsed)
 
@@ -363,17 +375,18 @@ class InputConsumer:
         local_failure = False
         for ref in parsed.objects:
             with bound_contextvars(bucket=ref.bucket, key=ref.key):
-                if not self._claim(ref):
-                    log.info("input.duplicate_dropped", etag=ref.etag)
-                    self._add_stats(duplicates=1)
-                    self.state.incr("duplicates")
+                why = self._claim(ref)
+                if why is not None:
+                    self._drop_duplicate(ref, why)
                     continue
                 if ref.size is not None and ref.size > self.max_object_bytes:
                     local_failure |= not self._reject_too_large(ref)
                     continue
                 accepted.append(ref)
         if not accepted:
-            if not local_failure:
+            if local_failure:
+                self._leave_for_redelivery(receipt, time.monotonic())
+            else:
                 self._delete(receipt)
             return
         flight = _Flight(message_id, receipt, tuple(accepted), receive_count,
@@ -388,14 +401,28 @@ class InputConsumer:
             raise
         future.add_done_callback(self._flight_done)
 
-    def _claim(self, ref: S3ObjectRef) -> bool:
+    def _claim(self, ref: S3ObjectRef) -> str | None:
+        """Claim the video for this delivery; None when claimed, else why it is a duplicate."""
         with self._cond:
             if ref.identity in self._claimed:
-                return False
-            if self.state.is_processed(*ref.identity):
-                return False
+                return "the same video (bucket, key, eTag) is being processed right now"
+            record = self.state.processed_record(*ref.identity)
+            if record is not None:
+                at = datetime.fromtimestamp(record.processed_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                return (f"already processed at {at} UTC (status {record.status}): a redelivered "
+                        "event, or the same bytes uploaded again (same eTag)")
             self._claimed.add(ref.identity)
-            return True
+            return None
+
+    def _drop_duplicate(self, ref: S3ObjectRef, why: str) -> None:
+        """Acknowledge a duplicate delivery without invoking, where users look: one log line
+        beside the video.processed ones, the count and the latest one in ``status``."""
+        log.info("video.duplicate_dropped", key=ref.key, bucket=ref.bucket, etag=ref.etag,
+                 why=why,
+                 to_reprocess=self.reprocess_hint.replace("{key}", shlex.quote(ref.key)))
+        self._add_stats(duplicates=1)
+        self.state.incr("duplicates")
+        self.state.record_duplicate(ref.bucket, ref.key, ref.etag, why)
 
     def _reject_too_large(self, ref: S3ObjectRef) -> bool:
         """Write the local ``.error`` result for an oversized object; False if that failed."""
@@ -441,7 +468,8 @@ class InputConsumer:
                 first = not self.lambda_state.down
                 delay = self.lambda_state.failed(exc, function=self.invoker.function_name)
                 self._lambda_retry_at = time.monotonic() + delay
-                self._failed(flight, "invoke", exc, level="info" if first else "debug")
+                self._failed(flight, "invoke", exc, level="info" if first else "debug",
+                             hide=False)
                 self._retry_soon(flight)
             except InvokeFailed as exc:
                 self._failed(flight, "invoke", exc, level="error")
@@ -452,13 +480,35 @@ class InputConsumer:
                 self._finish(flight)
 
     def _failed(self, flight: _Flight, source: str, exc: Exception, *, level: str,
-                **extra: Any) -> None:
+                hide: bool = True, **extra: Any) -> None:
         elapsed_ms = round((time.monotonic() - flight.started) * 1000, 1)
         getattr(log, level)("invocation.failed_left_for_redelivery", error=str(exc),
                             elapsed_ms=elapsed_ms, **extra)
         self._add_stats(failed=1)
         self.state.incr("invocations_failed")
         self.state.record_error(source, f"{', '.join(r.key for r in flight.refs)}: {exc}")
+        if hide:
+            self.heartbeat.untrack(flight.message_id)
+            with self._cond:
+                receipt = flight.receipt_handle
+            self._leave_for_redelivery(receipt, flight.started)
+
+    def _leave_for_redelivery(self, receipt: str, received_at: float) -> None:
+        """A message left to the visibility timeout and the redrive policy (a failure): it was
+        received for the short claim only, so hide it for what is left of visibility_timeout_s
+        since it was received — a failure comes back after the visibility timeout, and poison
+        reaches the dead-letter queue at the pace it always did. A message the heartbeat
+        already extended (older than the claim) keeps its visibility."""
+        elapsed = time.monotonic() - received_at
+        if self.receive_visibility_s >= self.visibility_timeout_s or \
+                elapsed >= self.receive_visibility_s:
+            return
+        try:
+            change_visibility(self.sqs, self.queue_url, [receipt],
+                              math.ceil(self.visibility_timeout_s - elapsed))
+        except (ClientError, BotoCoreError) as exc:
+            log.info("input.hide_failed", error=str(exc),
+                     note="the message returns after the receive's short visibility")
 
     def _object_gone(self, flight: _Flight, exc: FunctionFailed) -> None:
         """The object was deleted before the function read it: nothing to retry. Write an
@@ -472,6 +522,10 @@ class InputConsumer:
             log.error("video.gone_write_failed", error=str(write_exc),
                       note="left for redelivery")
             self._add_stats(failed=1)
+            self.heartbeat.untrack(flight.message_id)
+            with self._cond:
+                receipt = flight.receipt_handle
+            self._leave_for_redelivery(receipt, flight.started)
             return
         except InvalidKey:
             written = None
@@ -532,6 +586,9 @@ class InputConsumer:
             self._delete(receipt)
         else:
             log.warning("input.kept_for_retry", why="a local result write failed")
+            with self._cond:
+                receipt = flight.receipt_handle
+            self._leave_for_redelivery(receipt, flight.started)
 
     def _finish(self, flight: _Flight) -> None:
         self.heartbeat.untrack(flight.message_id)

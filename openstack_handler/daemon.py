@@ -1,7 +1,8 @@
 """The daemon: wires settings → clients → consumer and drainer threads, signals and shutdown.
 
 Signal handlers only count signals. The main thread watches that count: the first SIGTERM/SIGINT
-stops receiving (the consumer releases received-but-unstarted messages), waits up to
+stops receiving at once — a long poll in progress is abandoned, not waited out — (the consumer
+releases received-but-unstarted messages), says so on the terminal when there is one, waits up to
 ``grace_period_s`` for in-flight invocations while the drainer keeps writing results, then stops
 the drainer after a final flush of the output queue, and exits 0; a second signal exits at once
 (130). If the grace period expires with invocations still running, the process exits 75
@@ -19,19 +20,20 @@ both loops keep turning (a loop stuck for ``stall_limit_s`` stops the pings); ``
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sqlite3
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import boto3
 import structlog
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from openstack_handler import __version__
+from openstack_handler.aws_clients import Endpoint, build_client, env_overridden, sqs_client_config
 from openstack_handler.cloud_status import (
     CloudStatusPublisher,
     Heartbeat,
@@ -44,10 +46,10 @@ from openstack_handler.drainer import OutputDrainer
 from openstack_handler.errors import ConfigError
 from openstack_handler.exit_codes import ExitCode
 from openstack_handler.identity import InstanceIdentity, read_identity
-from openstack_handler.invoker import USER_AGENT, LambdaInvoker, lambda_client_config
+from openstack_handler.invoker import LambdaInvoker, lambda_client_config
 from openstack_handler.logs import bind_process_context
 from openstack_handler.results_store import ResultsStore
-from openstack_handler.settings import SQS_ATTEMPTS, Settings
+from openstack_handler.settings import Settings
 from openstack_handler.state import StateDB
 from openstack_handler.systemd import Watchdog, sd_notify
 
@@ -57,14 +59,14 @@ _MISSING_QUEUE_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNot
 _TICK_S = 0.1
 _STATUS_EVERY_S = 2.0
 _FLUSH_MAX_S = 10.0
+_CONSOLE_EVERY_S = 5.0
 
 
-def sqs_client_config(settings: Settings) -> Config:
-    """SQS: read timeout above the long-poll wait, sockets for every thread, standard retries
-    (few: our loops back off and log outages themselves)."""
-    return Config(read_timeout=settings.sqs_read_timeout_s, connect_timeout=5,
-                  retries={"mode": "standard", "max_attempts": SQS_ATTEMPTS},
-                  max_pool_connections=settings.concurrency + 8, user_agent=USER_AGENT)
+def reprocess_hint(settings: Settings) -> str:
+    """The command that has a dropped duplicate processed again ({key}: the video's key)."""
+    config = settings.provenance.file
+    where = f"--config {shlex.quote(config)}" if config else "--config FILE"
+    return f"openstack-handler forget {where} {{key}}, then upload it again"
 
 
 class Handler:
@@ -72,14 +74,22 @@ class Handler:
 
     def __init__(self, settings: Settings, *, session: Any = None,
                  notify_socket: str | None = None,
-                 watchdog_interval_s: float | None = None) -> None:
+                 watchdog_interval_s: float | None = None,
+                 console: TextIO | None = None) -> None:
         self.settings = settings
+        #: a terminal to tell, in words, that the daemon is stopping and what it waits for
+        self.console = console
         self.notify_socket = notify_socket
         self.watchdog = Watchdog(interval_s=watchdog_interval_s, socket_path=notify_socket)
         session = session or boto3.session.Session(region_name=settings.region)
-        self.sqs = session.client("sqs", config=sqs_client_config(settings))
-        lambda_client = session.client("lambda", config=lambda_client_config(
-            function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
+        # Every client on the settings' endpoints (aws_clients): a config that names them
+        # reaches nothing else, and one that mixes local queues with AWS is refused here.
+        self.sqs, sqs_endpoint = build_client(settings, "sqs", config=sqs_client_config(settings),
+                                              session=session)
+        lambda_client, lambda_endpoint = build_client(
+            settings, "lambda", session=session, config=lambda_client_config(
+                function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
+        self.endpoints: dict[str, Endpoint] = {"sqs": sqs_endpoint, "lambda": lambda_endpoint}
         try:
             self.state = StateDB(settings.state_db_path)
         except (OSError, sqlite3.Error) as exc:
@@ -95,12 +105,16 @@ class Handler:
             state=self.state, store=self.store, concurrency=settings.concurrency,
             wait_time_s=settings.wait_time_s, visibility_timeout_s=settings.visibility_timeout_s,
             max_object_bytes=settings.max_object_bytes,
-            outage_backoff_max_s=settings.outage_backoff_max_s)
+            outage_backoff_max_s=settings.outage_backoff_max_s,
+            reprocess_hint=reprocess_hint(settings),
+            receive_visibility_s=settings.receive_visibility_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s)
         self.drainer = OutputDrainer(sqs=self.sqs, queue_url=settings.output_queue_url,
                                      store=self.store, state=self.state,
                                      wait_time_s=settings.wait_time_s,
                                      is_known=self.consumer.knows,
-                                     outage_backoff_max_s=settings.outage_backoff_max_s)
+                                     outage_backoff_max_s=settings.outage_backoff_max_s,
+                                     receive_visibility_s=settings.receive_visibility_s)
         self.stop_event = threading.Event()  # the consumer's: stop receiving
         self.drainer_stop = threading.Event()  # set once in-flight invocations are done
         self.ready = False
@@ -134,10 +148,13 @@ class Handler:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 log.error("startup.queue_unusable", queue=name, queue_url=url, code=code,
-                          error=str(exc))
+                          error=str(exc), endpoint=str(self.endpoints["sqs"]),
+                          queue_url_from=self.settings.origin(f"{name}_queue_url"))
                 return ExitCode.CONFIG_ERROR if code in _MISSING_QUEUE_CODES else ExitCode.UNAVAILABLE
             except BotoCoreError as exc:
-                log.error("startup.queue_unreachable", queue=name, queue_url=url, error=str(exc))
+                # Which URL was tried, and why that one (the file, or AWS_ENDPOINT_URL...).
+                log.error("startup.queue_unreachable", queue=name, queue_url=url,
+                          error=self.endpoints["sqs"].unreachable(exc))
                 return ExitCode.UNAVAILABLE
         return ExitCode.OK
 
@@ -152,7 +169,14 @@ class Handler:
             bind_process_context(**self.identity.log_context())
         if self.settings.replica:
             bind_process_context(replica=self.settings.replica)
-        log.info("handler.starting", pid=os.getpid(), **self.settings.as_log_dict())
+        log.info("handler.starting", pid=os.getpid(), **self.settings.as_log_dict(),
+                 endpoints={k: str(v) for k, v in self.endpoints.items()})
+        for endpoint in self.endpoints.values():
+            ignored = env_overridden(self.settings, endpoint)
+            if ignored:
+                log.warning("endpoint.environment_ignored", service=endpoint.service,
+                            endpoint=str(endpoint), ignored=ignored,
+                            note="the settings' endpoint wins over boto3's variables")
         code = self.check_queues()
         if code is not ExitCode.OK:
             self.state.close()
@@ -271,29 +295,45 @@ class Handler:
 
     def _shutdown(self, threads: dict[str, threading.Thread], code: ExitCode) -> ExitCode:
         grace = self.settings.grace_period_s
-        log.info("handler.stopping", in_flight=self.consumer.in_flight, grace_period_s=grace,
+        in_flight = self.consumer.in_flight
+        log.info("handler.stopping", in_flight=in_flight, grace_period_s=grace,
                  signals=self._signals)
+        if in_flight:
+            self._say(f"stopping: waiting up to {grace} s (grace_period_s) for {in_flight} "
+                      "video(s) in flight, so that their results are written; Ctrl-C again exits "
+                      "now (they are then processed again after the visibility timeout, "
+                      f"{self.settings.visibility_timeout_s} s)")
+        else:
+            self._say("stopping (nothing in flight)")
         sd_notify("STOPPING=1", socket_path=self.notify_socket)
         self.stop_event.set()
         # In-flight invocations get the grace period, while the drainer keeps writing their
-        # results. The consumer may be inside a long poll: it returns within wait_time_s (and
-        # then releases what it got).
+        # results. A long poll does not hold the stop up: the consumer abandons it (what it
+        # returns late is released; openstack_handler.receiver).
         now = time.monotonic()
         grace_deadline = now + grace
         poll_deadline = max(grace_deadline, now + self.settings.sqs_read_timeout_s + 5)
+        next_word = now + _CONSOLE_EVERY_S
         while threads["consumer"].is_alive():
             self._check_second_signal()
             now = time.monotonic()
             if now >= grace_deadline and self.consumer.in_flight:
                 log.warning("handler.grace_expired", in_flight=self.consumer.in_flight,
                             note="their messages reappear after the visibility timeout")
+                self._say(f"grace period over with {self.consumer.in_flight} video(s) in "
+                          f"flight: exiting ({int(ExitCode.TEMPFAIL)}); they are processed again "
+                          "after the visibility timeout")
                 self._hard_exit(ExitCode.TEMPFAIL)
             if now >= poll_deadline:
                 log.warning("handler.poll_did_not_return", note="nothing in flight; exiting")
                 self._hard_exit(code)
+            if now >= next_word and self.consumer.in_flight:
+                next_word = now + _CONSOLE_EVERY_S
+                self._say(f"still waiting for {self.consumer.in_flight} video(s) in flight "
+                          f"({max(0, round(grace_deadline - now))} s of the grace period left)")
             self.watchdog.tick()
             time.sleep(_TICK_S)
-        # Then the drainer: it finishes its poll, flushes what is on the output queue, stops.
+        # Then the drainer: it abandons its poll, flushes what is on the output queue, stops.
         self.drainer_stop.set()
         flush_deadline = time.monotonic() + self.settings.sqs_read_timeout_s + _FLUSH_MAX_S + 5
         while threads["drainer"].is_alive():
@@ -309,11 +349,21 @@ class Handler:
         self.state.close()
         log.info("handler.stopped", exit_code=int(code), consumer=vars(self.consumer.stats),
                  drainer=vars(self.drainer.stats))
+        self._say(f"stopped (exit {int(code)})")
         return code
+
+    def _say(self, text: str) -> None:
+        """One line for a person at the terminal (the log lines carry the same facts)."""
+        if self.console is not None:
+            try:
+                print(f"openstack-handler: {text}", file=self.console, flush=True)
+            except OSError:  # the terminal went away: the logs still have it
+                self.console = None
 
     def _check_second_signal(self) -> None:
         if self._signals >= 2:
             log.warning("handler.second_signal_exiting_now", in_flight=self.consumer.in_flight)
+            self._say(f"second signal: exiting now ({int(ExitCode.INTERRUPTED)})")
             self._hard_exit(ExitCode.INTERRUPTED)
 
     def _hard_exit(self, code: ExitCode) -> None:

@@ -1,4 +1,4 @@
-"""Input-message deletes in batches, off the invocation slots.
+"""Input-message deletes in batches, off the invocation slots (and the other SQS batch helpers).
 
 Deleting is the last step of a message whose effect is already durable (the function succeeded,
 the state DB says so), so it need not hold an invocation slot, nor cost a round trip of its own:
@@ -52,6 +52,20 @@ def delete_batch(sqs: Any, queue_url: str, receipts: Sequence[str], *, event: st
         for failure in response.get("Failed", []):
             log.warning(event, code=failure.get("Code"), detail=failure.get("Message"), note=note)
     return deleted
+
+
+def change_visibility(sqs: Any, queue_url: str, receipts: Sequence[str], timeout_s: int) -> int:
+    """ChangeMessageVisibilityBatch for *receipts*; returns how many SQS accepted."""
+    ok = 0
+    for chunk in chunks(list(receipts)):
+        entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": timeout_s}
+                   for i, rh in enumerate(chunk)]
+        response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        ok += len(response.get("Successful", []))
+        for failure in response.get("Failed", []):
+            log.warning("sqs.visibility_change_failed", code=failure.get("Code"),
+                        detail=failure.get("Message"), timeout_s=timeout_s)
+    return ok
 
 
 class BatchDeleter:

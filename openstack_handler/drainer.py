@@ -21,8 +21,9 @@ the next one, so that the results of a burst of invocations come several to a re
 delete instead of one or two: a quarter fewer requests on the output queue at concurrency 32 (and
 less of a local SQS's CPU), for a result file at most 50 ms later.
 
-On stop, with ``flush_on_stop``, the drainer empties the output queue with short polls (bounded by
-``flush_timeout_s``) so the results of invocations that finished during the grace period land.
+On stop, the long poll is abandoned at once (openstack_handler.receiver); with ``flush_on_stop``,
+the drainer then empties the output queue with short polls (bounded by ``flush_timeout_s``) so the
+results of invocations that finished during the grace period land.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
 from openstack_handler.availability import Availability, PollGuard
-from openstack_handler.consumer import change_visibility
-from openstack_handler.deleter import SQS_MAX_BATCH, delete_batch
+from openstack_handler.deleter import SQS_MAX_BATCH, change_visibility, delete_batch
 from openstack_handler.errors import InvalidResult
+from openstack_handler.receiver import Receiver
 from openstack_handler.results_store import ResultsStore
 from openstack_handler.state import StateDB
 
@@ -50,6 +51,9 @@ log = structlog.get_logger(__name__)
 SUPPORTED_SCHEMAS = (1,)
 #: after a partial batch, how long to let more results gather before the next receive
 BATCH_WINDOW_S = 0.05
+#: how long messages held during a results-dir outage stay hidden (the output queue's own
+#: visibility, which they had before receives asked for a short claim)
+HOLD_VISIBILITY_S = 60
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,13 @@ class OutputDrainer:
                  wait_time_s: int = 20,
                  is_known: Callable[[str, str, str | None], bool] | None = None,
                  outage_backoff_max_s: float = 15.0,
-                 batch_window_s: float = BATCH_WINDOW_S) -> None:
+                 batch_window_s: float = BATCH_WINDOW_S,
+                 receive_visibility_s: int | None = None) -> None:
         self.sqs = sqs
+        #: the visibility a receive asks for (None: the queue's own); short in the daemon, so
+        #: that a long poll abandoned on stop hides what it gets only briefly
+        self.receive_visibility_s = receive_visibility_s
+        self.receiver = Receiver(sqs, queue_url, name="output")
         self.batch_window_s = batch_window_s
         self.queue_url = queue_url
         self.store = store
@@ -138,13 +147,25 @@ class OutputDrainer:
         self._held: list[str] = []  # receipts not attempted while the results dir was failing
         self._disk_retry_at = 0.0
 
-    def poll_once(self, *, limit: int | None = None, wait_time_s: int | None = None) -> int:
-        """Receive one batch, write the results, delete what is durable; returns received."""
+    def poll_once(self, *, limit: int | None = None, wait_time_s: int | None = None,
+                  stop: threading.Event | None = None) -> int:
+        """Receive one batch, write the results, delete what is durable; returns received.
+
+        With *stop*, a long poll is abandoned when it is set (see openstack_handler.receiver).
+        """
         batch = min(SQS_MAX_BATCH, limit if limit is not None else SQS_MAX_BATCH)
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=batch,
-            WaitTimeSeconds=self.wait_time_s if wait_time_s is None else wait_time_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        wait = self.wait_time_s if wait_time_s is None else wait_time_s
+        params: dict[str, Any] = {
+            "QueueUrl": self.queue_url, "MaxNumberOfMessages": batch, "WaitTimeSeconds": wait,
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"]}
+        if self.receive_visibility_s:
+            params["VisibilityTimeout"] = self.receive_visibility_s
+        if stop is None or wait == 0:
+            response = self.sqs.receive_message(**params)
+        else:
+            response = self.receiver.receive(stop, **params)
+            if response is None:  # stopped during the long poll: abandoned
+                return 0
         self.sqs_state.succeeded()
         messages = response.get("Messages", [])
         self.stats.received += len(messages)
@@ -180,7 +201,7 @@ class OutputDrainer:
                 stop.wait(max(0.05, self._disk_retry_at - time.monotonic()))
                 continue
             limit = None if max_messages is None else max_messages - received
-            count = guard.poll(lambda limit=limit: self.poll_once(limit=limit), stop)
+            count = guard.poll(lambda limit=limit: self.poll_once(limit=limit, stop=stop), stop)
             if count is None:
                 continue
             received += count
@@ -190,6 +211,7 @@ class OutputDrainer:
                     stop.wait(self.batch_window_s)  # let the rest of a burst gather
             elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                 break
+        self.receiver.close()
         if flush_on_stop:
             self.flush(timeout_s=flush_timeout_s)
         log.info("drainer.stopped", **vars(self.stats))
@@ -217,8 +239,15 @@ class OutputDrainer:
     # -- results dir outage ------------------------------------------------------------------
 
     def _hold(self, messages: list[dict[str, Any]]) -> None:
-        self._held.extend(m["ReceiptHandle"] for m in messages)
+        receipts = [m["ReceiptHandle"] for m in messages]
+        self._held.extend(receipts)
         self.stats.held += len(messages)
+        if self.receive_visibility_s:  # received for a short claim: keep them while we wait
+            try:
+                change_visibility(self.sqs, self.queue_url, receipts, HOLD_VISIBILITY_S)
+            except (ClientError, BotoCoreError) as exc:
+                log.info("output.hold_extend_failed", count=len(receipts), error=str(exc),
+                         note="they return to the queue after the receive's short visibility")
 
     def _disk_failed(self, exc: OSError, **context: Any) -> None:
         delay = self.disk_state.failed(exc, results_dir=str(self.store.root), **context)

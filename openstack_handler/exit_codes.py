@@ -11,7 +11,9 @@ class ExitCode(enum.IntEnum):
     OK = 0  #: clean run, or a graceful stop after SIGTERM/SIGINT with all in-flight work finished
     FAILURE = 1  #: an unexpected error escaped the outermost loop
     USAGE = 2  #: bad command line (argparse's own convention)
-    UNAVAILABLE = 69  #: EX_UNAVAILABLE: a queue or the state DB could not be reached at startup
+    #: EX_UNAVAILABLE: a queue or the state DB could not be reached at startup; ``status``: a
+    #: queue's depths could not be read; ``check-config --connect``: a queue or the function
+    UNAVAILABLE = 69
     SOFTWARE = 70  #: EX_SOFTWARE: a worker thread died unexpectedly
     TEMPFAIL = 75  #: EX_TEMPFAIL: stopped, but the grace period expired with invocations in flight
     CONFIG_ERROR = 78  #: EX_CONFIG: the settings are invalid; restarting will not help

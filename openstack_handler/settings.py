@@ -4,12 +4,19 @@ TOML file with flat keys (see docs/contracts.md); each key can be overridden by 
 variable ``OPENSTACK_HANDLER_<KEY upper>`` (coerced to the field's type; an empty value unsets an
 optional key); keyword overrides win over both. Relative paths in the file are resolved against the
 file's directory; relative paths from the environment or overrides against the working directory.
-AWS credentials and endpoints are not settings: boto3's normal chain provides them.
+
+AWS credentials are not settings: boto3's normal chain provides them. The AWS endpoints are:
+``endpoint_url`` (every service the daemon calls), with ``sqs_endpoint_url`` and
+``lambda_endpoint_url`` for one service each; every client the daemon builds is created with them
+(openstack_handler.aws_clients). Unset, boto3's own configuration decides (``AWS_ENDPOINT_URL*``,
+the profile's ``endpoint_url``), else AWS itself. The settings remember where each value came
+from (:attr:`Settings.provenance`), so that an error can say which file or variable to fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -17,6 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from openstack_handler.errors import ConfigError
@@ -27,6 +35,29 @@ MIB = 1024 * 1024
 #: botocore attempts per SQS call, and the read timeout's margin above the long-poll wait.
 SQS_ATTEMPTS = 3
 SQS_READ_MARGIN_S = 10
+#: the longest a received message stays hidden before the visibility heartbeat has extended it
+#: (see InputConsumer): a message returned by a receive that nobody waits for any more — the
+#: daemon stopped while it long-polled — reappears after this, not after visibility_timeout_s.
+RECEIVE_CLAIM_S = 15
+#: boto3's own endpoint variables, recorded at load time so that errors can name them.
+AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_LAMBDA")
+REQUIRED = ("input_queue_url", "output_queue_url", "function_name")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a :class:`Settings` came from, for error messages that say what to fix."""
+
+    #: the settings file, if there was one.
+    file: str | None = None
+    #: setting name → its source: the file's path, an environment variable, "an argument".
+    origins: Mapping[str, str] = field(default_factory=dict)
+    #: boto3's own endpoint variables (AWS_ENDPOINT_URL...) as load_settings saw them.
+    aws_endpoint_env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origins", MappingProxyType(dict(self.origins)))
+        object.__setattr__(self, "aws_endpoint_env", MappingProxyType(dict(self.aws_endpoint_env)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +80,8 @@ class Settings:
     wait_time_s: int = 20
     #: on SIGTERM/SIGINT, how long in-flight invocations may take to finish.
     grace_period_s: int = 30
-    #: visibility timeout requested on receive; the heartbeat extends it every third of it.
+    #: how long a message being processed stays hidden from other consumers: a receive claims
+    #: it for receive_visibility_s, and the heartbeat extends it to this every third of that.
     visibility_timeout_s: int = 90
     #: a video larger than this (from the event's size) gets an ``.error`` result, no invocation.
     max_object_bytes: int = 512 * MIB
@@ -84,17 +116,37 @@ class Settings:
     cloud_heartbeat_interval_s: float = 60.0
     #: timeout of each OpenStack API call the heartbeat makes.
     cloud_api_timeout_s: float = 10.0
+    #: the AWS endpoint of every service the daemon calls (SQS, Lambda), e.g. the local cloud's
+    #: moto server; None: boto3's own configuration, else AWS itself (for ``region``).
+    endpoint_url: str | None = None
+    #: SQS's endpoint, when it differs from endpoint_url.
+    sqs_endpoint_url: str | None = None
+    #: Lambda's endpoint, when it differs from endpoint_url (the local cloud serves Lambda apart).
+    lambda_endpoint_url: str | None = None
+
+    #: where the values came from (not a setting: load_settings fills it in, for messages).
+    provenance: Provenance = field(default_factory=Provenance, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def origin(self, name: str) -> str:
+        """Where setting *name* came from: "/etc/h.toml", "OPENSTACK_HANDLER_X", "the default"."""
+        return self.provenance.origins.get(name) or "the default"
 
     @property
     def invoke_read_timeout_s(self) -> int:
         return self.function_timeout_s + 30
 
     @property
+    def receive_visibility_s(self) -> int:
+        """The visibility a receive asks for (see RECEIVE_CLAIM_S); the heartbeat extends the
+        messages it dispatches to visibility_timeout_s."""
+        return min(self.visibility_timeout_s, RECEIVE_CLAIM_S)
+
+    @property
     def heartbeat_interval_s(self) -> float:
-        return self.visibility_timeout_s / 3
+        return self.receive_visibility_s / 3
 
     @property
     def sqs_read_timeout_s(self) -> int:
@@ -115,10 +167,16 @@ class Settings:
 
     def as_log_dict(self) -> dict[str, Any]:
         """The settings as plain values, for the startup log line (they hold no secrets)."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        return {name: (str(v) if isinstance(v, Path) else v)
+                for name in _KINDS for v in (getattr(self, name),)}
 
 
-_KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+#: the settings (every field but the bookkeeping ones) and their types.
+_KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Settings)
+                          if f.name != "provenance"}
+#: what each type is called in an error message.
+_KIND_WORDS = {"int": "an integer", "float": "a number", "Path": "a path (a non-empty string)",
+               "str": "a string", "str | None": "a string"}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: letters, digits and "-": safe in file names and Nova metadata keys, and never "_" or ".",
 #: which separate the replica from the rest of those names.
@@ -136,47 +194,59 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] = 
                   **overrides: Any) -> Settings:
     """Read *path* (TOML, may be None), apply ``OPENSTACK_HANDLER_*`` from *env*, then *overrides*.
 
-    Raises :class:`ConfigError` for an unreadable file, unknown keys, bad types or values.
+    Raises :class:`ConfigError` for an unreadable file, unknown keys, bad types or values; the
+    message names the file or variable the bad value came from.
     """
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if path is not None:
         values.update(_read_file(Path(path)))
+        origins.update(dict.fromkeys(values, str(path)))
     for name in _KINDS:
-        raw = env.get(ENV_PREFIX + name.upper())
+        var = ENV_PREFIX + name.upper()
+        raw = env.get(var)
         if raw is not None:
             values[name] = _coerce_env(name, raw)
+            origins[name] = var
     unknown = sorted(set(overrides) - set(_KINDS))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
     for name, value in overrides.items():
-        values[name] = _check_type(name, value, source="argument")
+        values[name] = _check_type(name, value, source="an argument")
+        origins[name] = "an argument"
     if "state_dir" not in values:
         values["state_dir"] = _default_state_dir(env)
-    missing = [n for n in ("input_queue_url", "output_queue_url", "function_name")
-               if not values.get(n)]
+    missing = [n for n in REQUIRED if not values.get(n)]
     if missing:
-        raise ConfigError(f"missing required setting(s): {', '.join(missing)}"
-                          f" (file key or {ENV_PREFIX}<KEY>)")
+        where = f"not in {path}" if path is not None else "no settings file given"
+        variables = ", ".join(ENV_PREFIX + n.upper() for n in missing)
+        raise ConfigError(f"missing required setting(s): {', '.join(missing)} ({where}, and "
+                          f"not set by {variables})")
+    aws_env = {k: env[k] for k in AWS_ENDPOINT_VARIABLES if env.get(k)}
     try:
-        return Settings(**values)
+        return Settings(**values, provenance=Provenance(
+            file=None if path is None else str(path), origins=origins, aws_endpoint_env=aws_env))
     except TypeError as exc:  # dataclass signature mismatch: a bug in the tables above
         raise ConfigError(str(exc)) from exc
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"config file {path} is not valid TOML: "
+                          f"{explain_toml_error(text, exc)}") from exc
     unknown = sorted(set(data) - set(_KINDS))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(unknown)}"
-                          f" (known: {', '.join(_KINDS)})")
+        raise ConfigError(f"{path}: " + "; ".join(_unknown_key(key) for key in unknown))
     base = path.resolve().parent
     values: dict[str, Any] = {}
     for name, value in data.items():
@@ -187,9 +257,43 @@ def _read_file(path: Path) -> dict[str, Any]:
     return values
 
 
+def _unknown_key(key: str) -> str:
+    """"unknown key 'concurency' (did you mean 'concurrency'?)", or the list of known keys."""
+    close = difflib.get_close_matches(key, list(_KINDS), n=1, cutoff=0.75)
+    if close:
+        return f"unknown key {key!r} (did you mean {close[0]!r}?)"
+    return f"unknown key {key!r} (known keys: {', '.join(_KINDS)}; see docs/contracts.md)"
+
+
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def explain_toml_error(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message, said plainly for the mistakes people make in a flat settings file:
+    a quoted value that does not end on its line, a string without quotes."""
+    message = str(exc)
+    match = _TOML_LINE.search(message)
+    lines = text.splitlines()
+    if match:
+        lineno = int(match.group(1))
+    else:  # "at end of document": the last line with content
+        lineno = max((i + 1 for i, line in enumerate(lines) if line.strip()), default=1)
+    line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+    quotes = line.count('"') - line.count('\\"')
+    if (message.startswith(("Unterminated string", "Expected \"'\"")) or
+            (message.startswith("Illegal character '\\n'") and quotes % 2 == 1)):
+        return (f"line {lineno}: unterminated string: {line!r} opens a quote that does not "
+                f"close on the same line ({message})")
+    if message.startswith("Invalid value") and "=" in line:
+        return (f"line {lineno}: invalid value in {line!r}: strings need quotes, e.g. "
+                f"key = \"value\" ({message})")
+    return f"line {lineno}: {line!r}: {message}" if line else message
+
+
 def _coerce_env(name: str, raw: str) -> Any:
+    """An environment variable's text as the setting's type; errors read as the file's do."""
     kind = _KINDS[name]
-    var = ENV_PREFIX + name.upper()
+    source = ENV_PREFIX + name.upper()
     raw = raw.strip()
     if kind == "str | None":
         return raw or None
@@ -197,22 +301,31 @@ def _coerce_env(name: str, raw: str) -> Any:
         try:
             return int(raw, 10)
         except ValueError as exc:
-            raise ConfigError(f"{var}={raw!r}: expected an integer") from exc
+            raise _type_error(name, raw, source) from exc
     if kind == "float":
         try:
             return float(raw)
         except ValueError as exc:
-            raise ConfigError(f"{var}={raw!r}: expected a number") from exc
+            raise _type_error(name, raw, source) from exc
     if kind == "Path":
         if not raw:
-            raise ConfigError(f"{var} is empty: expected a path")
+            raise _type_error(name, raw, source)
         return Path(raw)
     return raw
 
 
+def _type_error(name: str, value: Any, source: str) -> ConfigError:
+    """One wording for a value of the wrong type, whether it came from the file, the
+    environment or an argument."""
+    where = f"from {source}" if source.startswith(ENV_PREFIX) or source == "an argument" \
+        else f"in {source}"
+    return ConfigError(f"{name} = {toml_value(value)} ({where}): "
+                       f"expected {_KIND_WORDS[_KINDS[name]]}")
+
+
 def _check_type(name: str, value: Any, *, source: str) -> Any:
     kind = _KINDS[name]
-    bad = ConfigError(f"{source}: {name} = {value!r}: expected {kind}")
+    bad = _type_error(name, value, source)
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
@@ -244,6 +357,10 @@ def _validate(s: Settings) -> None:
     need(1 <= s.function_timeout_s <= 900,
          f"function_timeout_s must be 1..900 (Lambda's limit), not {s.function_timeout_s}")
     need(0 <= s.wait_time_s <= 20, f"wait_time_s must be 0..20 (SQS long poll), not {s.wait_time_s}")
+    for name in ("endpoint_url", "sqs_endpoint_url", "lambda_endpoint_url"):
+        value = getattr(s, name)
+        need(value is None or value.startswith(("http://", "https://")),
+             f"{name} must be an http(s) URL, not {value!r} (from {s.origin(name)})")
     need(0 <= s.grace_period_s <= 3600, f"grace_period_s must be 0..3600, not {s.grace_period_s}")
     need(s.grace_period_s < s.visibility_timeout_s,
          f"grace_period_s ({s.grace_period_s}) must be shorter than visibility_timeout_s "
@@ -273,15 +390,20 @@ def _validate(s: Settings) -> None:
          f"cloud_api_timeout_s must be 1..300, not {s.cloud_api_timeout_s}")
 
 
+def toml_value(value: Any) -> str:
+    """*value* as TOML writes it (also how error messages show a value, wherever it came from)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    # JSON string escapes are TOML basic-string escapes, except DEL must be escaped
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def settings_toml(values: Mapping[str, Any], *, header: str = "") -> str:
     """Render settings as the flat `key = value` TOML that :func:`load_settings` reads."""
     lines = [f"# {header}"] if header else []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            rendered = "true" if value else "false"
-        elif isinstance(value, int | float):
-            rendered = repr(value)
-        else:  # JSON string escapes are TOML basic-string escapes, except DEL must be escaped
-            rendered = json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
-        lines.append(f"{key} = {rendered}")
+    lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"

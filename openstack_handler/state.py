@@ -5,6 +5,10 @@
   Entries older than SQS's longest retention (14 days) can no longer be redelivered and are pruned.
 - ``counters``: what this daemon did (videos ok/failed, results written, …), shown by ``status``.
 - ``last_error``: the latest failure with its time.
+- ``last_duplicate``: the latest delivery dropped as a duplicate, and why (``status`` shows it).
+
+``openstack-handler forget`` deletes a key's ``processed`` rows, so that its next upload (or
+event) is processed again.
 
 One connection shared by the daemon's threads behind a lock (writes are tiny and rare).
 """
@@ -31,7 +35,33 @@ CREATE TABLE IF NOT EXISTS last_error (
     id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, source TEXT NOT NULL,
     message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS last_duplicate (
+    id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, bucket TEXT NOT NULL,
+    key TEXT NOT NULL, etag TEXT NOT NULL, why TEXT NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class ProcessedRecord:
+    """One remembered video: de-duplication drops its (bucket, key, eTag) until forgotten."""
+
+    bucket: str
+    key: str
+    etag: str
+    status: str
+    processed_at: float
+
+
+@dataclass(frozen=True)
+class DroppedDuplicate:
+    """The latest delivery dropped as a duplicate."""
+
+    at: float
+    bucket: str
+    key: str
+    etag: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,7 @@ class StateSnapshot:
     last_error: str | None = None
     last_error_source: str | None = None
     last_error_at: float | None = None
+    last_duplicate: DroppedDuplicate | None = None
 
 
 class StateDB:
@@ -77,6 +108,30 @@ class StateDB:
                 "INSERT OR REPLACE INTO processed VALUES (?, ?, ?, ?, ?)",
                 (bucket, key, etag, status, self._clock()))
 
+    def processed_record(self, bucket: str, key: str, etag: str) -> ProcessedRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT bucket, key, etag, status, processed_at FROM processed "
+                "WHERE bucket = ? AND key = ? AND etag = ?", (bucket, key, etag)).fetchone()
+        return None if row is None else ProcessedRecord(*row)
+
+    def forget(self, key: str, bucket: str | None = None) -> list[ProcessedRecord]:
+        """Forget every remembered version of *key* (in *bucket*, or in any): its next event is
+        processed again. Returns what was forgotten."""
+        where, params = ("key = ?", [key]) if bucket is None else \
+            ("key = ? AND bucket = ?", [key, bucket])
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT bucket, key, etag, status, processed_at FROM processed WHERE {where}",
+                params).fetchall()
+            self._conn.execute(f"DELETE FROM processed WHERE {where}", params)
+        return [ProcessedRecord(*row) for row in rows]
+
+    def record_duplicate(self, bucket: str, key: str, etag: str, why: str) -> None:
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO last_duplicate VALUES (1, ?, ?, ?, ?, ?)",
+                               (self._clock(), bucket, key, etag, why[:2000]))
+
     # -- counters and errors -----------------------------------------------------------------
 
     def incr(self, name: str, by: int = 1) -> None:
@@ -95,10 +150,15 @@ class StateDB:
             counters = dict(self._conn.execute("SELECT name, value FROM counters").fetchall())
             (total,) = self._conn.execute("SELECT COUNT(*) FROM processed").fetchone()
             err = self._conn.execute("SELECT at, source, message FROM last_error").fetchone()
+            dup = self._conn.execute(
+                "SELECT at, bucket, key, etag, why FROM last_duplicate").fetchone()
+        duplicate = None if dup is None else DroppedDuplicate(*dup)
         if err is None:
-            return StateSnapshot(counters=counters, processed_total=total)
+            return StateSnapshot(counters=counters, processed_total=total,
+                                 last_duplicate=duplicate)
         return StateSnapshot(counters=counters, processed_total=total, last_error=err[2],
-                             last_error_source=err[1], last_error_at=err[0])
+                             last_error_source=err[1], last_error_at=err[0],
+                             last_duplicate=duplicate)
 
     def close(self) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ DB), as a readable table."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from openstack_handler.aws_clients import Endpoint
 from openstack_handler.settings import Settings
 from openstack_handler.state import StateDB, StateSnapshot
 
@@ -23,7 +25,7 @@ COUNTER_LABELS = (
     ("videos_ok", "videos processed"),
     ("videos_failed", "videos failed (error result or too large)"),
     ("invocations_failed", "invocations failed (left for redelivery)"),
-    ("duplicates", "duplicate deliveries dropped"),
+    ("duplicates", "duplicates dropped (see `forget`)"),
     ("input_invalid", "invalid input messages (left for DLQ)"),
     ("results_written", "result files written"),
     ("results_invalid", "invalid output messages (left for DLQ)"),
@@ -40,7 +42,13 @@ class QueueDepth:
     in_flight: int | None = None
     delayed: int | None = None
     dlq_url: str | None = None
+    #: why the depths could not be read: short (the table's note) and in one line (stderr).
     error: str | None = None
+    reason: str | None = None
+
+    @property
+    def unreadable(self) -> bool:
+        return self.url is not None and self.error is not None
 
 
 @dataclass(frozen=True)
@@ -49,17 +57,36 @@ class StatusReport:
     state: StateSnapshot | None
     state_path: str
 
+    @property
+    def unreadable(self) -> list[QueueDepth]:
+        """The configured queues whose depths could not be read."""
+        return [q for q in self.queues if q.unreadable]
 
-def queue_depth(sqs: Any, name: str, url: str | None) -> QueueDepth:
+    def problem(self) -> str | None:
+        """One line saying why the queues could not be read (None: all were read)."""
+        bad = self.unreadable
+        if not bad:
+            return None
+        configured = sum(q.url is not None for q in self.queues)
+        return (f"{len(bad)} of {configured} queue(s) could not be read "
+                f"({', '.join(q.name for q in bad)}): {bad[0].reason or bad[0].error}")
+
+
+def queue_depth(sqs: Any, name: str, url: str | None,
+                endpoint: Endpoint | None = None) -> QueueDepth:
     """Read one queue's depths; the DLQ URL is taken from its redrive policy when it has one."""
     if not url:
         return QueueDepth(name, None, error="not configured")
     try:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH_ATTRIBUTES)
     except ClientError as exc:
-        return QueueDepth(name, url, error=exc.response.get("Error", {}).get("Code", str(exc)))
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "ClientError")
+        return QueueDepth(name, url, error=code, reason=f"{name} queue {url}: {code}: "
+                          f"{' '.join(str(error.get('Message', '')).split())}")
     except BotoCoreError as exc:
-        return QueueDepth(name, url, error=type(exc).__name__)
+        reason = endpoint.unreachable(exc) if endpoint else f"{type(exc).__name__}: {exc}"
+        return QueueDepth(name, url, error=type(exc).__name__, reason=reason)
     values = attrs.get("Attributes", {})
     dlq_url = None
     if values.get("RedrivePolicy"):
@@ -74,12 +101,12 @@ def queue_depth(sqs: Any, name: str, url: str | None) -> QueueDepth:
                       dlq_url=dlq_url)
 
 
-def collect_status(settings: Settings, sqs: Any) -> StatusReport:
+def collect_status(settings: Settings, sqs: Any, endpoint: Endpoint | None = None) -> StatusReport:
     """Queue depths (input, output and their dead-letter queues) and the daemon's state DB."""
-    inp = queue_depth(sqs, "input", settings.input_queue_url)
-    out = queue_depth(sqs, "output", settings.output_queue_url)
-    inp_dlq = queue_depth(sqs, "input DLQ", settings.input_dlq_url or inp.dlq_url)
-    out_dlq = queue_depth(sqs, "output DLQ", settings.output_dlq_url or out.dlq_url)
+    inp = queue_depth(sqs, "input", settings.input_queue_url, endpoint)
+    out = queue_depth(sqs, "output", settings.output_queue_url, endpoint)
+    inp_dlq = queue_depth(sqs, "input DLQ", settings.input_dlq_url or inp.dlq_url, endpoint)
+    out_dlq = queue_depth(sqs, "output DLQ", settings.output_dlq_url or out.dlq_url, endpoint)
     snapshot = None
     if settings.state_db_path.exists():
         with StateDB(settings.state_db_path) as state:
@@ -91,7 +118,8 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def render_status(report: StatusReport, *, now: Callable[[], float] = time.time) -> str:
+def render_status(report: StatusReport, *, now: Callable[[], float] = time.time,
+                  config: str | None = None) -> str:
     """The report as a plain-text table."""
     rows = [("QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "NOTE")]
     for q in report.queues:
@@ -118,6 +146,15 @@ def render_status(report: StatusReport, *, now: Callable[[], float] = time.time)
         lines.append(f"{label.ljust(width)}  {counters.get(key, 0)}")
     lines.append(f"{'distinct videos remembered'.ljust(width)}  {report.state.processed_total}")
     lines.append("")
+    dup = report.state.last_duplicate
+    if dup is not None:
+        stamp = datetime.fromtimestamp(dup.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        lines.append(f"last duplicate dropped: {stamp} ({max(0, int(now() - dup.at))} s ago) "
+                     f"s3://{dup.bucket}/{dup.key}")
+        lines.append(f"  {dup.why}")
+        lines.append(f"  to process it again: openstack-handler forget --config "
+                     f"{shlex.quote(config or 'FILE')} {shlex.quote(dup.key)}, then upload it "
+                     "again")
     if report.state.last_error is None:
         lines.append("last error: none")
     else:

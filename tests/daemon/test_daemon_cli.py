@@ -260,3 +260,89 @@ def test_daemonize_detaches_writes_pidfile_and_stops_on_sigterm(tmp_path: Path, 
             os.kill(pid, signal.SIGKILL)
     assert '"handler.stopped"' in logfile.read_text()
     assert not pidfile.exists()
+
+
+def test_status_exits_69_with_one_line_when_no_queue_can_be_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    # GIVEN the local cloud's config in a shell with no credentials at all (issue 18, item 3)
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws
+    config = tmp_path / "handler.toml"
+    config.write_text('input_queue_url = "http://127.0.0.1:5000/1/in"\n'
+                      'output_queue_url = "http://127.0.0.1:5000/1/out"\n'
+                      'function_name = "f"\nendpoint_url = "http://127.0.0.1:5000"\n'
+                      f'state_dir = "{tmp_path / "state"}"\n')
+    # WHEN a monitoring script runs status THEN it exits 69 and says why on one stderr line
+    assert main(["status", "--config", str(config)]) == ExitCode.UNAVAILABLE == 69
+    captured = capsys.readouterr()
+    assert "NoCredentialsError" in captured.out  # the table still shows every row
+    [line] = captured.err.splitlines()
+    assert line.startswith("openstack-handler status: 2 of 2 queue(s) could not be read "
+                           "(input, output): no AWS credentials to call SQS at "
+                           f"http://127.0.0.1:5000 (endpoint_url from {config})")
+
+
+def test_status_names_the_dead_endpoint_it_tried(tmp_path: Path, queues,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from localcloud.net import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, queues, endpoint_url=dead)
+    assert main(["status", "--config", str(config)]) == 69
+    err = capsys.readouterr().err
+    assert f"cannot reach SQS at {dead} (endpoint_url from {config}): EndpointConnectionError" \
+        in err and len(err.splitlines()) == 1
+
+
+def test_forget_removes_the_dedupe_record_and_status_shows_the_last_duplicate(
+        tmp_path: Path, queues, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, queues)
+    assert main(["forget", "--config", str(config), "clip.mp4"]) == ExitCode.FAILURE  # no DB yet
+    assert "no state DB" in capsys.readouterr().err
+    with StateDB(tmp_path / "state" / "state.sqlite3") as state:
+        state.mark_processed("videos", "dir/my clip.mp4", "e1", status="ok")
+        state.mark_processed("other", "dir/my clip.mp4", "e2", status="ok")
+        state.record_duplicate("videos", "dir/my clip.mp4", "e1", "already processed at X")
+    # GIVEN a dropped duplicate THEN status shows it with the command that reprocesses it
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "last duplicate dropped: " in out and "s3://videos/dir/my clip.mp4" in out
+    assert f"openstack-handler forget --config {config} 'dir/my clip.mp4'" in out
+    # WHEN the user forgets the key (in one bucket) THEN only that record goes
+    assert main(["forget", "--config", str(config), "--bucket", "videos", "dir/my clip.mp4"]) == 0
+    assert "dir/my clip.mp4: forgotten (s3://videos, eTag e1, status ok" in capsys.readouterr().out
+    with StateDB(tmp_path / "state" / "state.sqlite3") as state:
+        assert not state.is_processed("videos", "dir/my clip.mp4", "e1")
+        assert state.is_processed("other", "dir/my clip.mp4", "e2")
+    assert main(["forget", "--config", str(config), "--bucket", "videos", "dir/my clip.mp4"]) == 1
+    assert "not remembered" in capsys.readouterr().out
+
+
+def test_check_config_connect_says_which_queue_points_at_nothing(
+        tmp_path: Path, queues, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a config that loads fine but names a queue that does not exist
+    queues.output = queues.output.rsplit("/", 1)[0] + "/no-such-queue"
+    config = write_config(tmp_path, queues)
+    assert main(["check-config", "--config", str(config)]) == 0  # offline: it cannot know
+    capsys.readouterr()
+    # WHEN checked with --connect THEN it names that queue and exits 78
+    assert main(["check-config", "--config", str(config), "--connect"]) == 78
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert lines["input_queue_url"].endswith("ok: 0 visible")
+    assert "does not exist: AWS.SimpleQueueService.NonExistentQueue" in lines["output_queue_url"]
+
+
+def test_check_config_connect_reports_an_unreachable_endpoint_with_69(
+        tmp_path: Path, queues, capsys: pytest.CaptureFixture[str]) -> None:
+    from localcloud.net import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, queues, endpoint_url=dead)
+    assert main(["check-config", "--config", str(config), "--connect"]) == 69
+    out = capsys.readouterr().out
+    assert f"unreachable: cannot reach SQS at {dead} (endpoint_url from {config})" in out
+    assert f"unreachable: cannot reach Lambda at {dead} (endpoint_url from {config})" in out

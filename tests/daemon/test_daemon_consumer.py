@@ -327,3 +327,45 @@ def test_while_lambda_is_down_one_message_at_a_time_is_received(make_consumer, s
     last_down = max(i for i, (_, down) in enumerate(asks) if down)
     assert any(asked == 4 for asked, _ in asks[last_down + 1:]), asks
     assert consumer.stats.succeeded == 8 and not consumer.lambda_state.down
+
+
+def test_a_dropped_duplicate_says_why_and_forget_has_it_processed_again(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda, state: StateDB) -> None:
+    from structlog.testing import capture_logs
+
+    # GIVEN a processed video
+    send(sqs, queues.input, s3_event("videos", "dir/clip.mp4", etag="same"))
+    make_consumer().run(max_messages=1, max_idle=1)
+    # WHEN the same bytes are uploaded again (same eTag: a new event, the same identity)
+    send(sqs, queues.input, s3_event("videos", "dir/clip.mp4", etag="same"))
+    with capture_logs() as logs:
+        stats = make_consumer(reprocess_hint="openstack-handler forget --config C {key}").run(
+            max_messages=1, max_idle=1)
+    # THEN it is dropped, visibly: a log line with the key, why, and how to reprocess it
+    assert len(fake_lambda.calls) == 1 and stats.duplicates == 1
+    (line,) = [entry for entry in logs if entry["event"] == "video.duplicate_dropped"]
+    assert line["key"] == "dir/clip.mp4" and line["bucket"] == "videos"
+    assert line["why"].startswith("already processed at ") and "same eTag" in line["why"]
+    assert line["to_reprocess"] == "openstack-handler forget --config C dir/clip.mp4"
+    dup = state.snapshot().last_duplicate
+    assert dup is not None and (dup.key, dup.etag) == ("dir/clip.mp4", "same")
+    # AND once forgotten, the next upload is processed again
+    assert [r.etag for r in state.forget("dir/clip.mp4")] == ["same"]
+    send(sqs, queues.input, s3_event("videos", "dir/clip.mp4", etag="same"))
+    make_consumer().run(max_messages=1, max_idle=1)
+    assert len(fake_lambda.calls) == 2
+
+
+def test_a_failure_still_waits_out_the_visibility_timeout_not_the_short_receive_claim(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda) -> None:
+    # GIVEN receives that claim messages for 2 s, and a visibility timeout of 8 s
+    fake_lambda.behaviour = lambda name, payload: function_error("RuntimeError", "model broke")
+    send(sqs, queues.input, s3_event("videos", "v.mp4"))
+    failed_at = time.monotonic()
+    make_consumer(visibility_timeout_s=8, receive_visibility_s=2).run(max_messages=1, max_idle=0.5)
+    # WHEN the function fails THEN the message stays hidden past the claim ...
+    time.sleep(max(0.0, failed_at + 4 - time.monotonic()))
+    assert queue_counts(sqs, queues.input) == (0, 1)
+    # ... and comes back once the visibility timeout has passed since it was received
+    got = sqs.receive_message(QueueUrl=queues.input, WaitTimeSeconds=10)
+    assert got.get("Messages") and time.monotonic() - failed_at >= 7

@@ -156,7 +156,7 @@ def test_sqs_outage_is_logged_once_waited_out_without_spinning_and_recovered(
         thread.start()
         wait_for(lambda: len(tries) >= 4, timeout_s=30, what="four tries while SQS is down")
         # WHEN SQS comes back
-        consumer.sqs = consumer.deleter.sqs = sqs  # the same endpoint for every SQS call
+        consumer.sqs = consumer.deleter.sqs = consumer.receiver.sqs = sqs  # every SQS call
         wait_for(lambda: queue_counts(sqs, queues.input) == (0, 0), timeout_s=30,
                  what="the video processed")
         stop.set()
@@ -183,7 +183,7 @@ def test_the_drainer_waits_out_an_sqs_outage_and_then_writes_the_results(
         thread.start()
         wait_for(lambda: len(tries) >= 4, timeout_s=30, what="four tries while SQS is down")
         # WHEN SQS comes back
-        drainer.sqs = sqs
+        drainer.sqs = drainer.receiver.sqs = sqs  # every SQS call
         wait_for(lambda: queue_counts(sqs, queues.output) == (0, 0), timeout_s=30,
                  what="the result written and deleted")
         stop.set()

@@ -32,7 +32,7 @@ def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
     assert s.results_dir == Path("results")  # the default: relative to the working directory
     assert s.state_dir == Path("/var/lib/oh")  # systemd's StateDirectory=
     assert s.invoke_read_timeout_s == 90
-    assert s.heartbeat_interval_s == s.visibility_timeout_s / 3
+    assert s.receive_visibility_s == 15 and s.heartbeat_interval_s == 5.0  # a short claim
 
 
 def test_relative_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
@@ -90,8 +90,8 @@ def test_everything_from_the_environment_without_a_file() -> None:
 @pytest.mark.parametrize(("text", "env", "message"), [
     ("", {}, "missing required setting"),
     (MINIMAL + "concurrenc = 3\n", {}, "unknown key"),
-    (MINIMAL + 'concurrency = "3"\n', {}, "expected int"),
-    (MINIMAL + "concurrency = true\n", {}, "expected int"),
+    (MINIMAL + 'concurrency = "3"\n', {}, "expected an integer"),
+    (MINIMAL + "concurrency = true\n", {}, "expected an integer"),
     (MINIMAL + "concurrency = 0\n", {}, "concurrency must be"),
     (MINIMAL + "wait_time_s = 21\n", {}, "wait_time_s must be"),
     (MINIMAL + "function_timeout_s = 901\n", {}, "function_timeout_s must be"),
@@ -114,3 +114,56 @@ def test_missing_file_and_unknown_override_raise_config_error(tmp_path: Path) ->
         load_settings(tmp_path / "nope.toml", env={})
     with pytest.raises(ConfigError, match="unknown setting"):
         load_settings(write(tmp_path, MINIMAL), env={}, nonsense=1)
+
+
+# -- messages a person can act on (issue 18, item 8) ---------------------------------------------
+
+def test_an_unknown_key_suggests_the_one_meant(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "concurency = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == f"{path}: unknown key 'concurency' (did you mean 'concurrency'?)"
+
+
+def test_an_unterminated_string_says_so_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + 'function_name = "recognise\nconcurrency = 3\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert f"config file {path} is not valid TOML: line 5: unterminated string: " \
+           "'function_name = \"recognise' opens a quote that does not close on the same line" \
+        in str(info.value)
+    path = write(tmp_path, MINIMAL + "region = us-east-1\n")
+    with pytest.raises(ConfigError, match="line 5: invalid value in 'region = us-east-1': "
+                                          "strings need quotes"):
+        load_settings(path, env={})
+
+
+def test_the_same_type_error_reads_the_same_from_the_file_and_the_environment(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + 'concurrency = "four"\n')
+    with pytest.raises(ConfigError) as from_file:
+        load_settings(path, env={})
+    with pytest.raises(ConfigError) as from_env:
+        load_settings(write(tmp_path, MINIMAL), env={"OPENSTACK_HANDLER_CONCURRENCY": "four"})
+    assert str(from_file.value) == f'concurrency = "four" (in {path}): expected an integer'
+    assert str(from_env.value) == ('concurrency = "four" (from OPENSTACK_HANDLER_CONCURRENCY): '
+                                   "expected an integer")
+
+
+def test_missing_required_settings_name_the_file_and_the_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, 'function_name = "f"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == (
+        f"missing required setting(s): input_queue_url, output_queue_url (not in {path}, and "
+        "not set by OPENSTACK_HANDLER_INPUT_QUEUE_URL, OPENSTACK_HANDLER_OUTPUT_QUEUE_URL)")
+
+
+def test_every_value_remembers_where_it_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    s = load_settings(path, env={"OPENSTACK_HANDLER_CONCURRENCY": "8"}, region="eu-west-1")
+    assert (s.origin("input_queue_url"), s.origin("concurrency"), s.origin("region"),
+            s.origin("wait_time_s")) == (str(path), "OPENSTACK_HANDLER_CONCURRENCY",
+                                         "an argument", "the default")
+    assert s == load_settings(path, env={"OPENSTACK_HANDLER_CONCURRENCY": "8"},
+                              region="eu-west-1")  # bookkeeping, not part of the value

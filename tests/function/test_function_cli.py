@@ -63,3 +63,57 @@ def test_enroll_facenet_writes_data_pt_format(photos: dict, tmp_path: Path,
     embeddings, names = torch.load(tmp_path / "data.pt", weights_only=True)
     assert names == ["obama"] and embeddings[0].shape == (1, 512)
     assert json.loads(capsys.readouterr().out)["embedder"] == "facenet"
+
+
+def test_every_command_and_option_explains_itself() -> None:
+    from cli_helpers import commands, undocumented
+
+    from lambda_image.cli import build_parser
+
+    problems = [p for path, parser in commands(build_parser(), "python -m lambda_image")
+                for p in undocumented(path, parser)]
+    assert problems == []
+
+
+def test_inspecting_a_file_that_is_not_a_gallery_says_what_a_gallery_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    text, other = tmp_path / "notes.txt", tmp_path / "other.pkl"
+    text.write_text("# not a gallery at all\n" * 20)
+    other.write_bytes(pickle.dumps({"names": ["a"]}))
+    for path, what in ((text, "neither a pickle nor a torch file"),
+                       (other, "a dict with keys ['names'], not 'name' and 'encoding'")):
+        assert main(["gallery", "inspect", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path} is not a gallery ({what}): a gallery is either the course's `encoding` " \
+               "pickle" in err and "gallery enroll" in err
+        assert "Memo value" not in err and "index" not in err
+
+
+def test_errors_follow_two_documented_conventions(course_data: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # a usage error (here: the gallery the command cannot start without) is one stderr line in
+    # argparse's own form, nothing on stdout, exit 2 ...
+    assert main(["recognize", "--gallery", str(tmp_path / "missing.pkl"), "v.mp4"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("python -m lambda_image recognize: error: cannot read gallery ")
+    with pytest.raises(SystemExit) as info:  # ... exactly as argparse's own usage errors
+        main(["recognize", "v.mp4"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "python -m lambda_image recognize: error: ")
+    # a per-item error (a missing video) is that item's JSON line on stdout, exit 1
+    assert main(["recognize", "--gallery", str(course_data / "encoding"),
+                 str(tmp_path / "missing.mp4")]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error"].startswith("FileNotFoundError: ")
+    assert captured.err == ""
+    # and the exit codes are documented in the help
+    with pytest.raises(SystemExit):
+        main(["recognize", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 every video recognised; 1 some video failed" in help_text
+    assert "2 usage error" in help_text

@@ -30,7 +30,7 @@ def test_aws_provision_writes_a_loadable_config_and_a_second_run_is_unchanged(
         aws_env: str, course_data: Path, tmp_path: Path) -> None:
     config = tmp_path / "handler.toml"
     config.write_text('concurrency = 8\nresults_dir = "/srv/results"\n')  # operator's own keys
-    args = ("--config", str(config), "--prefix", "class", "--students",
+    args = ("--config-out", str(config), "--prefix", "class", "--students",
             str(course_data / "student_data.json"), "--image-uri", IMAGE,
             "--gallery-in-image", "/opt/gallery/encoding", "--function-timeout", "45")
     # WHEN it runs the first time, everything is created

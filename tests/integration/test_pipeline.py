@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,22 +27,49 @@ def test_local_demo_command_gives_the_course_records_for_all_eight_clips(
     expected.write_text("video,names\n" + "".join(
         f"{video},{row.split(',')[0]}\n" for video, row in course_records.items()))
     results = tmp_path / "results"
+    scratch = tmp_path / "tmp"  # the demo's TMPDIR: what it leaves behind lands here
+    scratch.mkdir()
     # WHEN the user runs the main job through the real CLI
     proc = subprocess.run(
         [sys.executable, "-m", "openstack_handler", "local", "demo",
          "--videos", str(course_data / "videos"), "--gallery", str(course_data / "encoding"),
          "--students", str(course_data / "student_data.json"), "--results", str(results),
          "--expected", str(expected)],
-        check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
+        check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "TMPDIR": str(scratch)})
     # THEN it succeeds, and every clip has the course's record as its first (most prominent) row
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "8/8 videos have results" in proc.stdout
+    # AND its scratch folder is gone (issue 18, item 9)
+    assert "logs removed (--keep-work-dir keeps them)" in proc.stdout
+    assert list(scratch.iterdir()) == []
     for video, row in course_records.items():
         csv_text = (results / (Path(video).stem + ".csv")).read_text()
         assert csv_text.splitlines()[0] == row, (video, csv_text)
     assert sorted(p.name for p in results.iterdir()) == sorted(
         Path(v).stem + ".csv" for v in course_records)
     assert read_expected(expected)["test_0.mp4"] == ["president_trump"]
+
+
+def test_a_demo_with_a_wrong_result_keeps_its_scratch_folder_and_says_where(
+        course_data: Path, tmp_path: Path) -> None:
+    videos, scratch = tmp_path / "videos", tmp_path / "tmp"
+    videos.mkdir()
+    scratch.mkdir()
+    (videos / "test_0.mp4").write_bytes((course_data / "videos" / "test_0.mp4").read_bytes())
+    expected = tmp_path / "expected.csv"
+    expected.write_text("video,names\ntest_0.mp4,somebody_else\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "openstack_handler", "local", "demo", "--videos", str(videos),
+         "--gallery", str(course_data / "encoding"), "--students",
+         str(course_data / "student_data.json"), "--results", str(tmp_path / "results"),
+         "--expected", str(expected), "--function-concurrency", "1"],
+        check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "TMPDIR": str(scratch)})
+    assert proc.returncode == 1 and "WRONG" in proc.stdout, proc.stdout + proc.stderr
+    (kept,) = scratch.iterdir()
+    assert kept.name.startswith("openstack-handler-demo-") and (kept / "daemon.log").exists()
+    assert f"logs kept in {kept}" in proc.stdout
 
 
 def test_redelivered_duplicated_and_test_events_cause_no_duplicate_work(
@@ -140,7 +168,7 @@ def test_two_replicas_share_the_queues_the_state_and_the_results_dir(
                  interval_s=0.5, what="a result per clip")
         # AND one clip is uploaded again, unchanged (same eTag)
         pipeline.s3.upload_file(str(videos[0]), pipeline.bucket, f"replicas/{videos[0].name}")
-        wait_for(lambda: sum(ln.get("event") == "input.duplicate_dropped"
+        wait_for(lambda: sum(ln.get("event") == "video.duplicate_dropped"
                              for ln in _log_lines(pipeline.log_path)) == 1,
                  timeout_s=30, what="the unchanged upload dropped as a duplicate")
     # THEN every clip has its correct result, and no temp file is left behind
@@ -158,6 +186,6 @@ def test_two_replicas_share_the_queues_the_state_and_the_results_dir(
         [sys.executable, "-m", "openstack_handler", "status", "--config", str(pipeline.config)],
         cwd=REPO, env=pipeline.daemon_env(), capture_output=True, text=True, timeout=60,
         check=True).stdout
-    counters = status_counters(status, "videos processed", "duplicate deliveries")
+    counters = status_counters(status, "videos processed", "duplicates dropped")
     assert counters == {"videos processed": str(len(videos)),
-                        "duplicate deliveries dropped": "1"}, status
+                        "duplicates dropped (see `forget`)": "1"}, status

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 STUDENTS = [{"id": 1, "name": "mr_bean", "major": "lawyer", "year": "freshmen"}]
 CONTRACT_KEYS = {"input_queue_url", "output_queue_url", "function_name", "results_dir",
                  "state_dir", "region", "concurrency", "function_timeout_s", "wait_time_s",
-                 "grace_period_s", "max_object_bytes", "input_dlq_url", "output_dlq_url"}
+                 "grace_period_s", "max_object_bytes", "input_dlq_url", "output_dlq_url",
+                 "endpoint_url", "lambda_endpoint_url"}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,9 @@ def test_daemon_config_is_flat_toml_per_contract(cloud: LocalCloud, tmp_path: Pa
     assert settings["function_name"] == "face-recognition"
     assert settings["results_dir"] == str(tmp_path / "results")
     assert settings["concurrency"] == 3 and settings["function_timeout_s"] == 20
+    # the endpoints themselves: the file alone says where the local cloud is
+    assert settings["endpoint_url"] == cloud.moto_url
+    assert settings["lambda_endpoint_url"] == cloud.lambda_url
 
 
 def test_run_local_up_prints_exports_and_stops_on_sigterm(inputs: tuple[Path, Path],
@@ -144,3 +148,51 @@ def _sigterm_when_ready(config: Path) -> None:
         time.sleep(0.05)
     time.sleep(0.3)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_local_up_until_sigterm(inputs: tuple[Path, Path], tmp_path: Path,
+                                **kwargs: Any) -> tuple[int, str]:
+    gallery, students = inputs
+    out = io.StringIO()
+    config = tmp_path / "daemon.toml"
+    watchdog = threading.Thread(target=_sigterm_when_ready, args=(config,), daemon=True)
+    watchdog.start()
+    code = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
+                        handler="tests.localcloud.handlers:noop",
+                        resources=ResourceSpec(prefix="up"), out=out, **kwargs)
+    watchdog.join(5)
+    return code, out.getvalue()
+
+
+def test_local_up_removes_its_scratch_folder_on_a_clean_exit_unless_kept(
+        inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where mkdtemp puts the folder
+    # GIVEN a local up stopped cleanly THEN no /tmp/localcloud-* folder is left behind
+    code, text = _run_local_up_until_sigterm(inputs, tmp_path)
+    assert code == 0 and "removed when it stops" in text
+    assert list(scratch.iterdir()) == []
+    # AND --keep-work-dir keeps it, with its logs
+    code, text = _run_local_up_until_sigterm(inputs, tmp_path, keep_work_dir=True)
+    (kept,) = scratch.iterdir()
+    assert code == 0 and kept.name.startswith("localcloud-") and (kept / "moto.log").exists()
+    assert f"logs in {kept}, kept when it stops" in text
+
+
+def test_local_up_keeps_its_scratch_folder_when_it_fails_and_says_where(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    students = tmp_path / "students.json"
+    students.write_text("[]")
+    code = run_local_up(tmp_path / "d.toml", tmp_path / "missing-gallery", students,
+                        out=io.StringIO())
+    (kept,) = scratch.iterdir()
+    assert code == 1 and f"logs kept in {kept}" in capsys.readouterr().err

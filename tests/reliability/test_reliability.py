@@ -353,13 +353,13 @@ def test_every_kind_of_bad_input_gets_a_clear_outcome_and_no_crash(
     # oversized one, never twice for the duplicate deliveries
     names = [e.get("event") for e in rig.log_events()]
     for needed in ("input.test_event_dropped", "input.invalid_left_for_dlq", "input.event_dropped",
-                   "input.duplicate_dropped", "result.for_unknown_video",
+                   "video.duplicate_dropped", "result.for_unknown_video",
                    "result.invalid_left_for_dlq"):
         assert needed in names, needed
     statuses = sorted(e.get("status") for e in events(rig, "video.processed")
                       if e.get("status") in ("rejected", "gone"))
     assert statuses == ["gone", "rejected"]
-    assert names.count("input.duplicate_dropped") == 2
+    assert names.count("video.duplicate_dropped") == 2
     runs = handler_runs(rig) - runs_before
     assert runs == len(hostile) + len(not_videos) + 1, runs  # + the deleted one (NoSuchKey)
     assert not events(rig, "handler.crashed") and not events(rig, "invocation.crashed")
