@@ -40,7 +40,7 @@ bench: $(STAMP)
 	@echo "bench/out/REPORT.md written"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image sampledata bench tests
+	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image camera sampledata bench tests
 
 venv: $(STAMP)
 
@@ -68,7 +68,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet --upgrade pip; \
 	$(PIP) install --quiet $(TORCH_PINS); \
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0; \
-	$(PIP) install --quiet -e '.[function,local,openstack,dev,bench]'; \
+	$(PIP) install --quiet -e '.[function,local,camera,openstack,dev,bench]'; \
 	touch $(STAMP); \
 	echo "venv: built in $$(( $$(date +%s) - started )) s"
 

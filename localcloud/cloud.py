@@ -325,6 +325,7 @@ def camera_lines(camera: ProvisionedCamera) -> list[str]:
             f"#   one stage  (frame_handler, the answer over HTTP):     {camera.frame_url}",
             f"#   two stages (detect_handler, the answer on the queue): {camera.detect_url}",
             f"#   response queue:                                       {camera.response_queue_url}",
+            f"#   frames bucket (GET URL?bucket=&key=):                 {camera.frames_bucket}",
             send]
 
 

@@ -43,6 +43,7 @@ class ProvisionedCamera:
     auth_type: str
     response_queue_url: str
     request_queue_url: str
+    frames_bucket: str  # where the earliest camera put its frames (GET URL?bucket=&key=)
     mapping_uuid: str
     changes: tuple[Change, ...] = field(default=(), compare=False)
 
@@ -53,7 +54,8 @@ class ProvisionedCamera:
     def to_json(self) -> dict[str, str]:
         return {"frame_url": self.frame_url, "detect_url": self.detect_url,
                 "auth_type": self.auth_type, "response_queue_url": self.response_queue_url,
-                "request_queue_url": self.request_queue_url}
+                "request_queue_url": self.request_queue_url,
+                "frames_bucket": self.frames_bucket}
 
 
 def camera_environment(spec: ResourceSpec, provisioned: Provisioned, function: str,
@@ -150,6 +152,7 @@ def provision_camera(session: SessionLike, spec: ResourceSpec,
                              auth_type=spec.url_auth_type,
                              response_queue_url=provisioned.response_queue_url,
                              request_queue_url=provisioned.request_queue_url,
+                             frames_bucket=provisioned.frames_bucket,
                              mapping_uuid=mapping, changes=tuple(changes))
 
 
