@@ -329,8 +329,12 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
                 continue
             # Only what is there now: a message that fails again and returns meanwhile waits
             # for the next redrive instead of circling.
-            waiting = queue_depth(sqs, f"{name} DLQ", dlq).visible or 0
-            result = move_messages(sqs, dlq, source, queue=name, limit=waiting)
+            depth = queue_depth(sqs, f"{name} DLQ", dlq, endpoint)
+            if depth.error is not None:  # not "0 waiting": say why nothing could be read
+                print(f"{name}: {depth.reason}", file=sys.stderr)
+                code = ExitCode.UNAVAILABLE
+                continue
+            result = move_messages(sqs, dlq, source, queue=name, limit=depth.visible or 0)
         except BotoCoreError as exc:
             print(f"{name}: {endpoint.unreachable(exc)}", file=sys.stderr)
             code = ExitCode.UNAVAILABLE
