@@ -149,7 +149,7 @@ def send_all(frames: Iterable[Frame], settings: SendSettings, *,
         raise ValueError("no frames to send")
     client = UrlClient(settings.url, auth=settings.auth, concurrency=settings.concurrency,
                        timeout_s=settings.timeout_s, region=settings.region)
-    waiter = ResponseWaiter(sqs, settings.response_queue_url) \
+    waiter = ResponseWaiter(sqs, settings.response_queue_url, patience_s=settings.timeout_s) \
         if settings.response_queue_url else None
     results: list[FrameResult] = []
     lock = threading.Lock()

@@ -92,8 +92,11 @@ class ResourceSpec:
     request_batching_window_s: int = 0
     request_max_concurrency: int = 0
     #: An answer is received by every camera client polling the response queue until its own
-    #: takes it; after this many receives nobody is waiting for it and it moves to the DLQ.
-    response_max_receive_count: int = 10
+    #: takes it (with N clients, about N times: with 20 clients a limit of 10 receives would send
+    #: 60% of the answers to the DLQ, 1000 practically none, (19/20)^1000 ~ 5e-23): after this
+    #: many receives nobody is waiting for it and it moves to the DLQ. Clients release an answer older than their patience with growing delays, so one
+    #: nobody takes expires within the retention period if it does not reach the DLQ first.
+    response_max_receive_count: int = 1000
     #: Answers are useful for seconds: the response queue keeps them an hour (the DLQ 14 days).
     response_retention_s: int = 3600
     #: Crops spilled to the frames bucket expire after this many days.

@@ -72,8 +72,10 @@ def test_the_summary_counts_and_latency_percentiles() -> None:
     assert "FAILED: HTTP 400: not an image" in frame_line(results[101])
 
 
-def test_a_foreign_answer_is_released_at_once_then_later_and_later() -> None:
-    assert [release_delay_s(n) for n in range(1, 7)] == [0, 1, 3, 7, 10, 10]
+def test_a_foreign_answer_is_released_at_once_while_young_then_later_and_later() -> None:
+    assert [release_delay_s(n, age_s=5, patience_s=30) for n in range(1, 7)] == [0] * 6
+    assert [release_delay_s(n, age_s=31, patience_s=30) for n in range(1, 7)] == [
+        0, 1, 3, 7, 10, 10]
 
 
 def test_the_signing_region_comes_from_a_lambda_url() -> None:

@@ -191,7 +191,7 @@ def test_the_camera_path_s_queues_and_bucket(boto_session: boto3.session.Session
     response = _attributes(boto_session, out.response_queue_url)
     assert response["MessageRetentionPeriod"] == "3600"
     assert json.loads(response["RedrivePolicy"]) == {
-        "deadLetterTargetArn": out.response_dlq_arn, "maxReceiveCount": 10}
+        "deadLetterTargetArn": out.response_dlq_arn, "maxReceiveCount": 1000}
     rules = boto_session.client("s3").get_bucket_lifecycle_configuration(
         Bucket=out.frames_bucket)["Rules"]
     assert [(r["ID"], r["Filter"], r["Expiration"]) for r in rules] == [
