@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED ?= ../shared
 
-.PHONY: demo test test-unit bench lint clean venv system-tools roots
+.PHONY: demo camera-demo test test-unit bench lint clean venv system-tools roots
 
 DEMO_DIR := .cache/demo
 
@@ -19,6 +19,14 @@ demo: $(STAMP)
 	$(PY) -m openstack_handler local demo --videos $(DEMO_DIR)/videos \
 		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
 		--expected $(DEMO_DIR)/expected.csv --results results
+
+# The camera path on the same sample data: every 15th frame of each clip through the one-stage
+# Function URL (answer over HTTP) and the two-stage one (answer on the response queue).
+camera-demo: $(STAMP)
+	$(PY) -m sampledata build --out $(DEMO_DIR)
+	$(PY) -m openstack_handler local camera-demo --videos $(DEMO_DIR)/videos \
+		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
+		--expected $(DEMO_DIR)/expected.csv
 
 test: lint roots
 	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q

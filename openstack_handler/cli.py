@@ -11,7 +11,7 @@
                                              move dead letters back once their cause is fixed
     openstack-handler forget --config FILE KEY...  forget processed videos: their next upload
                                              is processed again (de-duplication drops it)
-    openstack-handler local up|demo ...      the embedded local cloud (moto + Lambda endpoint)
+    openstack-handler local up|demo|camera-demo ...  the embedded local cloud (moto + Lambda)
     openstack-handler aws provision ...      the AWS resources, from one declarative definition
 
 Other commands (``local …``, ``aws provision``) are registered by the hooks below; they must import

@@ -64,6 +64,27 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
                       help="give up on results after this long (default: %(default)s)")
     demo.set_defaults(func=_cmd_local_demo)
 
+    camera = local_sub.add_parser(
+        "camera-demo", help="send the frames of a folder of videos through the camera path "
+                            "(both stages) and print a table",
+        description="Start the local cloud with the camera path only, run the camera client "
+                    "(python -m camera send) on every file of --videos through the one-stage "
+                    "URL and the two-stage URL + response queue, and print a row per frame "
+                    "(with --expected, whether each answer is right).",
+        epilog="exit status: 0 every frame answered (rightly) by both stages; 1 otherwise")
+    _add_function_inputs(camera)
+    _add_keep_work_dir(camera)
+    camera.add_argument("--videos", type=Path, required=True, metavar="DIR",
+                        help="folder of videos, whose every --every-th frame is sent")
+    camera.add_argument("--expected", type=Path, metavar="FILE",
+                        help="CSV `video,names`: a frame's answer is right when it is one of "
+                             "its video's names")
+    camera.add_argument("--every", type=int, default=15, metavar="N",
+                        help="send every N-th frame (default: %(default)s, as the course's Pi)")
+    camera.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for one answer (default: %(default)s)")
+    camera.set_defaults(func=_cmd_local_camera_demo)
+
 
 def _add_keep_work_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-work-dir", action="store_true",
@@ -108,6 +129,18 @@ def _cmd_local_demo(args: argparse.Namespace) -> int:
                             function_concurrency=args.function_concurrency,
                             daemon_concurrency=args.daemon_concurrency or args.function_concurrency,
                             timeout_s=args.timeout, keep_work_dir=args.keep_work_dir)
+    return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
+
+
+def _cmd_local_camera_demo(args: argparse.Namespace) -> int:
+    from localcloud.camera_demo import run_camera_demo
+    from openstack_handler.logs import configure_logging
+
+    configure_logging(False, level="warning")  # the table is the output; details are in the logs
+    report = run_camera_demo(videos=args.videos, gallery=args.gallery, students=args.students,
+                             expected=args.expected, every=args.every,
+                             concurrency=args.function_concurrency, timeout_s=args.timeout,
+                             keep_work_dir=args.keep_work_dir)
     return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
 
 
