@@ -1,5 +1,7 @@
 """HTTP to a Function URL: keep-alive connections, SigV4 when the URL is AWS_IAM, and a retry of
-throttled calls only (a 429 means the function did not run; anything else might have).
+throttled calls only (a 429 means the function did not run; anything else might have), for as
+long as the client waits for an answer (`timeout_s`): more clients than the function has
+concurrency is the normal case for a camera fleet, not a failure.
 
 Signing uses botocore's SigV4 signer with credentials from boto3's normal chain (environment,
 profile, instance role), for service `lambda` in the URL's region.
@@ -21,7 +23,7 @@ from tenacity import (
     RetryError,
     Retrying,
     retry_if_result,
-    stop_after_attempt,
+    stop_after_delay,
     wait_random_exponential,
 )
 
@@ -29,8 +31,8 @@ log = structlog.get_logger()
 
 AUTH_CHOICES = ("auto", "AWS_IAM", "NONE")
 _URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
-#: attempts for a throttled (429) request, with full-jitter backoff up to 2 s
-THROTTLE_ATTEMPTS = 10
+#: the longest pause between tries of a throttled (429) request (full jitter, growing to it)
+THROTTLE_BACKOFF_MAX_S = 1.0
 
 
 class NoCredentials(RuntimeError):
@@ -77,6 +79,7 @@ class UrlClient:
         self._pool = urllib3.PoolManager(maxsize=max(1, concurrency), block=False,
                                          retries=False,
                                          timeout=urllib3.Timeout(connect=5.0, read=timeout_s))
+        self._throttle_budget_s = timeout_s
         self._lock = threading.Lock()
         self._sign = auth == "AWS_IAM"
         self._auto = auth == "auto"
@@ -149,8 +152,9 @@ class UrlClient:
 
         try:
             for attempt in Retrying(retry=retry_if_result(lambda a: a.status == 429),
-                                    wait=wait_random_exponential(multiplier=0.05, max=2.0),
-                                    stop=stop_after_attempt(THROTTLE_ATTEMPTS)):
+                                    wait=wait_random_exponential(
+                                        multiplier=0.05, max=THROTTLE_BACKOFF_MAX_S),
+                                    stop=stop_after_delay(self._throttle_budget_s)):
                 with attempt:
                     answer = once()
                 if not attempt.retry_state.outcome.failed:
