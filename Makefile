@@ -34,8 +34,9 @@ test: lint roots
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 15 minutes): the function per clip, the daemon alone
-# against a synthetic function, end to end with the peer-style baseline; then bench/out/REPORT.md
+# Benchmarks (not part of `make test`; about 20 minutes): the function per clip, the daemon alone
+# against a synthetic function, end to end with the peer-style baseline, the camera path (100
+# frames, both stages, at the course's pace and flat out); then bench/out/REPORT.md
 # and PNG plots from bench/out/*.json.
 bench: $(STAMP)
 	mkdir -p bench/out
@@ -44,6 +45,8 @@ bench: $(STAMP)
 	$(PY) -m bench.orchestration --out bench/out
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --data $(SHARED)/data/cse546-2023 \
 		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
+	$(PY) -m bench.bench_camera --data $(SHARED)/data/cse546-2023 --count 100 \
+		--out bench/out > /dev/null
 	$(PY) -m bench.report --out bench/out > /dev/null
 	@echo "bench/out/REPORT.md written"
 
