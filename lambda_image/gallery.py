@@ -88,17 +88,19 @@ def _load_dlib(data: bytes, path: Path) -> Gallery:
 
 
 def _load_facenet(data: bytes, path: Path) -> Gallery:
-    import torch
+    """A `data.pt`, read without torch (lambda_image.torch_file): the ONNX runtime has none."""
+    from lambda_image import torch_file
 
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch's loader raises many types
-        raise GalleryError(f"{path}: unreadable torch file: {exc}") from exc
+        obj = torch_file.load(data)
+    except torch_file.TorchFileError as exc:
+        raise GalleryError(f"{path}: {exc}") from exc
     if not (isinstance(obj, (list, tuple)) and len(obj) == 2):
         raise GalleryError(f"{path}: expected [embeddings, names]")
     embeddings, names = obj
-    rows = [np.asarray(e.detach().cpu().numpy() if hasattr(e, "detach") else e,
-                       dtype=np.float32).reshape(-1) for e in embeddings]
+    if not (isinstance(embeddings, (list, tuple)) and isinstance(names, (list, tuple))):
+        raise GalleryError(f"{path}: expected [embeddings, names] as two lists")
+    rows = [np.asarray(e, dtype=np.float32).reshape(-1) for e in embeddings]
     if len(rows) != len(names):
         raise GalleryError(f"{path}: {len(rows)} embeddings but {len(names)} names")
     matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
