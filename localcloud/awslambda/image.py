@@ -12,10 +12,12 @@ was killed is removed the next time one for the same function starts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -93,6 +95,29 @@ class ImageRoot:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def with_files(image: str, files: Mapping[str, Path], *,
+               repository: str = "localhost/face-recognition-with") -> str:
+    """*image* plus one layer holding *files* (image path → host file), as a user's
+    ``COPY encoding /opt/gallery/encoding`` would add it; cached by a hash of the image and the
+    files' contents."""
+    digest = hashlib.sha256(image.encode())
+    for dest, src in sorted(files.items()):
+        digest.update(dest.encode() + b"\0" + Path(src).read_bytes())
+    name = f"{repository}:{digest.hexdigest()[:12]}"
+    if _buildah("inspect", "--type", "image", name, check=False).returncode == 0:
+        return name
+    container = _buildah("from", "--quiet", "--pull-never", image).stdout.strip()
+    try:
+        for dest, src in sorted(files.items()):
+            _buildah("copy", "--quiet", "--chmod", "0644", container, str(src), dest)
+        _buildah("commit", "--quiet", "--rm", container, name)
+    except BaseException:
+        _buildah("rm", container, check=False)
+        raise
+    log.info("image_with_files_built", image=name, base=image, files=sorted(files))
+    return name
 
 
 def remove_stale_roots(function: str) -> list[str]:

@@ -27,3 +27,12 @@ def image_root(function_image: str) -> Iterator[Path]:
     with ImageRoot(function_image, "image-tests") as root:
         assert root.path is not None
         yield root.path
+
+
+@pytest.fixture(scope="session")
+def gallery_image(function_image: str, course_data: Path) -> str:
+    """The function image with the course gallery in it, as the README's COPY puts it there."""
+    from localcloud.awslambda.image import with_files
+    from localcloud.cloud import IMAGE_GALLERY
+
+    return with_files(function_image, {IMAGE_GALLERY: course_data / "encoding"})
