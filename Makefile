@@ -26,11 +26,14 @@ test: lint roots image
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 15 minutes): the function per clip, the daemon alone
+# Benchmarks (not part of `make test`; about 16 minutes): the function per clip, the torch and
+# ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
 # against a synthetic function, end to end with the peer-style baseline; then bench/out/REPORT.md
 # and PNG plots from bench/out/*.json.
-bench: $(STAMP)
+bench: $(STAMP) image
 	mkdir -p bench/out
+	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_image --data $(SHARED)/data/cse546-2023 \
+		--out bench/out
 	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 \
 		--out bench/out/function.json > /dev/null
 	$(PY) -m bench.orchestration --out bench/out

@@ -138,6 +138,7 @@ class ImageEnvironment:
         if self._proc.poll() is not None and self._init_failure is None:
             raise SandboxExited(f"Runtime exited with error: {describe_exit(self._exit_code())}")
         self._request = request
+        self._sent_at = time.monotonic()
         with self._log_lock:
             self._log_mark = self._log_count
         self._platform_line(f"START RequestId: {request.request_id} Version: $LATEST")
@@ -193,6 +194,7 @@ class ImageEnvironment:
     # -- internals ---------------------------------------------------------------------------
     _init_failure: str | None = None
     _init_stack: list[str] | None = None
+    _sent_at = 0.0
 
     def _ready(self, init_error: str | None) -> WorkerReady:
         init_ms = (time.monotonic() - self._started) * 1000
@@ -208,7 +210,7 @@ class ImageEnvironment:
     def _reply(self, request: InvocationRequest, payload: bytes, error: bool, *,
                discard: bool = False, error_type: str | None = None) -> WorkerReply:
         self._request = None
-        elapsed_ms = (time.monotonic() - (request.deadline - self.function.timeout_s)) * 1000
+        elapsed_ms = (time.monotonic() - self._sent_at) * 1000
         self._platform_line(f"END RequestId: {request.request_id}")
         self._platform_line(f"REPORT RequestId: {request.request_id}\tDuration: "
                             f"{elapsed_ms:.2f} ms\tMemory Size: {self.function.memory_mb} MB\t"
