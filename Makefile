@@ -33,7 +33,7 @@ test-unit: $(STAMP)
 bench: $(STAMP) image
 	mkdir -p bench/out
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_image --data $(SHARED)/data/cse546-2023 \
-		--out bench/out
+		--out bench/out > bench/out/image.log
 	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 \
 		--out bench/out/function.json > /dev/null
 	$(PY) -m bench.orchestration --out bench/out

@@ -49,6 +49,7 @@ log = structlog.get_logger()
 SANDBOX_UID = 993
 #: /tmp: Lambda's default ephemeral storage.
 TMP_SIZE = "512m"
+_PROPAGATE = Path("/run/systemd/nspawn/propagate")
 #: Kept in memory per environment for `LogType: Tail` (Lambda returns the last 4 KB).
 _LOG_BUFFER = 64 * 1024
 
@@ -189,6 +190,9 @@ class ImageEnvironment:
         except subprocess.TimeoutExpired:
             return None
         self._reader.join(1.0)
+        # nspawn leaves an empty mount-propagation directory per machine when it is killed
+        with contextlib.suppress(OSError):
+            (_PROPAGATE / self.machine).rmdir()
         return code
 
     # -- internals ---------------------------------------------------------------------------

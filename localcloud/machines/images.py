@@ -10,7 +10,7 @@ BASE=<that image>`` on a context staged from the checkout (the package and the m
 The function image is tagged by a hash of everything that shapes it (the Dockerfile, the pinned
 requirements, the package's sources, the base, the versions of the packages the export reads
 its models from, the facenet weights when given), so ``make test`` rebuilds it only when one of
-them changes; older tags are removed when a new one is built.
+them changes; tags older than a day are removed when a new one is built.
 
     python -m localcloud.machines.images build [--facenet-weights FILE]   # what is missing
     python -m localcloud.machines.images status                           # JSON
@@ -46,6 +46,11 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_ROOT = RootSpec(name="lambda-base", packages=("python3", "python3-venv", "ca-certificates"))
 BASE_REPOSITORY = "localhost/lambda-base"
 IMAGE_REPOSITORY = "localhost/face-recognition"
+#: What localcloud.awslambda.image.with_files derives from it (the tests' gallery layer).
+WITH_FILES_REPOSITORY = "localhost/face-recognition-with"
+#: Tags older than this are removed when a new image is built (a day: long enough for any other
+#: checkout's test run that still uses one).
+PRUNE_AFTER_S = 24 * 3600
 #: Where the staged build context and the last build's report go (ignored by git).
 BUILD_DIR = REPO / "build"
 REPORT = BUILD_DIR / "image.json"
@@ -157,9 +162,8 @@ def build_function(repo: Path = REPO, *, base: str, facenet_weights: Path | None
     _logged(["buildah", "bud", "--isolation", "chroot", "--layers", "--quiet", *secret,
              "--build-arg", f"BASE={base}", "-f", str(context / "lambda_image" / "Dockerfile"),
              "-t", name, str(context)], log_path, deadline, what="buildah bud")
-    for old in _tags(IMAGE_REPOSITORY):
-        if old != name:
-            _buildah("rmi", old, check=False)
+    prune(IMAGE_REPOSITORY, keep=name)
+    prune(WITH_FILES_REPOSITORY)
     shutil.rmtree(context, ignore_errors=True)
     return name
 
@@ -275,9 +279,20 @@ def _logged(argv: Sequence[str], log_path: Path | None, deadline: float | None, 
         raise ImageError(f"{what} failed with exit code {code}")
 
 
-def _tags(repository: str) -> list[str]:
-    out = _buildah("images", "--format", "{{.Name}}:{{.Tag}}", check=False).stdout
-    return [line for line in out.split() if line.startswith(repository + ":")]
+def prune(repository: str, *, keep: str | None = None,
+          older_than_s: float = PRUNE_AFTER_S) -> list[str]:
+    """Remove *repository*'s tags older than *older_than_s* but *keep*: another checkout on this
+    machine may be testing a younger one (its own inputs, its own tag) right now."""
+    out = _buildah("images", "--json", check=False).stdout or "[]"
+    now = time.time()
+    removed = []
+    for image in json.loads(out):
+        for tag in image.get("names") or []:
+            old = now - float(image.get("created", now)) > older_than_s
+            if (tag.startswith(repository + ":") and tag != keep and old
+                    and _buildah("rmi", tag, check=False).returncode == 0):
+                removed.append(tag)
+    return removed
 
 
 def _version(distribution: str) -> str | None:

@@ -106,3 +106,26 @@ def test_image_fits_the_ecr_free_tier(function_image: str) -> None:
 @pytest.mark.parametrize("name", ["base", "function"])
 def test_status_reports_both_images_built(name: str) -> None:
     assert images.status()[name]["built"] is True
+
+
+def test_pruning_removes_only_old_tags_of_its_repository_and_never_the_kept_one() -> None:
+    import subprocess
+
+    def make(tag: str) -> None:
+        container = subprocess.run(["buildah", "from", "--quiet", "scratch"], check=True,
+                                   capture_output=True, text=True).stdout.strip()
+        subprocess.run(["buildah", "commit", "--quiet", "--rm", container, tag], check=True,
+                       capture_output=True)
+
+    repository = "localhost/prune-test"
+    for tag in ("a", "b"):
+        make(f"{repository}:{tag}")
+    try:
+        assert images.prune(repository) == [], "young tags stay (another checkout's)"
+        assert images.prune(repository, keep=f"{repository}:b", older_than_s=-1) == [
+            f"{repository}:a"]
+        assert images.image_exists(f"{repository}:b")
+        assert not images.image_exists(f"{repository}:a")
+    finally:
+        images.prune(repository, older_than_s=-1)
+    assert not images.image_exists(f"{repository}:b")
