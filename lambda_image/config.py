@@ -65,6 +65,9 @@ class FunctionSettings:
     confirm_margin: float = confirm.DEFAULT_MARGIN
     confirm_frames: int = confirm.DEFAULT_WINDOW
     confirm_agree: int = confirm.DEFAULT_AGREE
+    #: Log lines as JSON (LOG_FORMAT=json|console; JSON by default under a Lambda runtime,
+    #: which sets AWS_LAMBDA_RUNTIME_API).
+    log_json: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -109,6 +112,10 @@ class FunctionSettings:
         agree = int(num("CONFIRM_AGREE", int, min(confirm.DEFAULT_AGREE, window)))
         if agree > window:
             raise ConfigError(f"CONFIRM_AGREE={agree} exceeds CONFIRM_FRAMES={window}")
+        log_format = (opt("LOG_FORMAT") or
+                      ("json" if opt("AWS_LAMBDA_RUNTIME_API") else "console")).lower()
+        if log_format not in ("json", "console"):
+            raise ConfigError(f"LOG_FORMAT={log_format!r} must be 'json' or 'console'")
         gallery = opt("GALLERY_PATH")
         weights = opt("FACENET_WEIGHTS")
         return cls(
@@ -133,6 +140,7 @@ class FunctionSettings:
             confirm_margin=float(num("CONFIRM_MARGIN", float, confirm.DEFAULT_MARGIN, zero=True)),
             confirm_frames=window,
             confirm_agree=agree,
+            log_json=log_format == "json",
         )
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from lambda_image import logs
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import ConfigError, InvalidInput
 from lambda_image.events import S3Object, frame_request, s3_objects
@@ -42,6 +43,7 @@ class Runtime:
         import boto3
 
         settings = settings or FunctionSettings.from_env()
+        logs.configure(json_lines=settings.log_json)
         recognizer = Recognizer.from_settings(settings)
         session = boto3.session.Session()
         _log_models(settings, recognizer)

@@ -207,6 +207,14 @@ def test_runtime_settings() -> None:
                                                   inference_runtime="onnx"))
 
 
+def test_log_lines_are_json_under_a_lambda_runtime() -> None:
+    assert FunctionSettings.from_env({"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}).log_json
+    assert not FunctionSettings.from_env({}).log_json
+    assert FunctionSettings.from_env({"LOG_FORMAT": "json"}).log_json
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        FunctionSettings.from_env({"LOG_FORMAT": "xml"})
+
+
 def test_missing_model_file_is_a_weights_error(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="mtcnn_pnet.onnx not found"):
         files.ModelDir(tmp_path).file(files.PNET)
