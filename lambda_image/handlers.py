@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from lambda_image import logs
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import ConfigError, InvalidInput
 from lambda_image.events import S3Object, frame_request, s3_objects
@@ -42,10 +43,30 @@ class Runtime:
         import boto3
 
         settings = settings or FunctionSettings.from_env()
+        logs.configure(json_lines=settings.log_json)
+        recognizer = Recognizer.from_settings(settings)
         session = boto3.session.Session()
-        return cls(settings=settings, recognizer=Recognizer.from_settings(settings),
+        _log_models(settings, recognizer)
+        return cls(settings=settings, recognizer=recognizer,
                    s3=session.client("s3"), sqs=session.client("sqs"),
                    records=StudentRecords(session.client("dynamodb"), settings.students_table))
+
+
+def _log_models(settings: FunctionSettings, recognizer: Recognizer) -> None:
+    """One line at init: which runtime runs which models; and when the export holds no facenet
+    network (an image built without vggface2 weights), that it serves dlib galleries only."""
+    facenet = None
+    if settings.inference_runtime == "onnx":
+        from lambda_image import onnx_models
+
+        facenet = onnx_models.ModelDir(settings.require_model_dir()).has(onnx_models.FACENET)
+        if not facenet:
+            log.info("function.dlib_only", model_dir=str(settings.model_dir),
+                     reason="no facenet model in the export (built without vggface2 weights): "
+                            "dlib galleries only")
+    log.info("function.init", runtime=settings.inference_runtime,
+             threads=settings.inference_threads, embedder=recognizer.embedder.name,
+             gallery_entries=len(recognizer.gallery.names), facenet_model=facenet)
 
 
 _runtime: Runtime | None = None

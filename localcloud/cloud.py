@@ -26,7 +26,7 @@ import structlog
 
 from localcloud.awslambda.endpoint import LambdaEndpoint
 from localcloud.awslambda.faults import FaultSpec
-from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec, split_handler
 from localcloud.moto_server import MotoServer
 from localcloud.workdir import WorkDir
 from openstack_handler.provisioning import (
@@ -48,6 +48,8 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 # The checkout that holds localcloud/ also holds lambda_image/: let workers import from it even
 # when the package was installed in a way that does not expose lambda_image.
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
+#: Where an image function finds its gallery (the README's `COPY encoding /opt/gallery/`).
+IMAGE_GALLERY = "/opt/gallery/encoding"
 
 
 class EndpointSession:
@@ -71,6 +73,11 @@ class LocalCloud:
 
     Function timeout and memory come from *resources* (one source of truth with provisioning);
     *concurrency* is the number of warm workers (the machine's cores is a sensible maximum).
+
+    With *image* (a built function image, e.g. ``localhost/face-recognition:<tag>``) the function
+    runs as Lambda runs container images (:mod:`localcloud.awslambda.environment`): the gallery
+    is put into the image as a user's ``COPY`` would (one layer more, cached), and *handler* is
+    the CMD. Without it, *handler* runs in warm worker processes: faster, the suite's default.
     """
 
     def __init__(self, *, gallery: Path, students: Path | None = None,
@@ -78,7 +85,7 @@ class LocalCloud:
                  concurrency: int = 2, extra_environment: Mapping[str, str] | None = None,
                  work_dir: Path | None = None, host: str = "127.0.0.1",
                  pythonpath: Sequence[Path] = (), start_timeout_s: float = 180.0,
-                 faults: FaultSpec | None = None) -> None:
+                 faults: FaultSpec | None = None, image: str | None = None) -> None:
         self.gallery = gallery
         self.students = students
         self.resources = resources or ResourceSpec(prefix="local")
@@ -89,6 +96,8 @@ class LocalCloud:
         self.pythonpath = (*pythonpath, SOURCE_ROOT)
         self.start_timeout_s = start_timeout_s
         self.faults = faults
+        self.image = image
+        self._function_image: str | None = None
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir
         self.moto: MotoServer | None = None
@@ -117,6 +126,10 @@ class LocalCloud:
         if self.students is not None:
             seed_students(session, self._provisioned.students_table,
                           load_student_records(self.students))
+        if self.image is not None:
+            from localcloud.awslambda.image import with_files
+
+            self._function_image = with_files(self.image, {IMAGE_GALLERY: self.gallery})
         self.endpoint = LambdaEndpoint(
             EndpointSpec(functions=(self.function_spec(),), region=REGION,
                          account_id=self._provisioned.account_id),
@@ -169,10 +182,15 @@ class LocalCloud:
 
     def function_spec(self) -> FunctionSpec:
         """The function as the endpoint runs it: contract environment + the way to reach moto."""
+        gallery = IMAGE_GALLERY if self.image is not None else str(self.gallery.resolve())
         environment = function_environment(
-            self.resources, self.provisioned, str(self.gallery.resolve()),
+            self.resources, self.provisioned, gallery,
             {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS, **self.extra_environment})
-        return FunctionSpec(name=self.resources.function_name, handler=self.handler,
+        code: dict[str, Any] = {"handler": self.handler}
+        if self.image is not None:
+            assert self._function_image is not None, "start() puts the gallery into the image"
+            code = {"image": self._function_image, "command": (lambda_handler(self.handler),)}
+        return FunctionSpec(name=self.resources.function_name, **code,
                             timeout_s=self.resources.function_timeout_s,
                             memory_mb=self.resources.function_memory_mb,
                             concurrency=self.concurrency, environment=environment,
@@ -219,6 +237,12 @@ class LocalCloud:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+
+def lambda_handler(handler: str) -> str:
+    """`pkg.mod:func` as Lambda (awslambdaric, an image's CMD) spells it: `pkg.mod.func`."""
+    module, func = split_handler(handler)
+    return f"{module}.{func}"
 
 
 def _without_aws_variables(env: Mapping[str, str]) -> dict[str, str]:

@@ -119,3 +119,8 @@ def pipeline(event: Any, context: Any) -> dict[str, Any]:
                                          MessageBody=json.dumps(result))
         results.append(result)
     return {"results": results}
+
+
+def crash(event: Any, context: Any) -> None:
+    """The runtime process dies mid-invocation (as a segfaulting native library would)."""
+    os._exit(3)
