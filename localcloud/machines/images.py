@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localcloud.machines.build_log import stamped, tail
 from localcloud.machines.nspawn import (
     DEFAULT_CACHE_DIR,
     BuildTimeout,
@@ -217,12 +218,12 @@ def build(cache_dir: Path = DEFAULT_CACHE_DIR, *, facenet_weights: Path | None =
             continue
         log_path = logs / f"image-{phase}-{wanted.rsplit(':', 1)[1]}.log"
         say(f"image: {phase}: building {wanted} (budget {limit / 60:.0f} min, log {log_path})")
-        progress = _stamped(say, f"image: {phase}:", started)
+        progress = stamped(say, f"image: {phase}:", started)
         try:
             name = run(log_path=log_path, progress=progress, deadline=started + limit)
         except ContainerError as exc:
             raise ImageError(f"{phase}: {exc}\n--- last lines of {log_path}:\n"
-                             f"{_tail(log_path)}") from exc
+                             f"{tail(log_path)}") from exc
         report[phase] = {"image": name, "built_s": round(time.monotonic() - started, 1)}
         say(f"image: {phase}: built in {report[phase]['built_s']:.0f} s")
     function = report["function"]["image"]
@@ -310,18 +311,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stamped(say: Callable[[str], None], prefix: str, started: float) -> Progress:
-    def progress(line: str) -> None:
-        say(f"{prefix} [{time.monotonic() - started:5.0f} s] {line}")
-
-    return progress
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
