@@ -78,7 +78,8 @@ system-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			debootstrap systemd-container openssh-client >/dev/null; }
 
-# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so --no-deps.
+# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so --no-deps (and
+# --no-warn-conflicts below: pip would print its stale pins as an ERROR on every fresh build).
 $(STAMP): setup.cfg pyproject.toml
 	@set -e; started=$$(date +%s); \
 	echo "venv: building $(VENV) (torch from this machine's wheel cache: about 3 minutes)"; \
@@ -86,7 +87,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet --upgrade pip; \
 	$(PIP) install --quiet $(TORCH_PINS); \
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0; \
-	$(PIP) install --quiet -e '.[function,local,openstack,dev,bench]'; \
+	$(PIP) install --quiet --no-warn-conflicts -e '.[function,local,openstack,dev,bench]'; \
 	touch $(STAMP); \
 	echo "venv: built in $$(( $$(date +%s) - started )) s"
 
