@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED ?= ../shared
 
-.PHONY: demo camera-demo test test-unit bench lint clean venv system-tools roots
+.PHONY: demo camera-demo test test-unit bench lint clean venv system-tools roots image image-tools
 
 DEMO_DIR := .cache/demo
 
@@ -28,18 +28,21 @@ camera-demo: $(STAMP)
 		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
 		--expected $(DEMO_DIR)/expected.csv
 
-test: lint roots
+test: lint roots image
 	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 20 minutes): the function per clip, the daemon alone
+# Benchmarks (not part of `make test`; about 21 minutes): the function per clip, the torch and
+# ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
 # against a synthetic function, end to end with the peer-style baseline, the camera path (100
 # frames, both stages, at the course's pace and flat out); then bench/out/REPORT.md
 # and PNG plots from bench/out/*.json.
-bench: $(STAMP)
+bench: $(STAMP) image
 	mkdir -p bench/out
+	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_image --data $(SHARED)/data/cse546-2023 \
+		--out bench/out > bench/out/image.log
 	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 \
 		--out bench/out/function.json > /dev/null
 	$(PY) -m bench.orchestration --out bench/out
@@ -62,6 +65,21 @@ venv: $(STAMP)
 roots: $(STAMP) system-tools
 	$(PY) -m localcloud.machines.roots build
 
+# The function's container image (lambda_image/Dockerfile, the one users build), built with buildah
+# on a Debian base made by debootstrap (no registry is reachable here), before any test runs: a
+# progress line per step, tagged and cached by a hash of its inputs. The first time about
+# 5 minutes (base root, PyPI downloads); then a second. FACENET_WEIGHTS=FILE exports facenet too.
+FACENET_WEIGHTS ?=
+image: $(STAMP) system-tools image-tools
+	$(PY) -m localcloud.machines.images $(if $(FACENET_WEIGHTS),--facenet-weights $(FACENET_WEIGHTS)) build
+
+# buildah (Debian's package) builds images without a Docker engine: `bud --isolation chroot`.
+image-tools:
+	@command -v buildah >/dev/null || { \
+		echo "image-tools: apt-get install buildah"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			buildah >/dev/null; }
+
 # The system tier boots Debian in systemd-nspawn (root built with debootstrap, cached under
 # /var/cache/openstack-handler): Debian's packages, installed when missing (needs root).
 system-tools:
@@ -71,7 +89,8 @@ system-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			debootstrap systemd-container openssh-client >/dev/null; }
 
-# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so --no-deps.
+# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so --no-deps (and
+# --no-warn-conflicts below: pip would print its stale pins as an ERROR on every fresh build).
 $(STAMP): setup.cfg pyproject.toml
 	@set -e; started=$$(date +%s); \
 	echo "venv: building $(VENV) (torch from this machine's wheel cache: about 3 minutes)"; \
@@ -79,7 +98,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet --upgrade pip; \
 	$(PIP) install --quiet $(TORCH_PINS); \
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0; \
-	$(PIP) install --quiet -e '.[function,local,camera,openstack,dev,bench]'; \
+	$(PIP) install --quiet --no-warn-conflicts -e '.[function,local,camera,openstack,dev,bench]'; \
 	touch $(STAMP); \
 	echo "venv: built in $$(( $$(date +%s) - started )) s"
 

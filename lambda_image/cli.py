@@ -66,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     ins = gsub.add_parser("inspect", help="summarise a gallery file as JSON",
                           description="Print a gallery's embedder, size and people as JSON.")
     ins.add_argument("file", type=Path, metavar="FILE", help="gallery file")
+    exp = sub.add_parser(
+        "export-onnx", help="export the networks to ONNX (needs torch) with the dlib files "
+                            "they use: the onnx runtime's MODEL_DIR",
+        description="Export MTCNN's nets, our dlib ResNet port and (given its weights) "
+                    "InceptionResnetV1 to ONNX, with dlib's 5-point predictor, the saved HOG "
+                    "detector and a manifest: the directory INFERENCE_RUNTIME=onnx reads as "
+                    "MODEL_DIR.")
+    exp.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="the directory to write")
+    exp.add_argument("--facenet-weights", type=Path, default=None, metavar="FILE",
+                     help="InceptionResnetV1 vggface2 state dict; without it the export serves "
+                          "dlib galleries only")
     return parser
 
 
@@ -75,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "recognize":
             return _recognize(args)
+        if args.command == "export-onnx":
+            return _export(args)
         if args.gallery_command == "enroll":
             return _enroll(args)
         return _inspect(args)
@@ -120,12 +134,26 @@ def _enroll(args: argparse.Namespace) -> int:
     from lambda_image.gallery import enroll, enrollment_images, inspect_gallery, save_gallery
 
     settings = _settings(args)
+    runtime = settings.inference_runtime
+    model_dir = settings.require_model_dir() if runtime == "onnx" else None
     embedder = build_embedder(args.embedder, facenet_weights=settings.facenet_weights,
-                              dlib_encoder=settings.dlib_encoder,
-                              cache_dir=settings.model_cache_dir)
-    gallery = enroll(enrollment_images(args.images), detector=FaceDetector(), embedder=embedder)
+                              dlib_encoder=settings.dlib_runner,
+                              cache_dir=settings.model_cache_dir, runtime=runtime,
+                              model_dir=model_dir, threads=settings.inference_threads)
+    detector = FaceDetector(runtime=runtime, model_dir=model_dir,
+                            threads=settings.inference_threads)
+    gallery = enroll(enrollment_images(args.images), detector=detector, embedder=embedder)
     save_gallery(gallery, args.out)
     print(json.dumps({"out": str(args.out), **inspect_gallery(gallery)}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lambda_image.export import export_models
+
+    manifest = export_models(args.out, facenet_weights=args.facenet_weights)
+    print(json.dumps({"out": str(args.out), "facenet": manifest["facenet"] is not None,
+                      "files": {name: info["bytes"] for name, info in manifest["files"].items()}}))
     return 0
 
 

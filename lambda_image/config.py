@@ -11,6 +11,8 @@ from lambda_image import confirm
 from lambda_image.errors import ConfigError
 
 FACENET_WEIGHTS_FILE = "20180402-114759-vggface2.pt"
+RUNTIMES = ("torch", "onnx")
+DLIB_ENCODERS = ("torch", "onnx", "dlib")
 
 
 def default_facenet_weights(env: Mapping[str, str]) -> Path:
@@ -51,13 +53,20 @@ class FunctionSettings:
     #: None means the embedder's documented default (matching.DEFAULT_THRESHOLDS).
     match_threshold: float | None = None
     facenet_weights: Path | None = None
-    #: Who runs dlib's ResNet for a dlib gallery: "torch" (default, fast) or "dlib" (reference).
-    dlib_encoder: str = "torch"
+    #: Who runs the networks: "torch" (the reference; the models from their packages) or "onnx"
+    #: (onnxruntime on the exported models in `model_dir`; torch is never imported).
+    inference_runtime: str = "torch"
+    #: Intra-op threads of either runtime.
+    inference_threads: int = 1
+    #: The exported models (python -m lambda_image export-onnx); required on the onnx runtime.
+    model_dir: Path | None = None
+    #: Who runs dlib's ResNet for a dlib gallery: None (the inference runtime), "torch", "onnx",
+    #: or "dlib" itself (the slow reference).
+    dlib_encoder: str | None = None
     #: Derived model files (dlib's HOG detector in its fast-loading form); None: no cache.
     model_cache_dir: Path | None = None
     max_frames: int = 8
     max_decode_seconds: float = 2.0
-    torch_num_threads: int = 1
     #: Longest side of the downscaled frame MTCNN sees, and the smallest face (px) it looks for there.
     detect_max_side: int = 400
     min_face_px: int = 24
@@ -70,6 +79,9 @@ class FunctionSettings:
     confirm_margin: float = confirm.DEFAULT_MARGIN
     confirm_frames: int = confirm.DEFAULT_WINDOW
     confirm_agree: int = confirm.DEFAULT_AGREE
+    #: Log lines as JSON (LOG_FORMAT=json|console; JSON by default under a Lambda runtime,
+    #: which sets AWS_LAMBDA_RUNTIME_API).
+    log_json: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -91,9 +103,19 @@ class FunctionSettings:
                 raise ConfigError(f"{name} must be {'≥ 0' if zero else 'positive'}, got {raw!r}")
             return value
 
-        dlib_encoder = (opt("DLIB_ENCODER") or "torch").lower()
-        if dlib_encoder not in ("torch", "dlib"):
-            raise ConfigError(f"DLIB_ENCODER={dlib_encoder!r} must be 'torch' or 'dlib'")
+        runtime = (opt("INFERENCE_RUNTIME") or "torch").lower()
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"INFERENCE_RUNTIME={runtime!r} must be one of {', '.join(RUNTIMES)}")
+        model_dir = opt("MODEL_DIR")
+        if runtime == "onnx" and not model_dir:
+            raise ConfigError("INFERENCE_RUNTIME=onnx needs MODEL_DIR (the exported models: "
+                              "python -m lambda_image export-onnx --out DIR)")
+        dlib_encoder = (opt("DLIB_ENCODER") or "").lower() or None
+        if dlib_encoder is not None and dlib_encoder not in DLIB_ENCODERS:
+            raise ConfigError(f"DLIB_ENCODER={dlib_encoder!r} must be one of "
+                              f"{', '.join(DLIB_ENCODERS)}")
+        # TORCH_NUM_THREADS is the setting's older name, still read when the new one is unset.
+        threads_var = "INFERENCE_THREADS" if opt("INFERENCE_THREADS") else "TORCH_NUM_THREADS"
         factor = float(num("DETECT_FACTOR", float, 0.709))
         if factor >= 1:
             raise ConfigError(f"DETECT_FACTOR must be below 1, got {factor}")
@@ -107,6 +129,10 @@ class FunctionSettings:
         quality = int(num("CROP_QUALITY", int, 95))
         if quality > 100:
             raise ConfigError(f"CROP_QUALITY is a JPEG quality, 1..100; got {quality}")
+        log_format = (opt("LOG_FORMAT") or
+                      ("json" if opt("AWS_LAMBDA_RUNTIME_API") else "console")).lower()
+        if log_format not in ("json", "console"):
+            raise ConfigError(f"LOG_FORMAT={log_format!r} must be 'json' or 'console'")
         gallery = opt("GALLERY_PATH")
         weights = opt("FACENET_WEIGHTS")
         return cls(
@@ -124,11 +150,13 @@ class FunctionSettings:
             crop_quality=quality,
             match_threshold=float(num("MATCH_THRESHOLD", float, 0.0)) or None,
             facenet_weights=Path(weights) if weights else default_facenet_weights(env),
+            inference_runtime=runtime,
+            inference_threads=int(num(threads_var, int, 1)),
+            model_dir=Path(model_dir) if model_dir else None,
             dlib_encoder=dlib_encoder,
             model_cache_dir=Path(opt("MODEL_CACHE_DIR") or default_cache_dir(env)),
             max_frames=int(num("MAX_FRAMES", int, 8)),
             max_decode_seconds=float(num("MAX_DECODE_SECONDS", float, 2.0)),
-            torch_num_threads=int(num("TORCH_NUM_THREADS", int, 1)),
             detect_max_side=int(num("DETECT_MAX_SIDE", int, 400)),
             min_face_px=int(num("MIN_FACE_PX", int, 24)),
             detect_factor=factor,
@@ -136,7 +164,18 @@ class FunctionSettings:
             confirm_margin=float(num("CONFIRM_MARGIN", float, confirm.DEFAULT_MARGIN, zero=True)),
             confirm_frames=window,
             confirm_agree=agree,
+            log_json=log_format == "json",
         )
+
+    @property
+    def dlib_runner(self) -> str:
+        """Who runs dlib's ResNet: DLIB_ENCODER when set, else the inference runtime."""
+        return self.dlib_encoder or self.inference_runtime
+
+    def require_model_dir(self) -> Path:
+        if self.model_dir is None:
+            raise ConfigError("MODEL_DIR is not set (the exported models the onnx runtime runs)")
+        return self.model_dir
 
     def require_gallery(self) -> Path:
         if self.gallery_path is None:

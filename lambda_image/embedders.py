@@ -32,9 +32,10 @@ class Embedder(Protocol):
 # --- dlib -----------------------------------------------------------------------------------------
 
 #: Who runs dlib's face-recognition ResNet on the aligned chips: "torch" (the same weights, read
-#: from dlib's file by lambda_image.dlib_resnet; ~25 ms/face) or "dlib" itself (~175 ms/face with
-#: dlib-bin, which has no BLAS). Descriptors agree to ~3e-7 (tests/function/test_function_dlib_resnet).
-DLIB_ENCODERS = ("torch", "dlib")
+#: from dlib's file by lambda_image.dlib_resnet; ~25 ms/face), "onnx" (that port exported, run by
+#: onnxruntime) or "dlib" itself (~175 ms/face with dlib-bin, which has no BLAS). Descriptors agree
+#: to ~3e-7 (tests/function/test_function_dlib_resnet.py, test_function_onnx.py).
+DLIB_ENCODERS = ("torch", "onnx", "dlib")
 
 #: dlib's HOG window is 80×80: the refinement crop is scaled so the face is about this wide.
 _HOG_FACE_PX = 100
@@ -82,6 +83,16 @@ def frontal_face_detector(cache_dir: Path | None = None):  # -> dlib.fhog_object
     return detector
 
 
+def _dlib_models():  # -> the face_recognition_models module
+    """dlib's model files as a package (126 MB): the torch runtime's source, not in the image."""
+    try:
+        import face_recognition_models
+    except ImportError as exc:
+        raise WeightsError("face_recognition_models is not installed: give the exported model "
+                           "directory (MODEL_DIR) instead") from exc
+    return face_recognition_models
+
+
 class DlibEmbedder:
     """dlib's face-recognition ResNet (the course `encoding` gallery's space).
 
@@ -98,25 +109,44 @@ class DlibEmbedder:
     dim = 128
 
     def __init__(self, *, encoder: str = "torch", num_jitters: int = 1,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, model_dir: Path | None = None,
+                 threads: int = 1) -> None:
+        """*model_dir* (an export, lambda_image.onnx_models): dlib's 5-point predictor and HOG
+        detector come from it, and the onnx encoder's network; without it they come from the
+        face_recognition_models package and *cache_dir* (the torch and dlib encoders)."""
         import dlib
-        import face_recognition_models as models
 
         if encoder not in DLIB_ENCODERS:
             raise ValueError(f"unknown dlib encoder {encoder!r} (one of {', '.join(DLIB_ENCODERS)})")
-        if encoder == "torch" and num_jitters > 1:
+        if encoder != "dlib" and num_jitters > 1:
             raise ValueError("jittered descriptors need the dlib encoder")
         self.encoder = encoder
         self.num_jitters = num_jitters
         self._dlib = dlib
-        self._hog = frontal_face_detector(cache_dir)
-        self._predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        if encoder == "torch":
+        if model_dir is not None:
+            from lambda_image import onnx_models as files
+
+            models = files.ModelDir(model_dir)
+            predictor = models.file(files.PREDICTOR_5)
+            self._hog = frontal_face_detector(model_dir)
+        else:
+            predictor = Path(_dlib_models().pose_predictor_five_point_model_location())
+            self._hog = frontal_face_detector(cache_dir)
+        self._predictor = dlib.shape_predictor(str(predictor))
+        if encoder == "onnx":
+            from lambda_image import onnx_models as files
+
+            if model_dir is None:
+                raise ValueError("the onnx encoder needs the exported model directory")
+            self._encode = files.OnnxFaceEncoder(files.ModelDir(model_dir).file(files.DLIB_RESNET),
+                                                 threads=threads)
+        elif encoder == "torch":
             from lambda_image.dlib_resnet import TorchFaceEncoder
 
-            self._encode = TorchFaceEncoder(models.face_recognition_model_location())
+            self._encode = TorchFaceEncoder(_dlib_models().face_recognition_model_location())
         else:
-            reference = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+            reference = dlib.face_recognition_model_v1(
+                _dlib_models().face_recognition_model_location())
 
             def encode(chips: list[np.ndarray]) -> np.ndarray:
                 vectors = reference.compute_face_descriptor(chips, self.num_jitters)
@@ -188,36 +218,68 @@ def load_inception_resnet(weights: Path):  # -> facenet_pytorch.InceptionResnetV
     return model.eval()
 
 
+def facenet_crops(rgb: np.ndarray, faces: Sequence[Detection], size: int = 160) -> np.ndarray:
+    """(n, 3, size, size) float32 InceptionResnetV1 inputs: facenet-pytorch's extract_face (box
+    truncated to int, PIL crop, bilinear resize, no margin) and fixed_image_standardization
+    ((x - 127.5) / 128), without torch."""
+    image = Image.fromarray(rgb)
+    width, height = image.size
+    crops = []
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        box = (int(max(x1, 0)), int(max(y1, 0)), int(min(x2, width)), int(min(y2, height)))
+        crop = image.crop(box).copy().resize((size, size), Image.BILINEAR)
+        crops.append(np.float32(crop).transpose(2, 0, 1))
+    return ((np.stack(crops) - 127.5) / 128.0).astype(np.float32)
+
+
 class FacenetEmbedder:
-    """facenet-pytorch InceptionResnetV1 ('vggface2' weights from a local file), 512-d, unit norm."""
+    """facenet-pytorch InceptionResnetV1 ('vggface2' weights), 512-d, unit norm: in torch from a
+    state-dict file, or on onnxruntime from the export (`model_dir`)."""
 
     name = "facenet"
     dim = 512
 
-    def __init__(self, weights: Path, *, image_size: int = 160) -> None:
+    def __init__(self, weights: Path | None = None, *, image_size: int = 160,
+                 runtime: str = "torch", model_dir: Path | None = None, threads: int = 1) -> None:
         self.image_size = image_size
-        self._model = load_inception_resnet(weights)
+        self.runtime = runtime
+        if runtime == "onnx":
+            from lambda_image import onnx_models as files
+
+            if model_dir is None:
+                raise ValueError("the onnx facenet embedder needs the exported model directory")
+            net = files.OnnxNet(files.ModelDir(model_dir).file(files.FACENET), threads=threads)
+            self._run = lambda batch: np.asarray(net(batch)[0], dtype=np.float32)
+        else:
+            if weights is None:
+                raise WeightsError("the facenet embedder needs a weights file")
+            model = load_inception_resnet(weights)
+
+            def run(batch: np.ndarray) -> np.ndarray:
+                import torch
+
+                with torch.inference_mode():
+                    return model(torch.from_numpy(batch)).numpy().astype(np.float32)
+
+            self._run = run
 
     def embed(self, rgb: np.ndarray, faces: Sequence[Detection]) -> np.ndarray:
-        import torch
-        from facenet_pytorch.models.mtcnn import extract_face, fixed_image_standardization
-
         if not faces:
             return np.zeros((0, self.dim), dtype=np.float32)
-        image = Image.fromarray(rgb)
-        crops = [fixed_image_standardization(extract_face(image, np.asarray(f.box), self.image_size))
-                 for f in faces]
-        with torch.inference_mode():
-            out = self._model(torch.stack(crops))
-        return out.numpy().astype(np.float32)
+        return self._run(facenet_crops(rgb, faces, self.image_size))
 
 
 def build_embedder(name: str, *, facenet_weights: Path | None = None,
-                   dlib_encoder: str = "torch", cache_dir: Path | None = None) -> Embedder:
+                   dlib_encoder: str = "torch", cache_dir: Path | None = None,
+                   runtime: str = "torch", model_dir: Path | None = None,
+                   threads: int = 1) -> Embedder:
+    """The embedder of a gallery's space. On the onnx runtime every file comes from *model_dir*."""
+    onnx_dir = model_dir if runtime == "onnx" else None
     if name == "dlib":
-        return DlibEmbedder(encoder=dlib_encoder, cache_dir=cache_dir)
+        return DlibEmbedder(encoder=dlib_encoder, cache_dir=cache_dir, model_dir=onnx_dir,
+                            threads=threads)
     if name == "facenet":
-        if facenet_weights is None:
-            raise WeightsError("the facenet embedder needs a weights file")
-        return FacenetEmbedder(facenet_weights)
+        return FacenetEmbedder(facenet_weights, runtime=runtime, model_dir=onnx_dir,
+                               threads=threads)
     raise ValueError(f"unknown embedder {name!r}")

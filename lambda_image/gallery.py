@@ -106,18 +106,22 @@ def _load_dlib(data: bytes, path: Path) -> Gallery:
 
 
 def _load_facenet(data: bytes, path: Path) -> Gallery:
-    import torch
+    """A `data.pt`, read without torch (lambda_image.torch_file): the ONNX runtime has none."""
+    from lambda_image import torch_file
 
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch's loader raises many types
-        raise not_a_gallery(path, "a zip file torch cannot load") from exc
+        obj = torch_file.load(data)
+    except torch_file.TorchFileError as exc:
+        raise not_a_gallery(path, f"a zip file that is not a torch file we read: {exc}") from exc
+    except Exception as exc:  # unpickling foreign bytes raises a zoo of types
+        raise not_a_gallery(path, "a zip file that is not a torch file") from exc
     if not (isinstance(obj, (list, tuple)) and len(obj) == 2):
         raise not_a_gallery(path, f"a torch file holding a {type(obj).__name__}, not "
                                   "[embeddings, names]")
     embeddings, names = obj
-    rows = [np.asarray(e.detach().cpu().numpy() if hasattr(e, "detach") else e,
-                       dtype=np.float32).reshape(-1) for e in embeddings]
+    if not (isinstance(embeddings, (list, tuple)) and isinstance(names, (list, tuple))):
+        raise not_a_gallery(path, "a torch file holding [embeddings, names] not as two lists")
+    rows = [np.asarray(e, dtype=np.float32).reshape(-1) for e in embeddings]
     if len(rows) != len(names):
         raise GalleryError(f"{path}: {len(rows)} embeddings but {len(names)} names")
     matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)

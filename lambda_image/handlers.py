@@ -22,13 +22,13 @@ from typing import Any
 
 import structlog
 
-from lambda_image import camera
+from lambda_image import camera, logs
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import ConfigError, InvalidInput
 from lambda_image.events import S3Object, s3_objects
 from lambda_image.matching import NO_PERSONS
 from lambda_image.outputs import SCHEMA, csv_key, person_rows, put_csv, render_csv, send_message
-from lambda_image.recognize import RecognitionResult, Recognizer
+from lambda_image.recognize import RecognitionResult, Recognizer, detector_from_settings
 from lambda_image.records import StudentRecords
 
 log = structlog.get_logger()
@@ -55,9 +55,12 @@ class Runtime:
         import boto3
 
         settings = settings or FunctionSettings.from_env()
+        logs.configure(json_lines=settings.log_json)
+        recognizer = Recognizer.from_settings(settings) if recognition else None
         session = boto3.session.Session()
-        return cls(settings=settings,
-                   recognizer=Recognizer.from_settings(settings) if recognition else None,
+        if recognizer is not None:
+            _log_models(settings, recognizer)
+        return cls(settings=settings, recognizer=recognizer,
                    s3=session.client("s3"), sqs=session.client("sqs"),
                    records=StudentRecords(session.client("dynamodb"), settings.students_table))
 
@@ -75,14 +78,25 @@ class Runtime:
         if self.detector is None:
             with _runtime_lock:
                 if self.detector is None:
-                    import torch
-
-                    from lambda_image.detection import FaceDetector
-
-                    torch.set_num_threads(self.settings.torch_num_threads)
-                    self.detector = FaceDetector(min_face_px=self.settings.min_face_px,
-                                                 factor=self.settings.detect_factor)
+                    self.detector = detector_from_settings(self.settings)
         return self.detector
+
+
+def _log_models(settings: FunctionSettings, recognizer: Recognizer) -> None:
+    """One line at init: which runtime runs which models; and when the export holds no facenet
+    network (an image built without vggface2 weights), that it serves dlib galleries only."""
+    facenet = None
+    if settings.inference_runtime == "onnx":
+        from lambda_image import onnx_models
+
+        facenet = onnx_models.ModelDir(settings.require_model_dir()).has(onnx_models.FACENET)
+        if not facenet:
+            log.info("function.dlib_only", model_dir=str(settings.model_dir),
+                     reason="no facenet model in the export (built without vggface2 weights): "
+                            "dlib galleries only")
+    log.info("function.init", runtime=settings.inference_runtime,
+             threads=settings.inference_threads, embedder=recognizer.embedder.name,
+             gallery_entries=len(recognizer.gallery.names), facenet_model=facenet)
 
 
 _runtime: Runtime | None = None

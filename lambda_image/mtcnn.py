@@ -25,10 +25,7 @@ from torch import nn
 from torch.nn.functional import interpolate
 
 from lambda_image.errors import WeightsError
-
-#: facenet-pytorch's defaults.
-THRESHOLDS = (0.6, 0.7, 0.7)
-FACTOR = 0.709
+from lambda_image.mtcnn_numpy import FACTOR, THRESHOLDS, nms
 
 
 def weights_dir() -> Path:
@@ -140,44 +137,7 @@ class ONet(nn.Module):
         return self.dense6_2(x), self.dense6_3(x), self.softmax6_1(self.dense6_1(x))
 
 
-# --- NMS and box helpers (facenet's detect_face, one image) ----------------------------------------
-
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "Union") -> np.ndarray:
-    """Greedy NMS; indices kept, highest score first.
-
-    'Union' reproduces torchvision.ops.nms (areas without +1, float32, suppress IoU > threshold),
-    which facenet uses for the P-/R-Net stages; 'Min' reproduces facenet's nms_numpy (areas with
-    +1, overlap over the smaller area, keep <= threshold) used after O-Net.
-    """
-    n = len(boxes)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if method == "Union":
-        boxes = boxes.astype(np.float32, copy=False)
-        scores = scores.astype(np.float32, copy=False)
-        one = np.float32(0.0)
-        order = np.argsort(-scores, kind="stable")
-    else:
-        one = 1.0
-        order = np.argsort(scores, kind="stable")[::-1]
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    area = (x2 - x1 + one) * (y2 - y1 + one)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one)
-        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one)
-        inter = w * h
-        if method == "Min":
-            overlap = inter / np.minimum(area[i], area[rest])
-            order = rest[overlap <= threshold]
-        else:
-            overlap = inter / (area[i] + area[rest] - inter)
-            order = rest[~(overlap > threshold)]
-    return np.asarray(keep, dtype=np.int64)
-
+# --- box helpers (facenet's detect_face, one image; NMS is lambda_image.mtcnn_numpy's) -----------
 
 def _nms_t(boxes: torch.Tensor, threshold: float, method: str = "Union") -> torch.Tensor:
     keep = nms(boxes[:, :4].numpy(), boxes[:, 4].numpy(), threshold, method)

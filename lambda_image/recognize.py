@@ -151,6 +151,18 @@ def pull(looks: Iterable[Look], rule: confirm.ConfirmRule) -> tuple[list[list[Fa
     return per_frame, len(later)
 
 
+def detector_from_settings(settings: FunctionSettings) -> FaceDetector:
+    """MTCNN in *settings*' runtime: torch (threads set here) or onnx (the exported models)."""
+    runtime = settings.inference_runtime
+    model_dir = settings.require_model_dir() if runtime == "onnx" else None
+    if runtime == "torch":
+        import torch
+
+        torch.set_num_threads(settings.inference_threads)
+    return FaceDetector(min_face_px=settings.min_face_px, factor=settings.detect_factor,
+                        runtime=runtime, model_dir=model_dir, threads=settings.inference_threads)
+
+
 class Recognizer:
     """Detector + embedder + matcher, built once per process and reused for every video."""
 
@@ -178,16 +190,17 @@ class Recognizer:
 
     @classmethod
     def from_settings(cls, settings: FunctionSettings) -> Recognizer:
-        import torch
-
-        torch.set_num_threads(settings.torch_num_threads)
+        """The models of *settings*' runtime: torch (threads set here) or onnx, which reads only
+        the exported model directory and never imports torch."""
+        runtime = settings.inference_runtime
+        model_dir = settings.require_model_dir() if runtime == "onnx" else None
         gallery = load_gallery(settings.require_gallery())
-        return cls(gallery, detector=FaceDetector(min_face_px=settings.min_face_px,
-                                                      factor=settings.detect_factor),
-                   embedder=build_embedder(gallery.embedder,
-                                           facenet_weights=settings.facenet_weights,
-                                           dlib_encoder=settings.dlib_encoder,
-                                           cache_dir=settings.model_cache_dir),
+        detector = detector_from_settings(settings)
+        embedder = build_embedder(gallery.embedder, facenet_weights=settings.facenet_weights,
+                                  dlib_encoder=settings.dlib_runner,
+                                  cache_dir=settings.model_cache_dir, runtime=runtime,
+                                  model_dir=model_dir, threads=settings.inference_threads)
+        return cls(gallery, detector=detector, embedder=embedder,
                    threshold=settings.match_threshold, max_frames=settings.max_frames,
                    max_decode_s=settings.max_decode_seconds,
                    detect_max_side=settings.detect_max_side,

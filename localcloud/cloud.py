@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from localcloud.awslambda.endpoint import LambdaEndpoint
 from localcloud.awslambda.faults import FaultSpec
-from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec, split_handler
 from localcloud.moto_server import MotoServer
 from localcloud.workdir import WorkDir
 from openstack_handler.camera_provisioning import (
@@ -54,6 +54,8 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 # The checkout that holds localcloud/ also holds lambda_image/: let workers import from it even
 # when the package was installed in a way that does not expose lambda_image.
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
+#: Where an image function finds its gallery (the README's `COPY encoding /opt/gallery/`).
+IMAGE_GALLERY = "/opt/gallery/encoding"
 
 
 class EndpointSession:
@@ -90,6 +92,11 @@ class LocalCloud:
     provisioned through the Lambda endpoint's API; *video* False leaves the video function out.
     The URLs' auth type is *resources*' `url_auth_type`; the default here is NONE (the cloud
     listens on 127.0.0.1 only), so clients written for the course call them unsigned.
+
+    With *image* (a built function image, e.g. ``localhost/face-recognition:<tag>``) the functions
+    (the camera path's too, CMD picking each entry point) run as Lambda runs container images (:mod:`localcloud.awslambda.environment`): the gallery
+    is put into the image as a user's ``COPY`` would (one layer more, cached), and *handler* is
+    the CMD. Without it, *handler* runs in warm worker processes: faster, the suite's default.
     """
 
     def __init__(self, *, gallery: Path, students: Path | None = None,
@@ -100,7 +107,7 @@ class LocalCloud:
                  faults: FaultSpec | None = None, camera: bool = False,
                  camera_concurrency: int = 1, video: bool = True,
                  camera_handler: str | None = None,
-                 event_source_poll_wait_s: int = 5) -> None:
+                 event_source_poll_wait_s: int = 5, image: str | None = None) -> None:
         self.gallery = gallery
         self.students = students
         self.resources = resources or ResourceSpec(prefix="local", url_auth_type="NONE")
@@ -117,6 +124,8 @@ class LocalCloud:
         self.pythonpath = (*pythonpath, SOURCE_ROOT)
         self.start_timeout_s = start_timeout_s
         self.faults = faults
+        self.image = image
+        self._function_image: str | None = None
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir
         self.moto: MotoServer | None = None
@@ -145,6 +154,10 @@ class LocalCloud:
         if self.students is not None:
             seed_students(session, self._provisioned.students_table,
                           load_student_records(self.students))
+        if self.image is not None:
+            from localcloud.awslambda.image import with_files
+
+            self._function_image = with_files(self.image, {IMAGE_GALLERY: self.gallery})
         functions = ((self.function_spec(),) if self.video_enabled else ()) + (
             self.camera_function_specs() if self.camera_enabled else ())
         if not functions:
@@ -223,23 +236,37 @@ class LocalCloud:
         return self._camera
 
     def camera_function_specs(self) -> tuple[FunctionSpec, ...]:
+        """The camera path's three functions: entry points of the one image (with *image*, run
+        from it, CMD picking the entry point), else in warm worker processes."""
         extra = {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS, **self.extra_environment}
-        return tuple(FunctionSpec(name=name, handler=self.camera_handler or handler,
-                                  timeout_s=self.resources.camera_function_timeout_s,
-                                  memory_mb=self.resources.camera_function_memory_mb,
-                                  concurrency=self.camera_concurrency,
-                                  environment=camera_environment(
-                                      self.resources, self.provisioned, name,
-                                      str(self.gallery.resolve()), extra),
-                                  faults=self.faults)
-                     for name, handler in self.resources.camera_functions().items())
+        gallery = IMAGE_GALLERY if self.image is not None else str(self.gallery.resolve())
+        specs = []
+        for name, entry in self.resources.camera_functions().items():
+            handler = self.camera_handler or entry
+            code: dict[str, Any] = {"handler": handler}
+            if self.image is not None:
+                assert self._function_image is not None, "start() puts the gallery into the image"
+                code = {"image": self._function_image, "command": (lambda_handler(handler),)}
+            specs.append(FunctionSpec(
+                name=name, **code, timeout_s=self.resources.camera_function_timeout_s,
+                memory_mb=self.resources.camera_function_memory_mb,
+                concurrency=self.camera_concurrency,
+                environment=camera_environment(self.resources, self.provisioned, name, gallery,
+                                               extra),
+                faults=self.faults))
+        return tuple(specs)
 
     def function_spec(self) -> FunctionSpec:
         """The function as the endpoint runs it: contract environment + the way to reach moto."""
+        gallery = IMAGE_GALLERY if self.image is not None else str(self.gallery.resolve())
         environment = function_environment(
-            self.resources, self.provisioned, str(self.gallery.resolve()),
+            self.resources, self.provisioned, gallery,
             {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS, **self.extra_environment})
-        return FunctionSpec(name=self.resources.function_name, handler=self.handler,
+        code: dict[str, Any] = {"handler": self.handler}
+        if self.image is not None:
+            assert self._function_image is not None, "start() puts the gallery into the image"
+            code = {"image": self._function_image, "command": (lambda_handler(self.handler),)}
+        return FunctionSpec(name=self.resources.function_name, **code,
                             timeout_s=self.resources.function_timeout_s,
                             memory_mb=self.resources.function_memory_mb,
                             concurrency=self.concurrency, environment=environment,
@@ -290,6 +317,12 @@ class LocalCloud:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+
+def lambda_handler(handler: str) -> str:
+    """`pkg.mod:func` as Lambda (awslambdaric, an image's CMD) spells it: `pkg.mod.func`."""
+    module, func = split_handler(handler)
+    return f"{module}.{func}"
 
 
 def _without_aws_variables(env: Mapping[str, str]) -> dict[str, str]:

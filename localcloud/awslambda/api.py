@@ -236,8 +236,15 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
 
 def _configuration(service: LambdaService, function: FunctionSpec) -> dict[str, Any]:
     """A FunctionConfiguration shaped like Lambda's (the fields a status check reads)."""
+    code: dict[str, Any] = {"Handler": function.handler, "Runtime": "python3.11",
+                            "PackageType": "Zip"}
+    if function.image:
+        config = {key: value for key, value in (
+            ("Command", list(function.command)), ("EntryPoint", list(function.entrypoint)),
+            ("WorkingDirectory", function.working_directory)) if value}
+        code = {"PackageType": "Image", "ImageConfigResponse": {"ImageConfig": config}}
     return {"FunctionName": function.name, "FunctionArn": service.spec.function_arn(function.name),
-            "Handler": function.handler, "Runtime": "python3.11", "PackageType": "Zip",
+            **code,
             "Timeout": math.ceil(function.timeout_s), "MemorySize": function.memory_mb,
             "Environment": {"Variables": dict(function.environment)}, "Version": "$LATEST",
             "State": "Active", "LastUpdateStatus": "Successful"}

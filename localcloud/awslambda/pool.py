@@ -1,10 +1,15 @@
-"""A pool of warm worker processes for one function: concurrency, timeout and memory enforcement.
+"""A pool of warm execution environments for one function: concurrency, timeout and memory
+enforcement.
 
-The pool is the "reserved concurrency" of a function: one invocation per worker at a time; when
-none is free a synchronous invoke is throttled (429), an asynchronous one waits its turn. A worker
-that times out, goes over its memory or dies is killed and replaced in the background; the slot
-counts as "starting" meanwhile, and a request that finds only starting workers waits for one (a
-cold start) instead of being throttled.
+The pool is the "reserved concurrency" of a function: one invocation per environment at a time;
+when none is free a synchronous invoke is throttled (429), an asynchronous one waits its turn. An
+environment that times out, goes over its memory or dies is killed and replaced in the
+background; the slot counts as "starting" meanwhile, and a request that finds only starting
+environments waits for one (a cold start) instead of being throttled.
+
+An environment is a :class:`Sandbox`: a spawned worker process that imports a ``module:function``
+handler (the default, fast: :class:`WorkerSandboxes`), or a function's container image run
+through the Lambda Runtime API (:mod:`localcloud.awslambda.environment`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -52,6 +57,48 @@ class PoolStopped(Exception):
 
 class WorkerStartError(Exception):
     """A worker process died or hung before it finished importing its handler."""
+
+
+class SandboxExited(Exception):
+    """The environment's process ended while an invocation was running (the message says how)."""
+
+
+class Sandbox(Protocol):
+    """One execution environment, as the pool drives it."""
+
+    invocations: int
+
+    @property
+    def pid(self) -> int: ...
+
+    def wait_ready(self, timeout_s: float) -> WorkerReady:
+        """Block until its init is over (raise WorkerStartError if it never got there)."""
+        ...
+
+    def send(self, request: InvocationRequest) -> None:
+        """Start *request* (raise SandboxExited if the environment is gone)."""
+        ...
+
+    def poll_reply(self, timeout_s: float) -> WorkerReply | None:
+        """The running invocation's reply once there is one (None: not yet, after *timeout_s*);
+        raise SandboxExited if the environment died instead."""
+        ...
+
+    def rss_bytes(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+    def reap(self, timeout_s: float = 5.0) -> int | None: ...
+
+
+class SandboxFactory(Protocol):
+    """Makes a function's environments; `open` before the first, `close` after the last."""
+
+    def open(self) -> None: ...
+
+    def create(self, config: WorkerConfig) -> Sandbox: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,13 +138,24 @@ class _Worker:
             raise WorkerStartError(f"worker {self.pid} exited during init") from exc
         return self.ready
 
+    def send(self, request: InvocationRequest) -> None:
+        try:
+            self.conn.send(request)
+        except (OSError, ValueError) as exc:
+            raise SandboxExited("Runtime exited before the invocation") from exc
+
+    def poll_reply(self, timeout_s: float) -> WorkerReply | None:
+        if not self.conn.poll(timeout_s):
+            return None
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self.reap(1.0)
+            raise SandboxExited(f"Runtime exited with error: {describe_exit(code)}") from exc
+
     def rss_bytes(self) -> int:
         """Resident set size from /proc (0 if the process is gone)."""
-        try:
-            with open(f"/proc/{self.pid}/statm", "rb") as statm:
-                return int(statm.read().split()[1]) * _PAGE
-        except (OSError, IndexError, ValueError):
-            return 0
+        return process_rss(self.pid)
 
     def kill(self) -> None:
         self.process.kill()
@@ -108,21 +166,46 @@ class _Worker:
         return self.process.exitcode
 
 
+class WorkerSandboxes:
+    """Worker processes (spawned, importing the handler by name): the default environments."""
+
+    def __init__(self) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def open(self) -> None:
+        """Nothing to prepare."""
+
+    def create(self, config: WorkerConfig) -> Sandbox:
+        return _Worker(self._ctx, config)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def process_rss(pid: int) -> int:
+    """A process's resident set size from /proc (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class FunctionPool:
-    """Warm workers of one function; `invoke()` is the single place an invocation is run."""
+    """Warm environments of one function; `invoke()` is the single place an invocation is run."""
 
     def __init__(self, function: FunctionSpec, endpoint: EndpointSpec, *,
-                 init_timeout_s: float = 120.0) -> None:
+                 init_timeout_s: float = 120.0, sandboxes: SandboxFactory | None = None) -> None:
         self.function = function
         self._endpoint = endpoint
         self._init_timeout_s = init_timeout_s
-        self._ctx = multiprocessing.get_context("spawn")
+        self._sandboxes = sandboxes or WorkerSandboxes()
         self._cond = threading.Condition()
-        self._idle: list[_Worker] = []
+        self._idle: list[Sandbox] = []
         self._busy = 0
         self._starting = 0
         self._stopped = False
-        self._all: set[_Worker] = set()
+        self._all: set[Sandbox] = set()
         self._init_error: str | None = None
         self._counters: Counter[str] = Counter()
         self._seq = itertools.count(1)
@@ -133,6 +216,7 @@ class FunctionPool:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Spawn every worker (they import the handler concurrently) and the async dispatcher."""
+        self._sandboxes.open()
         for _ in range(self.function.concurrency):
             self._spawn_in_background()
         self._dispatcher.start()
@@ -153,6 +237,7 @@ class FunctionPool:
             worker.kill()
         for worker in workers:
             worker.reap()
+        self._sandboxes.close()
 
     # -- invocation --------------------------------------------------------------------------
     def invoke(self, payload: bytes, *, request_id: str | None = None, want_logs: bool = False,
@@ -213,7 +298,13 @@ class FunctionPool:
                     self._starting -= 1
                     self._cond.notify_all()
                     return
-            worker = _Worker(self._ctx, self._worker_config())
+            try:
+                worker = self._sandboxes.create(self._worker_config())
+            except OSError as exc:  # e.g. no port or process left: like a worker dying in init
+                log.error("worker_start_failed", function=self.function.name, error=str(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
             with self._cond:
                 self._all.add(worker)
             try:
@@ -241,7 +332,7 @@ class FunctionPool:
         worker.kill()
         worker.reap()
 
-    def _acquire(self, *, block: bool) -> _Worker:
+    def _acquire(self, *, block: bool) -> Sandbox:
         deadline = time.monotonic() + self._init_timeout_s
         with self._cond:
             while True:
@@ -259,7 +350,7 @@ class FunctionPool:
                     raise Throttled(self.function.name)
                 self._cond.wait(remaining if not block else None)
 
-    def _execute(self, worker: _Worker, request_id: str, payload: bytes, want_logs: bool,
+    def _execute(self, worker: Sandbox, request_id: str, payload: bytes, want_logs: bool,
                  client_context: dict[str, Any] | None) -> InvocationResult:
         """Run on an acquired worker, then give it back (or replace it if it had to be killed)."""
         request = InvocationRequest(request_id, payload, time.monotonic() + self.function.timeout_s,
@@ -281,7 +372,7 @@ class FunctionPool:
         with self._cond:
             self._counters[name] += 1
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: Sandbox) -> None:
         with self._cond:
             self._busy -= 1
             if self._stopped:
@@ -289,7 +380,7 @@ class FunctionPool:
             self._idle.append(worker)
             self._cond.notify_all()
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: Sandbox) -> None:
         """Kill a broken worker now; reap it and start its successor in the background."""
         worker.kill()
         with self._cond:
@@ -298,7 +389,7 @@ class FunctionPool:
         threading.Thread(target=worker.reap, daemon=True).start()
         self._spawn_in_background()
 
-    def _run(self, worker: _Worker, request: InvocationRequest) -> tuple[InvocationResult, bool]:
+    def _run(self, worker: Sandbox, request: InvocationRequest) -> tuple[InvocationResult, bool]:
         """Send *request* to *worker* and watch it; returns (result, worker still usable)."""
         started = time.monotonic()
         limit = self.function.memory_mb * 1024 * 1024
@@ -313,24 +404,25 @@ class FunctionPool:
                                     (time.monotonic() - started) * 1000), False
 
         try:
-            worker.conn.send(request)
-        except (OSError, ValueError):
-            return failure("Runtime.ExitError", "Runtime exited before the invocation")
+            worker.send(request)
+        except SandboxExited as exc:
+            return failure("Runtime.ExitError", str(exc))
         worker.invocations += 1
         while True:
             remaining = request.deadline - time.monotonic()
-            if worker.conn.poll(max(0.0, min(remaining, POLL_S))):
-                try:
-                    reply: WorkerReply = worker.conn.recv()
-                except (EOFError, OSError):
-                    code = worker.reap(1.0)
-                    return failure("Runtime.ExitError",
-                                   f"Runtime exited with error: {_describe_exit(code)}")
+            try:
+                reply = worker.poll_reply(max(0.0, min(remaining, POLL_S)))
+            except SandboxExited as exc:
+                return failure("Runtime.ExitError", str(exc))
+            if reply is not None:
                 rss = worker.rss_bytes()
                 if rss > limit:
                     return failure("Runtime.OutOfMemory", _oom_message(rss, self.function))
-                return InvocationResult(rid, reply.payload, "Unhandled" if reply.error else None,
-                                        reply.log_tail, (time.monotonic() - started) * 1000), True
+                if reply.discard:
+                    self._count(reply.error_type or "discarded")
+                return (InvocationResult(rid, reply.payload, "Unhandled" if reply.error else None,
+                                         reply.log_tail, (time.monotonic() - started) * 1000),
+                        not reply.discard)
             if remaining <= 0:
                 return failure("Sandbox.Timedout",
                                f"Task timed out after {self.function.timeout_s:.2f} seconds")
@@ -353,7 +445,7 @@ class FunctionPool:
                              daemon=True, name=f"event-{request_id[:8]}").start()
 
 
-def _describe_exit(code: int | None) -> str:
+def describe_exit(code: int | None) -> str:
     if code is None:
         return "unknown"
     return f"signal: {-code}" if code < 0 else f"exit status {code}"

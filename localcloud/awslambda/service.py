@@ -17,8 +17,8 @@ from typing import Any
 import structlog
 
 from localcloud.awslambda.faults import Fault, FaultInjector, FaultSpec
-from localcloud.awslambda.pool import FunctionPool, InvocationResult, Throttled
-from localcloud.awslambda.spec import EndpointSpec
+from localcloud.awslambda.pool import FunctionPool, InvocationResult, SandboxFactory, Throttled
+from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
 from localcloud.awslambda.worker import error_payload
 
 log = structlog.get_logger()
@@ -101,13 +101,23 @@ class Outcome:
     request_id: str = ""
 
 
+def _sandboxes(function: FunctionSpec) -> SandboxFactory | None:
+    """Image functions run in image environments; handlers in worker processes (the default)."""
+    if not function.image:
+        return None
+    from localcloud.awslambda.environment import ImageSandboxes  # buildah/nspawn: images only
+
+    return ImageSandboxes(function)
+
+
 class LambdaService:
     """Functions by name, each backed by a warm FunctionPool."""
 
     def __init__(self, spec: EndpointSpec, *, init_timeout_s: float = 120.0,
                  faults_override: FaultSpec | None = None) -> None:
         self.spec = spec
-        self.pools = {f.name: FunctionPool(f, spec, init_timeout_s=init_timeout_s)
+        self.pools = {f.name: FunctionPool(f, spec, init_timeout_s=init_timeout_s,
+                                           sandboxes=_sandboxes(f))
                       for f in spec.functions}
         self.faults = {f.name: FaultInjector(faults_override or f.faults)
                        for f in spec.functions}

@@ -6,8 +6,13 @@ Spec file format::
      "functions": [{"name": "face-recognition", "handler": "lambda_image.handlers:s3_handler",
                     "timeout_s": 60, "memory_mb": 2048, "concurrency": 2,
                     "environment": {"GALLERY_PATH": "/path/encoding"},
-                    "faults": {"error_rate": 0.1, "error_keys": ["poison/"], "seed": 1}}]}
+                    "faults": {"error_rate": 0.1, "error_keys": ["poison/"], "seed": 1}},
+                   {"name": "frames", "image": "localhost/face-recognition:<tag>",
+                    "command": ["lambda_image.handlers.frame_handler"], "memory_mb": 512}]}
 
+A function is either a ``handler`` run in warm worker processes (fast: the rest of the suite) or
+an ``image`` run as Lambda runs container images (:mod:`localcloud.awslambda.environment`), with
+Lambda's ImageConfig overrides ``command``, ``entrypoint`` and ``working_directory``.
 ``faults`` is optional (see :mod:`localcloud.awslambda.faults`; off by default). Optional too:
 ``"aws_endpoint_url"`` (where the queues of event source mappings are: the local cloud's moto),
 ``"credentials"`` (access key → secret: what AWS_IAM Function URLs verify signatures against,
@@ -39,20 +44,33 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """One function: a `module:function` handler run in `concurrency` warm worker processes."""
+    """One function: a `module:function` handler run in `concurrency` warm worker processes, or a
+    container image run in as many execution environments."""
 
     name: str
-    handler: str
+    handler: str = ""
     timeout_s: float = 60.0
     memory_mb: int = 2048
     concurrency: int = 2
     environment: Mapping[str, str] = field(default_factory=dict)
     faults: FaultSpec | None = None
+    image: str = ""
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    working_directory: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise SpecError(f"invalid function name {self.name!r}")
-        split_handler(self.handler)
+        if bool(self.handler) == bool(self.image):
+            raise SpecError(f"{self.name}: give either a handler or an image")
+        if self.handler:
+            split_handler(self.handler)
+        for name in ("command", "entrypoint"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise SpecError(f"{self.name}: {name} must be a list of strings")
+            object.__setattr__(self, name, tuple(value))
         if self.timeout_s <= 0 or self.memory_mb < 16 or self.concurrency < 1:
             raise SpecError(f"{self.name}: timeout_s, memory_mb and concurrency must be positive")
         env = {str(k): str(v) for k, v in dict(self.environment).items()}
@@ -64,7 +82,10 @@ class FunctionSpec:
                 raise SpecError(f"{self.name}: {exc}") from exc
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "handler": self.handler, "timeout_s": self.timeout_s,
+        code: dict[str, Any] = {"handler": self.handler} if self.handler else {
+            "image": self.image, "command": list(self.command),
+            "entrypoint": list(self.entrypoint), "working_directory": self.working_directory}
+        return {"name": self.name, **code, "timeout_s": self.timeout_s,
                 "memory_mb": self.memory_mb, "concurrency": self.concurrency,
                 "environment": dict(self.environment),
                 **({"faults": self.faults.to_json()} if self.faults is not None else {})}

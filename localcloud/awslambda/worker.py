@@ -56,6 +56,10 @@ class WorkerReply:
     payload: bytes
     error: bool
     log_tail: str | None = None
+    #: the environment must not serve again (an image whose init failed: Lambda starts anew)
+    discard: bool = False
+    #: what kind of error, when the platform rather than the handler produced it
+    error_type: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localcloud.machines import openstack
+from localcloud.machines.build_log import stamped, tail
 from localcloud.machines.nspawn import (
     BASE_PACKAGES,
     DEFAULT_CACHE_DIR,
     ContainerError,
-    Progress,
     RootSpec,
     cached_root,
     root_path,
@@ -87,36 +87,24 @@ def build(cache_dir: Path = DEFAULT_CACHE_DIR, *, only: Sequence[str] = (),
         say(f"roots: {phase.name}: building {final.name} (budget {phase.budget_s / 60:.0f} min, "
             f"log {log_path})")
         started = time.monotonic()
-        progress = _stamped(say, f"roots: {phase.name}:", started)
+        progress = stamped(say, f"roots: {phase.name}:", started)
         try:
             phase.build(cache_dir, log_path=log_path, progress=progress,
                         deadline=started + phase.budget_s)
         except ContainerError as exc:
             raise ContainerError(f"{phase.name}: {exc}\n--- last lines of {log_path}:\n"
-                                 f"{_tail(log_path)}") from exc
+                                 f"{tail(log_path)}") from exc
         spent[phase.name] = round(time.monotonic() - started, 1)
         say(f"roots: {phase.name}: built in {spent[phase.name]:.0f} s")
     say(f"roots: ready in {time.monotonic() - began:.0f} s")
     return spent
 
 
-def _stamped(say: Callable[[str], None], prefix: str, started: float) -> Progress:
-    def progress(line: str) -> None:
-        say(f"{prefix} [{time.monotonic() - started:5.0f} s] {line}")
-
-    return progress
-
 
 def status(cache_dir: Path = DEFAULT_CACHE_DIR) -> dict[str, dict[str, object]]:
     return {phase.name: {"path": str(phase.path(cache_dir)),
                          "built": phase.path(cache_dir).is_dir()} for phase in phases()}
 
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

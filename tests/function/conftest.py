@@ -35,6 +35,51 @@ def recognizer(course_gallery: Path) -> Recognizer:
 
 
 @pytest.fixture(scope="session")
+def random_facenet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RANDOMLY INITIALISED InceptionResnetV1 state dict (the vggface2 weights cannot be
+    downloaded here), saved the way the release file is, with a `logits.*` classifier the
+    embedder must drop. Good for shapes and runtime parity, never for accuracy."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(0)
+    state = InceptionResnetV1(pretrained=None).state_dict()
+    state["logits.weight"] = torch.zeros(8631, 512)
+    state["logits.bias"] = torch.zeros(8631)
+    path = tmp_path_factory.mktemp("weights") / "20180402-114759-vggface2.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_models(random_facenet_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every network exported to ONNX (facenet's with the random weights above)."""
+    from lambda_image.export import export_models
+
+    out = tmp_path_factory.mktemp("onnx") / "models"
+    export_models(out, facenet_weights=random_facenet_weights)
+    return out
+
+
+@pytest.fixture(scope="session")
+def onnx_models_dlib_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export without facenet weights: what an image built without them carries."""
+    from lambda_image.export import export_models
+
+    out = tmp_path_factory.mktemp("onnx-dlib") / "models"
+    export_models(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def onnx_recognizer(course_gallery: Path, onnx_models: Path) -> Recognizer:
+    """The dlib pipeline over the course gallery on the onnx runtime."""
+    return Recognizer.from_settings(FunctionSettings(gallery_path=course_gallery,
+                                                     inference_runtime="onnx",
+                                                     model_dir=onnx_models))
+
+
+@pytest.fixture(scope="session")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from sampledata.photos import fetch_photos
 

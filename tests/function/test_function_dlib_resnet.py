@@ -110,8 +110,10 @@ def test_not_a_dlib_network_is_a_weights_error(tmp_path: Path, model_path: str) 
 
 
 def test_dlib_encoder_setting() -> None:
-    assert FunctionSettings.from_env({}).dlib_encoder == "torch"
-    assert FunctionSettings.from_env({"DLIB_ENCODER": "dlib"}).dlib_encoder == "dlib"
+    assert FunctionSettings.from_env({}).dlib_runner == "torch"
+    assert FunctionSettings.from_env({"DLIB_ENCODER": "dlib"}).dlib_runner == "dlib"
+    onnx = FunctionSettings.from_env({"INFERENCE_RUNTIME": "onnx", "MODEL_DIR": "/m"})
+    assert onnx.dlib_runner == "onnx", "the runtime runs dlib's ResNet unless told otherwise"
     with pytest.raises(ConfigError):
         FunctionSettings.from_env({"DLIB_ENCODER": "cuda"})
 

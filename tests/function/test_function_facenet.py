@@ -7,28 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from lambda_image.config import FunctionSettings
 from lambda_image.embedders import FacenetEmbedder, load_inception_resnet
 from lambda_image.errors import WeightsError
 from lambda_image.gallery import load_gallery
 from lambda_image.recognize import Recognizer
-
-
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised InceptionResnetV1 state dict saved the way the release file is
-    (including a `logits.*` classifier the embedder must drop)."""
-    from facenet_pytorch import InceptionResnetV1
-
-    torch.manual_seed(0)
-    state = InceptionResnetV1(pretrained=None).state_dict()
-    state["logits.weight"] = torch.zeros(8631, 512)
-    state["logits.bias"] = torch.zeros(8631)
-    path = tmp_path_factory.mktemp("weights") / "20180402-114759-vggface2.pt"
-    torch.save(state, path)
-    return path
 
 
 def test_course_data_pt_loads_as_facenet_gallery(shared_data: Path) -> None:
@@ -41,21 +25,21 @@ def test_course_data_pt_loads_as_facenet_gallery(shared_data: Path) -> None:
     assert np.allclose(np.linalg.norm(gallery.embeddings, axis=1), 1.0, atol=1e-4)
 
 
-def test_facenet_loads_random_weights_from_local_file(random_weights: Path) -> None:
-    model = load_inception_resnet(random_weights)
+def test_facenet_loads_random_facenet_weights_from_local_file(random_facenet_weights: Path) -> None:
+    model = load_inception_resnet(random_facenet_weights)
 
     assert not model.training
     assert not hasattr(model, "logits")
 
 
-def test_facenet_random_weights_embeddings_have_right_shape(random_weights: Path,
+def test_facenet_random_facenet_weights_embeddings_have_right_shape(random_facenet_weights: Path,
                                                             recognizer: Recognizer,
                                                             photos: dict) -> None:
     from PIL import Image
 
     image = Image.open(photos["obama"]).convert("RGB")
     faces = recognizer.detector.detect(image)
-    embedder = FacenetEmbedder(random_weights)
+    embedder = FacenetEmbedder(random_facenet_weights)
 
     vectors = embedder.embed(np.asarray(image), faces)
 
@@ -63,10 +47,10 @@ def test_facenet_random_weights_embeddings_have_right_shape(random_weights: Path
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
 
 
-def test_facenet_pipeline_runs_end_to_end_with_random_weights(shared_data: Path, course_data: Path,
-                                                              random_weights: Path) -> None:
+def test_facenet_pipeline_runs_end_to_end_with_random_facenet_weights(shared_data: Path, course_data: Path,
+                                                              random_facenet_weights: Path) -> None:
     settings = FunctionSettings(gallery_path=shared_data / "cse546-2025" / "data.pt",
-                                facenet_weights=random_weights)
+                                facenet_weights=random_facenet_weights)
     recognizer = Recognizer.from_settings(settings)
 
     result = recognizer.recognize(course_data / "videos" / "test_4.mp4")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from lambda_image.config import FunctionSettings
-from lambda_image.mtcnn import MTCNN, nms, weights_dir
+from lambda_image.mtcnn import MTCNN, weights_dir
+from lambda_image.mtcnn_numpy import nms
 from lambda_image.video import sample_frames
 
 REPO = Path(__file__).resolve().parents[2]

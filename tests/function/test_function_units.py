@@ -129,7 +129,8 @@ def test_settings_from_env() -> None:
 
     assert settings.gallery_path == Path("/g") and settings.match_threshold == 0.5
     assert settings.max_frames == 3 and settings.max_decode_seconds == 2.0
-    assert settings.students_table == "students" and settings.torch_num_threads == 1
+    assert settings.students_table == "students" and settings.inference_threads == 1
+    assert settings.inference_runtime == "torch" and settings.model_dir is None
     with pytest.raises(ConfigError):
         FunctionSettings.from_env({"MAX_FRAMES": "many"})
     with pytest.raises(ConfigError):

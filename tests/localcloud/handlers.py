@@ -165,3 +165,8 @@ def sqs_batch(event: Any, context: Any) -> dict[str, Any]:
     if crash:
         raise RuntimeError(crash)
     return {"batchItemFailures": failures}
+
+
+def crash(event: Any, context: Any) -> None:
+    """The runtime process dies mid-invocation (as a segfaulting native library would)."""
+    os._exit(3)

@@ -216,12 +216,14 @@ def test_request_size_limits_are_per_invocation_type(lam: Any) -> None:
         lam.invoke(FunctionName="sink", Payload=_json_of_size(sync_limit + 1))
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
     # ... and an Event request 256 KB and not a byte more, though RequestResponse takes that
+    # (asked first: the Event invocation below may still hold the worker, and a synchronous call
+    # would then be throttled, as on Lambda)
+    assert lam.invoke(FunctionName="sink", Payload=_json_of_size(async_limit + 1))[
+        "StatusCode"] == 200
     event = {"FunctionName": "sink", "InvocationType": "Event"}
     assert lam.invoke(**event, Payload=_json_of_size(async_limit))["StatusCode"] == 202
     with pytest.raises(lam.exceptions.RequestTooLargeException):
         lam.invoke(**event, Payload=_json_of_size(async_limit + 1))
-    assert lam.invoke(FunctionName="sink", Payload=_json_of_size(async_limit + 1))[
-        "StatusCode"] == 200
 
 
 def test_a_response_over_6_mb_is_a_function_error(lam: Any) -> None:
