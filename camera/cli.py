@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr:
+    """Whatever sys.stderr is when a line is written (not the one at configure time, which a
+    caller that swaps it, as pytest does, may have closed by then)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _frames(args: argparse.Namespace) -> list[Frame]:
     if args.video is not None:
         if not args.video.is_file():
@@ -88,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import boto3
     import structlog
 
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
     if args.concurrency < 1 or args.every < 1 or args.interval < 0 or args.timeout <= 0:
         print("camera: --concurrency and --every must be at least 1, --interval at least 0 and "
               "--timeout positive", file=sys.stderr)

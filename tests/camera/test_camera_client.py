@@ -3,9 +3,11 @@ statistics, the release delay of foreign answers, the signing region, and usage 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from camera.answers import release_delay_s
 from camera.cli import EXIT_USAGE, main
@@ -83,13 +85,22 @@ def test_the_signing_region_comes_from_a_lambda_url() -> None:
     assert url_region("http://127.0.0.1:4000/", "us-east-1") == "us-east-1"
 
 
+@pytest.fixture()
+def own_logging() -> Iterator[None]:
+    """main() configures structlog for its process: put back what the suite had."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--video", "missing.mp4"], "no such video"),
     (["--images", "."], "no images in"),
     (["--images", ".", "--concurrency", "0"], "at least 1"),
 ])
 def test_usage_errors_exit_2_before_anything_is_sent(argv: list[str], message: str,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     own_logging: None) -> None:
     code = main(["send", "--url", "http://127.0.0.1:9/", *argv])
     assert code == EXIT_USAGE
     assert message in capsys.readouterr().err
