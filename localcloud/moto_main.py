@@ -21,6 +21,12 @@ patched server) and is applied only where moto still has the shape it replaces:
   under load; ``LOCALCLOUD_MOTO_ACCESS_LOG=1`` turns it back on. Errors are logged either way.
 - moto runs its Flask apps in debug mode, in which Flask builds a new class for every request
   without a file upload, only to word a KeyError about HTML forms better. It no longer does.
+
+One patch is not about speed: S3's ``LambdaFunctionConfigurations`` notifications. moto's S3 calls
+its own Lambda backend with them, synchronously and through Docker (absent here), and drops any
+error. Here each event is handed to :mod:`localcloud.s3_lambda_delivery`, which invokes the local
+cloud's Lambda service (``LOCALCLOUD_S3_LAMBDA_ENDPOINT``) asynchronously, an ``Event``
+invocation, as S3 does on AWS. Without that variable the event is logged as dropped.
 """
 
 from __future__ import annotations
@@ -103,12 +109,32 @@ def _no_form_hint(request: Any) -> None:
     """Flask's debug-mode hint for ``request.files`` (a new class per request), off."""
 
 
+def _lambda_notifications(env: Mapping[str, str]) -> Callable[..., None]:
+    """moto's ``_invoke_awslambda(account_id, event_body, fn_arn, region_name)``, to our service."""
+    import logging
+
+    from localcloud import s3_lambda_delivery
+
+    def invoke_awslambda(account_id: str, event_body: Any, fn_arn: str,
+                         region_name: str) -> None:
+        delivery = s3_lambda_delivery.delivery(env)
+        if delivery is None:
+            logging.getLogger("localcloud.s3_lambda").error(
+                "s3 event for %s dropped: %s is not set", fn_arn,
+                s3_lambda_delivery.ENDPOINT_ENV)
+            return
+        delivery.submit(fn_arn, event_body)
+
+    return invoke_awslambda
+
+
 def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
     """Patch what this moto has; returns the names patched (none if moto changed shape)."""
     from flask import debughelpers
     from moto import backends
     from moto.core import responses
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+    from moto.s3 import notifications
     from moto.sqs import models
     from moto.sqs.models import Message, Queue, SQSBackend
     from werkzeug.serving import WSGIRequestHandler
@@ -142,6 +168,9 @@ def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
             if isinstance(getattr(Queue, name, None), property):
                 setattr(Queue, name, property(scan))
                 patched.append(f"sqs.Queue.{name}")
+    if callable(getattr(notifications, "_invoke_awslambda", None)):
+        notifications._invoke_awslambda = _lambda_notifications(env)
+        patched.append("s3.notifications._invoke_awslambda")
     if hasattr(SQSBackend, "is_message_valid_based_on_retention_period"):
         SQSBackend.is_message_valid_based_on_retention_period = _valid_by_retention
         patched.append("sqs.is_message_valid_based_on_retention_period")
@@ -149,8 +178,12 @@ def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import logging
+
     from moto import server
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("localcloud.s3_lambda").setLevel(logging.INFO)  # each S3 → Lambda event
     apply_patches()
     server.main(argv if argv is not None else sys.argv[1:])
 

@@ -188,3 +188,12 @@ def flaky(event: Any, context: Any) -> dict[str, Any]:
     if fail_times < 0 or attempts <= fail_times:
         raise RuntimeError(f"attempt {attempts} fails on purpose")
     return {"attempts": attempts, "id": event["id"]}
+
+
+def save_event(event: Any, context: Any) -> None:
+    """Write the event as the function got it to ``$EVIDENCE_DIR/<request id>.json``."""
+    import json
+    from pathlib import Path
+
+    path = Path(os.environ["EVIDENCE_DIR"]) / f"{context.aws_request_id}.json"
+    path.write_text(json.dumps(event), encoding="utf-8")
