@@ -185,6 +185,19 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
                       help="auth type of the camera path's Function URLs (with --image-uri). "
                            "AWS_IAM (the default): callers sign with SigV4. NONE: the URLs "
                            "are public, anyone who has them can call them")
+    prov.add_argument("--mode", choices=("daemon", "serverless"), default="daemon",
+                      help="what the input bucket notifies: the input queue, which the daemon "
+                           "consumes (default), or the function itself, with no daemon "
+                           "(serverless: needs the function, --image-uri or made before); "
+                           "switching either way leaves exactly one trigger")
+    prov.add_argument("--trigger-prefix", default="", metavar="PREFIX",
+                      help="serverless: only keys starting with this invoke the function")
+    prov.add_argument("--trigger-suffix", default="", metavar="SUFFIX",
+                      help="serverless: only keys ending with this invoke the function")
+    prov.add_argument("--max-retry-attempts", type=int, default=2, choices=range(3),
+                      metavar="0..2", help="serverless: retries of a failed event (default 2)")
+    prov.add_argument("--max-event-age", type=int, default=21600, metavar="SECONDS",
+                      help="serverless: an event older than this is not retried (60..21600)")
     prov.add_argument("--json", action="store_true",
                       help='print {"changed", "changes", "settings", "camera"} (for Ansible) '
                            "instead of lines")
@@ -201,6 +214,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
     from openstack_handler.logs import configure_logging
     from openstack_handler.provisioning import (
         Change,
+        ProvisioningError,
         ResourceSpec,
         describe_changes,
         load_student_records,
@@ -208,6 +222,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         provision_function,
         seed_students,
     )
+    from openstack_handler.serverless_provisioning import provision_trigger
     from openstack_handler.settings import load_settings, settings_toml
 
     if args.config_out is None:
@@ -216,13 +231,25 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     configure_logging(None, level="warning", stream=sys.stderr)  # stdout: the changes, once
     session = boto3.session.Session(region_name=args.region)
-    spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout,
-                        url_auth_type=args.url_auth_type)
+    try:
+        spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout,
+                            url_auth_type=args.url_auth_type, mode=args.mode,
+                            trigger_prefix=args.trigger_prefix,
+                            trigger_suffix=args.trigger_suffix,
+                            async_max_retry_attempts=args.max_retry_attempts,
+                            async_max_event_age_s=args.max_event_age)
+    except ValueError as exc:
+        print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
     if args.url_auth_type == "NONE":
         print("openstack-handler: warning: --url-auth-type NONE makes the camera URLs public: "
               "anyone who has them can invoke the functions (and run up the bill)",
               file=sys.stderr)
-    provisioned = provision(session, spec)
+    try:
+        provisioned = provision(session, spec)
+    except ProvisioningError as exc:
+        print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG_ERROR)
     changes = list(provisioned.changes)
     if args.students:
         seeded = seed_students(session, provisioned.students_table,
@@ -240,6 +267,11 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
             changes.extend(made.changes)
         camera = provision_camera(session, spec, provisioned)
         changes.extend(camera.changes)
+    try:
+        changes.extend(provision_trigger(session, spec, provisioned))
+    except ProvisioningError as exc:
+        print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG_ERROR)
     values = _read_toml(args.config_out)
     values.update({
         "input_queue_url": provisioned.input_queue_url,
