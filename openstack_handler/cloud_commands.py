@@ -62,6 +62,10 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
                            "daemon does not provoke throttling)")
     demo.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                       help="give up on results after this long (default: %(default)s)")
+    demo.add_argument("--serverless", action="store_true",
+                      help="no daemon: the input bucket invokes the function (asynchronously, "
+                           "with Lambda's retries); the results are read from the output bucket "
+                           "(--results and --daemon-concurrency do not apply)")
     demo.set_defaults(func=_cmd_local_demo)
 
     camera = local_sub.add_parser(
@@ -124,6 +128,14 @@ def _cmd_local_demo(args: argparse.Namespace) -> int:
 
     configure_logging(False, level="warning")  # the table is the output; details are in the logs
 
+    if args.serverless:
+        from localcloud.serverless_demo import run_serverless_demo
+
+        report = run_serverless_demo(videos=args.videos, gallery=args.gallery,
+                                     students=args.students, expected=args.expected,
+                                     function_concurrency=args.function_concurrency,
+                                     timeout_s=args.timeout, keep_work_dir=args.keep_work_dir)
+        return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
     report = run_local_demo(videos=args.videos, gallery=args.gallery, students=args.students,
                             results=args.results, expected=args.expected,
                             function_concurrency=args.function_concurrency,
