@@ -417,6 +417,12 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
             print("# for your own aws CLI or boto3 calls against this cloud:", file=out)
             for key, value in cloud.client_env().items():
                 print(f"export {key}={value}", file=out)
+            if cloud.resources.mode == "serverless":
+                p = cloud.provisioned
+                print(f"# serverless mode: an upload to {p.input_bucket} invokes "
+                      f"{cloud.resources.function_name} (no daemon needed); CSVs in "
+                      f"{p.output_bucket}, events that failed every attempt on "
+                      f"{p.failure_queue_url}", file=out)
             if camera:
                 for line in camera_lines(cloud.camera):
                     print(line, file=out)

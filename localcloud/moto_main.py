@@ -26,7 +26,11 @@ One patch is not about speed: S3's ``LambdaFunctionConfigurations`` notification
 its own Lambda backend with them, synchronously and through Docker (absent here), and drops any
 error. Here each event is handed to :mod:`localcloud.s3_lambda_delivery`, which invokes the local
 cloud's Lambda service (``LOCALCLOUD_S3_LAMBDA_ENDPOINT``) asynchronously, an ``Event``
-invocation, as S3 does on AWS. Without that variable the event is logged as dropped.
+invocation, as S3 does on AWS, and writing such a notification is refused unless the function's
+policy lets S3 invoke it, as AWS refuses it. Without that variable the event is logged as
+dropped (and nothing is checked). And moto's own PutFunctionEventInvokeConfig replaces the
+configuration, as Lambda's does, instead of appending one that Get never shows (what `aws
+provision` against moto needs to see a changed setting).
 """
 
 from __future__ import annotations
@@ -128,6 +132,43 @@ def _lambda_notifications(env: Mapping[str, str]) -> Callable[..., None]:
     return invoke_awslambda
 
 
+def _checked_notifications(original: Callable[..., None],
+                           env: Mapping[str, str]) -> Callable[..., None]:
+    """S3Backend.put_bucket_notification_configuration, refusing a Lambda destination whose
+    policy does not let S3 invoke it (AWS checks at this point too)."""
+    from moto.s3.exceptions import S3ClientError
+
+    from localcloud import s3_lambda_delivery
+
+    def put_bucket_notification_configuration(self: Any, bucket_name: str,
+                                              notification_config: dict[str, Any]) -> None:
+        url = env.get(s3_lambda_delivery.ENDPOINT_ENV, "").strip()
+        entries = notification_config.get("CloudFunctionConfiguration") or []
+        if url and entries:
+            bucket = self.get_bucket(bucket_name)
+            for entry in entries if isinstance(entries, list) else [entries]:
+                arn = entry["CloudFunction"]
+                reason = s3_lambda_delivery.refusal(url, arn, bucket.arn, self.account_id)
+                if reason is not None:
+                    raise S3ClientError("InvalidArgument", "Unable to validate the following "
+                                        f"destination configurations: {arn}: {reason}")
+        original(self, bucket_name, notification_config)
+
+    return put_bucket_notification_configuration
+
+
+def _replacing_event_invoke_config(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's PutFunctionEventInvokeConfig appends, and Get answers the first ever put: a changed
+    setting never shows. Lambda's Put replaces the configuration."""
+
+    def put_function_event_invoke_config(self: Any, function_name: str,
+                                         config: dict[str, Any]) -> Any:
+        self.get_function(function_name).event_invoke_config = []
+        return original(self, function_name, config)
+
+    return put_function_event_invoke_config
+
+
 def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
     """Patch what this moto has; returns the names patched (none if moto changed shape)."""
     from flask import debughelpers
@@ -168,6 +209,18 @@ def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
             if isinstance(getattr(Queue, name, None), property):
                 setattr(Queue, name, property(scan))
                 patched.append(f"sqs.Queue.{name}")
+    from moto.awslambda.models import LambdaBackend
+    from moto.s3.models import S3Backend
+
+    if callable(getattr(LambdaBackend, "put_function_event_invoke_config", None)):
+        LambdaBackend.put_function_event_invoke_config = _replacing_event_invoke_config(
+            LambdaBackend.put_function_event_invoke_config)
+        patched.append("awslambda.put_function_event_invoke_config")
+
+    if callable(getattr(S3Backend, "put_bucket_notification_configuration", None)):
+        S3Backend.put_bucket_notification_configuration = _checked_notifications(
+            S3Backend.put_bucket_notification_configuration, env)
+        patched.append("s3.put_bucket_notification_configuration")
     if callable(getattr(notifications, "_invoke_awslambda", None)):
         notifications._invoke_awslambda = _lambda_notifications(env)
         patched.append("s3.notifications._invoke_awslambda")

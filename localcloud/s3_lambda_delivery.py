@@ -11,10 +11,18 @@ waits for the invocation: events go to a bounded queue drained by one thread, wh
 refused or unreachable Lambda service (429, 5xx, connection errors) for up to
 :data:`PATIENCE_S`, then logs the event as dropped. A 4xx other than 429 (no such function, an
 event over 256 KB) is logged and dropped at once: trying again would not change the answer.
+
+As on AWS, S3 checks a ``LambdaFunctionConfigurations`` entry when the notification is written
+(:func:`refusal`): the function must exist and its resource policy must let ``s3.amazonaws.com``
+invoke it for this bucket (``AWS:SourceArn``) and account (``AWS:SourceAccount``) when the
+statement names them; otherwise PutBucketNotificationConfiguration fails with S3's
+``InvalidArgument`` "Unable to validate the following destination configurations". So a
+provisioning that forgets AddPermission fails here as it would there.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import queue
@@ -104,6 +112,41 @@ class LambdaDelivery:
             raise RetryableDelivery(str(exc)) from exc
         log.info("s3 event for %s queued as Event invocation %s", function_arn, request_id)
         return request_id
+
+
+def _allows_s3(statement: Mapping[str, Any], bucket_arn: str, account_id: str) -> bool:
+    principal = statement.get("Principal")
+    service = principal.get("Service") if isinstance(principal, Mapping) else principal
+    if statement.get("Effect", "Allow") != "Allow" or service not in ("s3.amazonaws.com", "*"):
+        return False
+    if statement.get("Action") not in ("lambda:InvokeFunction", "lambda:*"):
+        return False
+    condition = statement.get("Condition") or {}
+    source_arn = (condition.get("ArnLike") or {}).get("AWS:SourceArn") or (
+        condition.get("ArnEquals") or {}).get("AWS:SourceArn")
+    source_account = (condition.get("StringEquals") or {}).get("AWS:SourceAccount")
+    return ((source_arn is None or fnmatch.fnmatchcase(bucket_arn, str(source_arn)))
+            and (source_account is None or str(source_account) == account_id))
+
+
+def refusal(endpoint_url: str, function_arn: str, bucket_arn: str, account_id: str,
+            timeout_s: float = 10.0) -> str | None:
+    """Why S3 may not invoke *function_arn* for *bucket_arn* (None: it may)."""
+    path = f"/2015-03-31/functions/{urllib.parse.quote(function_arn, safe='')}/policy"
+    try:
+        with urllib.request.urlopen(endpoint_url.rstrip("/") + path,
+                                    timeout=timeout_s) as response:
+            policy = json.loads(json.loads(response.read())["Policy"])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # no such function, or a function without any policy
+            return f"{function_arn} does not exist or grants S3 nothing"
+        return f"the Lambda service answered HTTP {exc.code}"
+    except OSError as exc:
+        return f"the Lambda service is unreachable ({exc})"
+    if any(_allows_s3(s, bucket_arn, account_id) for s in policy.get("Statement", [])):
+        return None
+    return (f"the policy of {function_arn} does not let s3.amazonaws.com invoke it for "
+            f"{bucket_arn} in account {account_id}")
 
 
 _delivery: LambdaDelivery | None = None

@@ -41,6 +41,9 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--url-auth-type", choices=("NONE", "AWS_IAM"), default="NONE",
                     help="the camera URLs' auth type (default: %(default)s: the local cloud "
                          "listens on 127.0.0.1 only, and the course's clients do not sign)")
+    up.add_argument("--mode", choices=("daemon", "serverless"), default="daemon",
+                    help="what the input bucket notifies: the input queue, for the daemon "
+                         "(default), or the function itself (serverless: no daemon needed)")
     up.set_defaults(func=_cmd_local_up)
 
     demo = local_sub.add_parser(
@@ -119,7 +122,8 @@ def _cmd_local_up(args: argparse.Namespace) -> int:
                         daemon_concurrency=args.function_concurrency,
                         keep_work_dir=args.keep_work_dir, camera=args.camera,
                         camera_concurrency=args.camera_concurrency,
-                        resources=ResourceSpec(prefix="local", url_auth_type=args.url_auth_type))
+                        resources=ResourceSpec(prefix="local", url_auth_type=args.url_auth_type,
+                                               mode=args.mode))
 
 
 def _cmd_local_demo(args: argparse.Namespace) -> int:

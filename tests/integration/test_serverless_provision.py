@@ -94,6 +94,20 @@ def test_switching_modes_leaves_exactly_one_trigger_each_time(aws_env: str,
         assert _run(*daemon)[-1] == "unchanged"
 
 
+def test_a_changed_async_setting_is_one_update_then_unchanged(aws_env: str,
+                                                               tmp_path: Path) -> None:
+    lam = boto3.session.Session(region_name="us-east-1").client("lambda")
+    config = tmp_path / "handler.toml"
+    _run(*_args(config, "--mode", "serverless"))
+    lines = _run(*_args(config, "--mode", "serverless", "--max-retry-attempts", "0"))
+    assert any("updated lambda event invoke config face-recognition" in line
+               for line in lines), lines
+    assert lam.get_function_event_invoke_config(
+        FunctionName="face-recognition")["MaximumRetryAttempts"] == 0
+    assert _run(*_args(config, "--mode", "serverless", "--max-retry-attempts", "0"))[-1] == (
+        "unchanged")
+
+
 def test_a_foreign_trigger_to_the_function_is_refused_in_daemon_mode(aws_env: str,
                                                                      tmp_path: Path) -> None:
     session = boto3.session.Session(region_name="us-east-1")

@@ -1,7 +1,8 @@
 """S3 → Lambda on the local cloud: a bucket's LambdaFunctionConfigurations reach our Lambda
 service as Event invocations (moto's S3, patched in localcloud.moto_main, hands each event to
 localcloud.s3_lambda_delivery), over real HTTP: the key arrives URL-encoded the way S3 encodes it
-and decodes to what was uploaded, filters hold, and the upload never waits for the function."""
+and decodes to what was uploaded, filters hold, and the upload never waits for the function; and
+S3 refuses to notify a function whose policy does not let it, as on AWS."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import unquote_plus
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from polling import wait_for
 
 from localcloud.awslambda.endpoint import LambdaEndpoint
@@ -58,14 +60,27 @@ def s3(cloud: tuple[MotoServer, LambdaEndpoint]) -> Any:
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
+@pytest.fixture()
+def lam(cloud: tuple[MotoServer, LambdaEndpoint]) -> Any:
+    return boto3.client("lambda", endpoint_url=cloud[1].url, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _allow_s3(lam: Any, function: str, bucket: str, *, sid: str = "") -> None:
+    lam.add_permission(FunctionName=function, StatementId=sid or f"s3-{bucket}",
+                       Action="lambda:InvokeFunction", Principal="s3.amazonaws.com",
+                       SourceArn=f"arn:aws:s3:::{bucket}", SourceAccount="123456789012")
+
+
 def _events(evidence: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(evidence.glob("*.json"))]
 
 
 def test_an_upload_reaches_the_function_with_its_key_decoded(
-        s3: Any, evidence: Path, cloud: tuple[MotoServer, LambdaEndpoint]) -> None:
+        s3: Any, lam: Any, evidence: Path, cloud: tuple[MotoServer, LambdaEndpoint]) -> None:
     # GIVEN a bucket that notifies the function for new .mp4 objects under videos/
     s3.create_bucket(Bucket="direct")
+    _allow_s3(lam, "saver", "direct")
     s3.put_bucket_notification_configuration(Bucket="direct", NotificationConfiguration={
         "LambdaFunctionConfigurations": [{
             "Id": "to-saver", "LambdaFunctionArn": FUNCTION_ARN.format("saver"),
@@ -94,8 +109,9 @@ def test_an_upload_reaches_the_function_with_its_key_decoded(
 
 
 def test_the_upload_does_not_wait_for_the_function(
-        s3: Any, cloud: tuple[MotoServer, LambdaEndpoint]) -> None:
+        s3: Any, lam: Any, cloud: tuple[MotoServer, LambdaEndpoint]) -> None:
     s3.create_bucket(Bucket="slow-bucket")
+    _allow_s3(lam, "slow", "slow-bucket")
     s3.put_bucket_notification_configuration(Bucket="slow-bucket", NotificationConfiguration={
         "LambdaFunctionConfigurations": [{"LambdaFunctionArn": FUNCTION_ARN.format("slow"),
                                           "Events": ["s3:ObjectCreated:*"]}]})
@@ -105,3 +121,29 @@ def test_the_upload_does_not_wait_for_the_function(
     assert time.monotonic() - started < 1.0
     wait_for(lambda: cloud[1].health()["functions"]["slow"].get("events_succeeded", 0) == 3,
              timeout_s=20, what="the three events to run")
+
+
+@pytest.mark.parametrize("grant", ["none", "other bucket", "other account", "no function"])
+def test_s3_refuses_a_function_it_may_not_invoke(s3: Any, lam: Any, grant: str) -> None:
+    bucket = f"guarded-{grant.replace(' ', '-')}"
+    s3.create_bucket(Bucket=bucket)
+    function = "nope" if grant == "no function" else "saver"
+    if grant == "other bucket":
+        _allow_s3(lam, "saver", "someone-elses-bucket", sid=f"s3-{bucket}")
+    elif grant == "other account":
+        lam.add_permission(FunctionName="saver", StatementId=f"s3-{bucket}",
+                           Action="lambda:InvokeFunction", Principal="s3.amazonaws.com",
+                           SourceArn=f"arn:aws:s3:::{bucket}", SourceAccount="210987654321")
+    try:
+        with pytest.raises(ClientError) as caught:
+            s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+                "LambdaFunctionConfigurations": [{
+                    "LambdaFunctionArn": FUNCTION_ARN.format(function),
+                    "Events": ["s3:ObjectCreated:*"]}]})
+        assert caught.value.response["Error"]["Code"] == "InvalidArgument"
+        assert "Unable to validate the following destination configurations" in str(caught.value)
+        assert "LambdaFunctionConfigurations" not in s3.get_bucket_notification_configuration(
+            Bucket=bucket)
+    finally:
+        if grant in ("other bucket", "other account"):
+            lam.remove_permission(FunctionName="saver", StatementId=f"s3-{bucket}")
