@@ -108,6 +108,9 @@ def test_lambdas_retries_with_the_real_function(course_data: Path, course_record
             assert text.splitlines()[0] == course_records["test_1.mp4"]
             assert len(attempts_file.read_text().splitlines()) == 3
             assert _depth(cloud, cloud.provisioned.failure_queue_url) == 0
+            listed = cloud.session().client("s3").list_objects_v2(
+                Bucket=cloud.provisioned.output_bucket)["Contents"]
+            assert [o["Key"] for o in listed] == [csv_key(HOSTILE_KEY)]
         else:
             # THEN after the first run and its two retries the event, with its error, is on the
             # failure queue, and there is no CSV
