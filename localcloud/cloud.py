@@ -37,6 +37,7 @@ from openstack_handler.camera_provisioning import (
     provision_camera,
 )
 from openstack_handler.provisioning import (
+    Change,
     Provisioned,
     ProvisioningError,
     ResourceSpec,
@@ -134,7 +135,7 @@ class LocalCloud:
         self.faults = faults
         self.image = image
         self.async_time_scale = async_time_scale  # tests: Lambda's retry minutes, scaled
-        self.trigger_changes: tuple[Any, ...] = ()
+        self.trigger_changes: tuple[Change, ...] = ()
         self._function_image: str | None = None
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir
@@ -159,8 +160,10 @@ class LocalCloud:
     def _start(self) -> None:
         assert self.work_dir is not None
         # the Lambda service's port first: moto's S3 invokes it for LambdaFunctionConfigurations
-        lambda_port = free_port(self.host)
-        self.moto = MotoServer(host=self.host, log_path=self.work_dir / "moto.log",
+        lambda_port = moto_port = free_port(self.host)
+        while moto_port == lambda_port:  # both are free now: they must not be the same one
+            moto_port = free_port(self.host)
+        self.moto = MotoServer(host=self.host, port=moto_port, log_path=self.work_dir / "moto.log",
                                lambda_url=f"http://{self.host}:{lambda_port}").start()
         session = EndpointSession(self.moto.url)
         self._provisioned = provision(session, self.resources)
