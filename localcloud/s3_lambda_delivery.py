@@ -9,7 +9,8 @@ Runs inside the moto server process (``python -m localcloud.moto_main``), which 
 Lambda service is from ``LOCALCLOUD_S3_LAMBDA_ENDPOINT``. The upload that caused the event never
 waits for the invocation: events go to a bounded queue drained by one thread, which retries a
 refused or unreachable Lambda service (429, 5xx, connection errors) for up to
-:data:`PATIENCE_S`, then logs the event as dropped. A 4xx other than 429 (no such function, an
+:data:`PATIENCE_S` (an hour: a Lambda service restarted meanwhile still gets every upload's
+event, in order), then logs the event as dropped. A 4xx other than 429 (no such function, an
 event over 256 KB) is logged and dropped at once: trying again would not change the answer.
 
 As on AWS, S3 checks a ``LambdaFunctionConfigurations`` entry when the notification is written
@@ -42,7 +43,7 @@ from tenacity import (
 )
 
 ENDPOINT_ENV = "LOCALCLOUD_S3_LAMBDA_ENDPOINT"
-PATIENCE_S = 60.0
+PATIENCE_S = 3600.0
 QUEUE_LIMIT = 10_000
 log = logging.getLogger("localcloud.s3_lambda")  # moto's process logs through the stdlib
 

@@ -147,3 +147,43 @@ def test_s3_refuses_a_function_it_may_not_invoke(s3: Any, lam: Any, grant: str) 
     finally:
         if grant in ("other bucket", "other account"):
             lam.remove_permission(FunctionName="saver", StatementId=f"s3-{bucket}")
+
+
+def test_an_upload_while_the_lambda_service_is_down_reaches_it_once_it_is_back(
+        tmp_path: Path) -> None:
+    # GIVEN S3 notifying a function, whose Lambda service then goes down
+    lambda_port = free_port("127.0.0.1")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    spec = EndpointSpec(functions=(
+        FunctionSpec(name="saver", handler="tests.localcloud.handlers:save_event",
+                     memory_mb=256, concurrency=1, timeout_s=30,
+                     environment={"EVIDENCE_DIR": str(saved)}),))
+    with MotoServer(log_path=tmp_path / "moto.log",
+                    lambda_url=f"http://127.0.0.1:{lambda_port}") as moto:
+        endpoint = LambdaEndpoint(spec, port=lambda_port, log_path=tmp_path / "lambda.log",
+                                  pythonpath=[REPO], cwd=REPO).start()
+        try:
+            s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+            lam = boto3.client("lambda", endpoint_url=endpoint.url, region_name="us-east-1",
+                               aws_access_key_id="testing", aws_secret_access_key="testing")
+            s3.create_bucket(Bucket="outage")
+            _allow_s3(lam, "saver", "outage")
+            s3.put_bucket_notification_configuration(Bucket="outage", NotificationConfiguration={
+                "LambdaFunctionConfigurations": [{"LambdaFunctionArn": FUNCTION_ARN.format(
+                    "saver"), "Events": ["s3:ObjectCreated:*"]}]})
+            endpoint.stop()
+            # WHEN objects are uploaded meanwhile
+            for i in range(3):
+                s3.put_object(Bucket="outage", Key=f"while down {i}.mp4", Body=b"x")
+            time.sleep(1.0)
+            assert list(saved.iterdir()) == []
+            # THEN once the service is back, every upload's event reaches the function, once
+            endpoint.start()
+            events = wait_for(lambda: len(_events(saved)) == 3 and _events(saved),
+                              timeout_s=30, what="the three events after the outage")
+            assert sorted(unquote_plus(e["Records"][0]["s3"]["object"]["key"])
+                          for e in events) == [f"while down {i}.mp4" for i in range(3)]
+        finally:
+            endpoint.stop()
