@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SHARED ?= ../shared
 
-.PHONY: demo test test-unit bench lint clean venv system-tools roots image image-tools
+.PHONY: demo camera-demo test test-unit bench lint clean venv system-tools roots image image-tools
 
 DEMO_DIR := .cache/demo
 
@@ -20,15 +20,24 @@ demo: $(STAMP)
 		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
 		--expected $(DEMO_DIR)/expected.csv --results results
 
+# The camera path on the same sample data: every 15th frame of each clip through the one-stage
+# Function URL (answer over HTTP) and the two-stage one (answer on the response queue).
+camera-demo: $(STAMP)
+	$(PY) -m sampledata build --out $(DEMO_DIR)
+	$(PY) -m openstack_handler local camera-demo --videos $(DEMO_DIR)/videos \
+		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
+		--expected $(DEMO_DIR)/expected.csv
+
 test: lint roots image
 	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 16 minutes): the function per clip, the torch and
+# Benchmarks (not part of `make test`; about 21 minutes): the function per clip, the torch and
 # ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
-# against a synthetic function, end to end with the peer-style baseline; then bench/out/REPORT.md
+# against a synthetic function, end to end with the peer-style baseline, the camera path (100
+# frames, both stages, at the course's pace and flat out); then bench/out/REPORT.md
 # and PNG plots from bench/out/*.json.
 bench: $(STAMP) image
 	mkdir -p bench/out
@@ -39,11 +48,13 @@ bench: $(STAMP) image
 	$(PY) -m bench.orchestration --out bench/out
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --data $(SHARED)/data/cse546-2023 \
 		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
+	$(PY) -m bench.bench_camera --data $(SHARED)/data/cse546-2023 --count 100 \
+		--out bench/out > /dev/null
 	$(PY) -m bench.report --out bench/out > /dev/null
 	@echo "bench/out/REPORT.md written"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image sampledata bench tests
+	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image camera sampledata bench tests
 
 venv: $(STAMP)
 
@@ -87,7 +98,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet --upgrade pip; \
 	$(PIP) install --quiet $(TORCH_PINS); \
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0; \
-	$(PIP) install --quiet --no-warn-conflicts -e '.[function,local,openstack,dev,bench]'; \
+	$(PIP) install --quiet --no-warn-conflicts -e '.[function,local,camera,openstack,dev,bench]'; \
 	touch $(STAMP); \
 	echo "venv: built in $$(( $$(date +%s) - started )) s"
 

@@ -1,7 +1,7 @@
 """bench/out/*.json → bench/out/REPORT.md (tables, targets met/missed) and PNG plots.
 
-Renders whatever parts are present (function.json, e2e.json, orchestration.json); a missing part is
-listed as "not run".
+Renders whatever parts are present (function.json, e2e.json, orchestration.json, camera.json); a
+missing part is listed as "not run" (the camera part is left out).
 
     .venv/bin/python -m bench.report [--out bench/out] [--no-plots]
 """
@@ -392,6 +392,11 @@ def render(out: Path, *, with_plots: bool = True) -> str:
     lines += orchestration_section(orch) if orch else ["## 3. Orchestration", "", "not run", ""]
     if orch:
         lines += footprint_section(orch, e2e)
+    camera = load(out, "camera")
+    if camera:
+        from bench.bench_camera import render as camera_section
+
+        lines += camera_section(camera).splitlines() + [""]
     if with_plots:
         made = plots(out, fn, e2e, orch)
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in made] + [""]

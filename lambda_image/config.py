@@ -36,6 +36,20 @@ class FunctionSettings:
     output_bucket: str | None = None
     output_queue_url: str | None = None
     response_queue_url: str | None = None
+    #: The camera path's two stages: the request queue detect_handler sends faces to, and the
+    #: bucket for crops too large for a message (and frames a GET request names).
+    request_queue_url: str | None = None
+    frames_bucket: str | None = None
+    #: A frame is refused above this many pixels (decoding 50 megapixels costs ~150 MB).
+    max_image_pixels: int = 25_000_000
+    #: An S3 object a GET request names is refused above this size (a URL body stops at 6 MB).
+    max_object_bytes: int = 20 * 1024 * 1024
+    #: SQS's message size limit: a request message over it has its crops moved to S3.
+    max_message_bytes: int = 256 * 1024
+    #: Half the side of a face crop, as a multiple of the face box's longest side (1.0: a crop
+    #: twice the face, which holds everything the dlib embedder looks at around the box).
+    crop_margin: float = 1.0
+    crop_quality: int = 95
     #: None means the embedder's documented default (matching.DEFAULT_THRESHOLDS).
     match_threshold: float | None = None
     facenet_weights: Path | None = None
@@ -112,6 +126,9 @@ class FunctionSettings:
         agree = int(num("CONFIRM_AGREE", int, min(confirm.DEFAULT_AGREE, window)))
         if agree > window:
             raise ConfigError(f"CONFIRM_AGREE={agree} exceeds CONFIRM_FRAMES={window}")
+        quality = int(num("CROP_QUALITY", int, 95))
+        if quality > 100:
+            raise ConfigError(f"CROP_QUALITY is a JPEG quality, 1..100; got {quality}")
         log_format = (opt("LOG_FORMAT") or
                       ("json" if opt("AWS_LAMBDA_RUNTIME_API") else "console")).lower()
         if log_format not in ("json", "console"):
@@ -124,6 +141,13 @@ class FunctionSettings:
             output_bucket=opt("OUTPUT_BUCKET"),
             output_queue_url=opt("OUTPUT_QUEUE_URL"),
             response_queue_url=opt("RESPONSE_QUEUE_URL"),
+            request_queue_url=opt("REQUEST_QUEUE_URL"),
+            frames_bucket=opt("FRAMES_BUCKET"),
+            max_image_pixels=int(num("MAX_IMAGE_PIXELS", int, 25_000_000)),
+            max_object_bytes=int(num("MAX_OBJECT_BYTES", int, 20 * 1024 * 1024)),
+            max_message_bytes=int(num("MAX_MESSAGE_BYTES", int, 256 * 1024)),
+            crop_margin=float(num("CROP_MARGIN", float, 1.0)),
+            crop_quality=quality,
             match_threshold=float(num("MATCH_THRESHOLD", float, 0.0)) or None,
             facenet_weights=Path(weights) if weights else default_facenet_weights(env),
             inference_runtime=runtime,

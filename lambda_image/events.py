@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from lambda_image.errors import InvalidRequest
+from lambda_image.errors import InvalidImage, InvalidRequest, MethodNotAllowed
 
 
 @dataclass(frozen=True)
@@ -36,28 +36,114 @@ def s3_objects(event: Mapping[str, Any]) -> Iterator[S3Object]:
                        size=obj.get("size"))
 
 
+#: the longest request id a frame request may carry (it travels in queue messages and logs)
+MAX_REQUEST_ID_CHARS = 256
+
+
 @dataclass(frozen=True)
 class FrameRequest:
-    content: bytes
-    request_id: str
+    """One camera frame: its bytes (POST) or where they are in S3 (``GET ?bucket=&key=``)."""
+
+    request_id: str | None  # None: the caller sent none (the invocation's id answers it)
     filename: str | None
+    content: bytes | None = None
+    bucket: str | None = None
+    key: str | None = None
+
+
+def _http_method(event: Mapping[str, Any]) -> str | None:
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, Mapping) else None
+    method = http.get("method") if isinstance(http, Mapping) else None
+    return method.upper() if isinstance(method, str) else None
+
+
+def _body(event: Mapping[str, Any]) -> Any:
+    """The decoded JSON body of a Function URL event, or the event itself (a direct invoke)."""
+    if "body" not in event and _http_method(event) is None:
+        return event
+    body: Any = event.get("body")
+    if body is None or body == "":
+        raise InvalidRequest("the request has no body: POST a JSON object "
+                             '{"content": base64 image, "request_id", "filename"}')
+    if not isinstance(body, str):
+        return body
+    raw: bytes | str = body
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(f"the request body is not valid base64: {exc}") from exc
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"request body is not JSON: {exc}") from exc
+
+
+def checked_request_id(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'request_id' must be a string, not {type(value).__name__}")
+    if len(value) > MAX_REQUEST_ID_CHARS or not value.isprintable():
+        raise InvalidRequest(f"'request_id' must be printable and at most "
+                             f"{MAX_REQUEST_ID_CHARS} characters")
+    return value
+
+
+def checked_filename(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 1024:
+        raise InvalidRequest("'filename' must be a string of at most 1024 characters")
+    return value
 
 
 def frame_request(event: Mapping[str, Any]) -> FrameRequest:
-    """The JSON body of a Function URL event (or the body itself when invoked directly)."""
-    body: Any = event.get("body", event)
-    if isinstance(body, str):
-        if event.get("isBase64Encoded"):
-            body = base64.b64decode(body)
-        try:
-            body = json.loads(body)
-        except ValueError as exc:
-            raise InvalidRequest(f"request body is not JSON: {exc}") from exc
-    if not isinstance(body, Mapping) or not body.get("content"):
+    """The frame a Function URL event (payload format 2.0) or a direct invocation asks about.
+
+    POST (or a direct invoke): the JSON body ``{"content": base64, "request_id", "filename"}``.
+    GET: ``?bucket=B&key=K`` (the earliest camera client's form: the frame is in S3), with
+    optional ``request_id`` and ``filename``. Raises InvalidRequest (MethodNotAllowed for other
+    methods) or InvalidImage (an empty image).
+    """
+    method = _http_method(event)
+    if method == "GET":
+        params = event.get("queryStringParameters") or {}
+        if not isinstance(params, Mapping) or not params.get("bucket") or not params.get("key"):
+            raise InvalidRequest("a GET request needs ?bucket=B&key=K (the frame's S3 object)")
+        return FrameRequest(request_id=checked_request_id(params.get("request_id")),
+                            filename=checked_filename(params.get("filename")) or params["key"],
+                            bucket=params["bucket"], key=params["key"])
+    if method not in (None, "POST"):
+        raise MethodNotAllowed(f"{method} is not supported: POST a frame, or GET ?bucket=&key=")
+    body = _body(event)
+    if not isinstance(body, Mapping):
+        raise InvalidRequest(f"the request body must be a JSON object, not {type(body).__name__}")
+    request_id = checked_request_id(body.get("request_id"))
+    filename = checked_filename(body.get("filename"))
+    if "content" not in body or body["content"] is None:
         raise InvalidRequest("request body needs 'content' (base64 image)")
+    if not isinstance(body["content"], str):
+        raise InvalidRequest(f"'content' must be a base64 string, not "
+                             f"{type(body['content']).__name__}")
     try:
         content = base64.b64decode(body["content"], validate=True)
-    except (binascii.Error, ValueError, TypeError) as exc:
+    except (binascii.Error, ValueError) as exc:
         raise InvalidRequest(f"'content' is not base64: {exc}") from exc
-    return FrameRequest(content=content, request_id=str(body.get("request_id") or ""),
-                        filename=body.get("filename"))
+    if not content:
+        raise InvalidImage("the image is empty (0 bytes)")
+    return FrameRequest(request_id=request_id, filename=filename, content=content)
+
+
+def request_id_of(event: Mapping[str, Any]) -> str | None:
+    """The caller's request id if it can be read and is valid, else None (for error answers:
+    an id that is not a valid string is never echoed)."""
+    try:
+        if _http_method(event) == "GET":
+            params = event.get("queryStringParameters") or {}
+            return checked_request_id(params.get("request_id")) if isinstance(params, Mapping) else None
+        body = _body(event)
+        return checked_request_id(body.get("request_id")) if isinstance(body, Mapping) else None
+    except InvalidRequest:
+        return None

@@ -1,11 +1,17 @@
-"""Lambda entry points: `s3_handler` (S3 events, direct or via the daemon) and `frame_handler`
-(Function URL single-frame requests). Models and AWS clients are built once per process: at
-import when the function is configured (Lambda's init phase), otherwise on first use.
+"""Lambda entry points (one image; CMD picks one):
+
+- `s3_handler`: S3 events, direct or via the daemon (the video path);
+- `frame_handler`: a camera frame through a Function URL, answered in one invocation;
+- `detect_handler` and `recognize_handler`: the two-stage camera path — faces found on a frame
+  behind a Function URL go to the request queue, whose SQS trigger names them onto the response
+  queue (docs/contracts.md, "The camera path").
+
+Models and AWS clients are built once per process: at import when the function is configured
+(Lambda's init phase), otherwise on first use.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -16,13 +22,13 @@ from typing import Any
 
 import structlog
 
-from lambda_image import logs
+from lambda_image import camera, logs
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import ConfigError, InvalidInput
-from lambda_image.events import S3Object, frame_request, s3_objects
+from lambda_image.events import S3Object, s3_objects
 from lambda_image.matching import NO_PERSONS
 from lambda_image.outputs import SCHEMA, csv_key, person_rows, put_csv, render_csv, send_message
-from lambda_image.recognize import RecognitionResult, Recognizer
+from lambda_image.recognize import RecognitionResult, Recognizer, detector_from_settings
 from lambda_image.records import StudentRecords
 
 log = structlog.get_logger()
@@ -30,26 +36,50 @@ log = structlog.get_logger()
 
 @dataclass
 class Runtime:
-    """Per-process singletons: settings, the recognizer (models), boto3 clients."""
+    """Per-process singletons: settings, the models, boto3 clients.
+
+    `recognizer` is None in a process that only detects (detect_handler's): it is built the
+    first time something needs it (`recognition()`).
+    """
 
     settings: FunctionSettings
-    recognizer: Recognizer
+    recognizer: Recognizer | None
     s3: Any
     sqs: Any
     records: StudentRecords
+    detector: Any = None  # lambda_image.detection.FaceDetector when built on its own
 
     @classmethod
-    def build(cls, settings: FunctionSettings | None = None) -> Runtime:
+    def build(cls, settings: FunctionSettings | None = None, *,
+              recognition: bool = True) -> Runtime:
         import boto3
 
         settings = settings or FunctionSettings.from_env()
         logs.configure(json_lines=settings.log_json)
-        recognizer = Recognizer.from_settings(settings)
+        recognizer = Recognizer.from_settings(settings) if recognition else None
         session = boto3.session.Session()
-        _log_models(settings, recognizer)
+        if recognizer is not None:
+            _log_models(settings, recognizer)
         return cls(settings=settings, recognizer=recognizer,
                    s3=session.client("s3"), sqs=session.client("sqs"),
                    records=StudentRecords(session.client("dynamodb"), settings.students_table))
+
+    def recognition(self) -> Recognizer:
+        if self.recognizer is None:
+            with _runtime_lock:
+                if self.recognizer is None:
+                    self.recognizer = Recognizer.from_settings(self.settings)
+        return self.recognizer
+
+    def face_detector(self) -> Any:
+        """The recognizer's detector, or one of its own (detection needs no gallery models)."""
+        if self.recognizer is not None:
+            return self.recognizer.detector
+        if self.detector is None:
+            with _runtime_lock:
+                if self.detector is None:
+                    self.detector = detector_from_settings(self.settings)
+        return self.detector
 
 
 def _log_models(settings: FunctionSettings, recognizer: Recognizer) -> None:
@@ -70,7 +100,13 @@ def _log_models(settings: FunctionSettings, recognizer: Recognizer) -> None:
 
 
 _runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
+_runtime_lock = threading.RLock()
+
+
+def _detect_only() -> bool:
+    """Lambda's `_HANDLER` names the entry point this process serves: detect_handler needs the
+    detector alone, so its sandbox does not load the embedder."""
+    return os.environ.get("_HANDLER", "").replace(":", ".").endswith(".detect_handler")
 
 
 def runtime() -> Runtime:
@@ -78,7 +114,7 @@ def runtime() -> Runtime:
     if _runtime is None:
         with _runtime_lock:
             if _runtime is None:
-                _runtime = Runtime.build()
+                _runtime = Runtime.build(recognition=not _detect_only())
     return _runtime
 
 
@@ -124,12 +160,12 @@ def process_object(rt: Runtime, obj: S3Object, *, request_id: str) -> dict[str, 
         base = {"schema": SCHEMA, "request_id": request_id, "bucket": obj.bucket, "key": obj.key,
                 "etag": obj.etag, "version_id": obj.version_id}
         try:
-            result = rt.recognizer.recognize(data)
+            result = rt.recognition().recognize(data)
         except InvalidInput as exc:
             log.warning("recognize.invalid_input", error=str(exc))
             total = (time.perf_counter() - started) * 1000
             return {**base, "status": "error", "people": [], "faces": [],
-                    "embedder": rt.recognizer.embedder.name, "frames_sampled": 0,
+                    "embedder": rt.recognition().embedder.name, "frames_sampled": 0,
                     "extra_frames": 0,
                     "timings_ms": {"download": round(download_ms, 2), "write": 0.0,
                                    "total": round(total, 2)},
@@ -165,47 +201,38 @@ def _ok_message(rt: Runtime, base: dict[str, Any], result: RecognitionResult, ke
             "timings_ms": {k: round(v, 2) for k, v in timings.items()}}
 
 
-# --- Function URL: one frame ----------------------------------------------------------------------
+# --- the camera path (lambda_image.camera does the work) ---------------------------------------
 
 def frame_handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-    """`{"content": base64 image, "request_id", "filename"}` → HTTP `{"request_id", "result"}`.
+    """Function URL (payload format 2.0): one frame, detected and recognised in this invocation.
 
-    `result` is the most prominent person's name (`unknown_person` / `no_persons_found`). The
-    answer also goes to RESPONSE_QUEUE_URL when configured. A bad image is a 400, not an error.
+    POST `{"content": base64 image, "request_id", "filename"}` or GET `?bucket=&key=` → HTTP 200
+    with the answer `{"request_id", "result", "people", "faces", "timings_ms"}` (also sent to
+    RESPONSE_QUEUE_URL when configured); a bad request is a 4xx `{"request_id", "error"}`.
     """
-    rt = runtime()
-    try:
-        request = frame_request(event)
-        result = rt.recognizer.recognize_image(request.content)
-    except InvalidInput as exc:
-        log.warning("frame.invalid_input", error=str(exc))
-        body = {"request_id": _body_request_id(event), "error": {"type": type(exc).__name__,
-                                                                 "reason": str(exc)}}
-        return _http(400, body)
-    answer = {"request_id": request.request_id or _request_id(context),
-              "result": result.names[0] if result.names else NO_PERSONS}
-    if rt.settings.response_queue_url:
-        send_message(rt.sqs, rt.settings.response_queue_url, answer)
-    log.info("frame.done", filename=request.filename, result=answer["result"],
-             faces=len(result.faces))
-    return _http(200, answer)
+    return camera.answer_frame(runtime(), event, _request_id(context))
 
 
-def _body_request_id(event: Mapping[str, Any]) -> str | None:
-    try:
-        body = json.loads(event["body"]) if isinstance(event.get("body"), str) else event
-        return body.get("request_id")
-    except (ValueError, KeyError, AttributeError):
-        return None
+def detect_handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """Function URL, first stage: the frame's faces go to REQUEST_QUEUE_URL (one message, crops
+    spilled to FRAMES_BUCKET past 256 KB) → HTTP 200 `{"request_id", "faces"}`. A frame without a
+    face is answered `no_persons_found` on the response queue at once."""
+    return camera.detect_frame(runtime(), event, _request_id(context))
 
 
-def _http(status: int, body: Mapping[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(body), "isBase64Encoded": False}
+def recognize_handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """SQS trigger, second stage: each record's faces are named and the answer sent to its
+    `reply_to` (else RESPONSE_QUEUE_URL). Returns `{"batchItemFailures": [...]}` naming only the
+    records whose answer could not be sent (they come back); a malformed record is answered
+    with an error and not retried."""
+    return camera.recognize_records(runtime(), event)
 
 
 # Lambda's init phase: a configured function (GALLERY_PATH set) builds its models and clients at
 # import, so the first invocation of a fresh container, or of a warm local-endpoint worker, does
 # not pay for them. Unconfigured imports (tests, the CLI) stay light and build on first use.
 if os.environ.get("GALLERY_PATH"):
-    runtime()
+    if _detect_only():
+        runtime().face_detector()
+    else:
+        runtime()

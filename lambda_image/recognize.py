@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
-from PIL import Image, UnidentifiedImageError
 
 from lambda_image import confirm
 from lambda_image.config import FunctionSettings
 from lambda_image.detection import Detection, FaceDetector
 from lambda_image.embedders import Embedder, build_embedder
-from lambda_image.errors import InvalidImage
 from lambda_image.gallery import Gallery, load_gallery
+from lambda_image.images import DEFAULT_MAX_PIXELS, decode_image, still_frame
 from lambda_image.matching import UNKNOWN, Match, Matcher
 from lambda_image.video import Frame, sample_frames
 
@@ -153,6 +151,18 @@ def pull(looks: Iterable[Look], rule: confirm.ConfirmRule) -> tuple[list[list[Fa
     return per_frame, len(later)
 
 
+def detector_from_settings(settings: FunctionSettings) -> FaceDetector:
+    """MTCNN in *settings*' runtime: torch (threads set here) or onnx (the exported models)."""
+    runtime = settings.inference_runtime
+    model_dir = settings.require_model_dir() if runtime == "onnx" else None
+    if runtime == "torch":
+        import torch
+
+        torch.set_num_threads(settings.inference_threads)
+    return FaceDetector(min_face_px=settings.min_face_px, factor=settings.detect_factor,
+                        runtime=runtime, model_dir=model_dir, threads=settings.inference_threads)
+
+
 class Recognizer:
     """Detector + embedder + matcher, built once per process and reused for every video."""
 
@@ -162,7 +172,8 @@ class Recognizer:
                  confirm_band: float = confirm.DEFAULT_BAND,
                  confirm_margin: float = confirm.DEFAULT_MARGIN,
                  confirm_window: int = confirm.DEFAULT_WINDOW,
-                 confirm_agree: int = confirm.DEFAULT_AGREE) -> None:
+                 confirm_agree: int = confirm.DEFAULT_AGREE,
+                 max_image_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if embedder.name != gallery.embedder:
             raise ValueError(f"{gallery.embedder} gallery needs the {gallery.embedder} embedder")
         self.gallery = gallery
@@ -175,6 +186,7 @@ class Recognizer:
         self.max_frames = max_frames
         self.max_decode_s = max_decode_s
         self.detect_max_side = detect_max_side
+        self.max_image_pixels = max_image_pixels
 
     @classmethod
     def from_settings(cls, settings: FunctionSettings) -> Recognizer:
@@ -182,14 +194,8 @@ class Recognizer:
         the exported model directory and never imports torch."""
         runtime = settings.inference_runtime
         model_dir = settings.require_model_dir() if runtime == "onnx" else None
-        if runtime == "torch":
-            import torch
-
-            torch.set_num_threads(settings.inference_threads)
         gallery = load_gallery(settings.require_gallery())
-        detector = FaceDetector(min_face_px=settings.min_face_px, factor=settings.detect_factor,
-                                runtime=runtime, model_dir=model_dir,
-                                threads=settings.inference_threads)
+        detector = detector_from_settings(settings)
         embedder = build_embedder(gallery.embedder, facenet_weights=settings.facenet_weights,
                                   dlib_encoder=settings.dlib_runner,
                                   cache_dir=settings.model_cache_dir, runtime=runtime,
@@ -199,7 +205,8 @@ class Recognizer:
                    max_decode_s=settings.max_decode_seconds,
                    detect_max_side=settings.detect_max_side,
                    confirm_band=settings.confirm_band, confirm_margin=settings.confirm_margin,
-                   confirm_window=settings.confirm_frames, confirm_agree=settings.confirm_agree)
+                   confirm_window=settings.confirm_frames, confirm_agree=settings.confirm_agree,
+                   max_image_pixels=settings.max_image_pixels)
 
     def recognize(self, source: Path | str | bytes) -> RecognitionResult:
         """Sample frames until one yields a recognised face (or the caps are hit); a borderline
@@ -215,20 +222,34 @@ class Recognizer:
 
     def recognize_image(self, data: bytes) -> RecognitionResult:
         """One still image (the function-URL frame request): with no further frame, a borderline
-        face is named only on a clear margin. Raises InvalidImage."""
-        timer = Timer()
+        face is named only on a clear margin. Raises InvalidImage (ImageTooLarge)."""
         started = time.perf_counter()
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                image = im.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise InvalidImage(f"not a decodable image: {exc}") from exc
-        rgb = np.ascontiguousarray(np.asarray(image))
-        scale = min(1.0, self.detect_max_side / max(image.size))
-        small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BOX) if scale < 1.0 else image
-        frame = Frame(index=0, time_s=0.0, rgb=rgb, small=small, scale=scale)
+        image = decode_image(data, max_pixels=self.max_image_pixels)
+        timer = Timer()
+        timer.ms["decode"] = (time.perf_counter() - started) * 1000.0
+        frame = still_frame(image, detect_max_side=self.detect_max_side)
         return self._run(iter([frame]), timer, started)
+
+    def recognize_faces(self, faces: Sequence[tuple[np.ndarray, Detection, Detection]],
+                        ) -> RecognitionResult:
+        """Faces already detected on one frame, each as (its crop, the face in the crop's
+        pixels, the face in the frame's): the second stage of the camera path. They are judged
+        as `recognize_image` judges a frame's faces — one frame, so a borderline face is named
+        only on a clear margin — and reported in frame pixels."""
+        started = time.perf_counter()
+        look = Look(0, [], [])
+        for crop, in_crop, in_frame in faces:
+            (match,) = self.matcher.match(self.embedder.embed(crop, [in_crop]))
+            face, sighting = self._face_result(0, in_frame, match)
+            look.faces.append(face)
+            look.sightings.append(sighting)
+        per_frame, extra = pull(iter([look]), self.rule)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        return RecognitionResult(names=decide(per_frame), faces=per_frame[0],
+                                 frames_sampled=1, embedder=self.embedder.name,
+                                 timings_ms={"embed": round(elapsed, 2),
+                                             "recognize": round(elapsed, 2)},
+                                 extra_frames=extra)
 
     def _run(self, frames: Iterable[Frame], timer: Timer, started: float) -> RecognitionResult:
         per_frame, extra = pull(self._looks(frames, timer), self.rule)
@@ -256,11 +277,18 @@ class Recognizer:
         matches: list[Match] = self.matcher.match(self.embedder.embed(frame.rgb, faces))
         look = Look(frame.index, [], [])
         for f, m in zip(faces, matches, strict=True):
-            look.faces.append(FaceResult(
-                name=m.name, distance=m.distance, frame=frame.index,
-                box=tuple(round(v) for v in f.box), nearest=m.nearest, runner_up=m.runner_up,
-                runner_up_distance=m.runner_up_distance,
-                decision=confirm.first_look(m.distance, m.margin, self.rule),
-                frames=(frame.index,), distances=(m.distance,)))
-            look.sightings.append(confirm.Sighting(box=f.box, identities=m.identities))
+            face, sighting = self._face_result(frame.index, f, m)
+            look.faces.append(face)
+            look.sightings.append(sighting)
         return look
+
+    def _face_result(self, index: int, f: Detection, m: Match,
+                     ) -> tuple[FaceResult, confirm.Sighting]:
+        """One face's first look: its result and what the borderline rule follows."""
+        face = FaceResult(
+            name=m.name, distance=m.distance, frame=index,
+            box=tuple(round(v) for v in f.box), nearest=m.nearest, runner_up=m.runner_up,
+            runner_up_distance=m.runner_up_distance,
+            decision=confirm.first_look(m.distance, m.margin, self.rule),
+            frames=(index,), distances=(m.distance,))
+        return face, confirm.Sighting(box=f.box, identities=m.identities)

@@ -23,12 +23,18 @@ from typing import IO, Any, Self
 
 import boto3
 import structlog
+from botocore.exceptions import ClientError
 
 from localcloud.awslambda.endpoint import LambdaEndpoint
 from localcloud.awslambda.faults import FaultSpec
 from localcloud.awslambda.spec import EndpointSpec, FunctionSpec, split_handler
 from localcloud.moto_server import MotoServer
 from localcloud.workdir import WorkDir
+from openstack_handler.camera_provisioning import (
+    ProvisionedCamera,
+    camera_environment,
+    provision_camera,
+)
 from openstack_handler.provisioning import (
     Provisioned,
     ProvisioningError,
@@ -53,29 +59,42 @@ IMAGE_GALLERY = "/opt/gallery/encoding"
 
 
 class EndpointSession:
-    """A boto3 Session whose clients all talk to one endpoint (without touching os.environ)."""
+    """A boto3 Session whose clients all talk to one endpoint (without touching os.environ),
+    except the services *overrides* sends elsewhere (e.g. lambda to the Lambda endpoint)."""
 
-    def __init__(self, endpoint_url: str, region: str = REGION) -> None:
+    def __init__(self, endpoint_url: str, region: str = REGION,
+                 overrides: Mapping[str, str] | None = None) -> None:
         self.endpoint_url = endpoint_url
+        self.overrides = dict(overrides or {})
         self._session = boto3.session.Session(
             region_name=region, aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
+    def _url(self, service_name: str) -> str:
+        return self.overrides.get(service_name, self.endpoint_url)
+
     def client(self, service_name: str, **kwargs: Any) -> Any:
-        return self._session.client(service_name, endpoint_url=self.endpoint_url, **kwargs)
+        return self._session.client(service_name, endpoint_url=self._url(service_name),
+                                    **kwargs)
 
     def resource(self, service_name: str, **kwargs: Any) -> Any:
-        return self._session.resource(service_name, endpoint_url=self.endpoint_url, **kwargs)
+        return self._session.resource(service_name, endpoint_url=self._url(service_name),
+                                      **kwargs)
 
 
 class LocalCloud:
     """Start, provision and seed everything; `stop()` (or leaving the `with`) tears it down.
 
     Function timeout and memory come from *resources* (one source of truth with provisioning);
-    *concurrency* is the number of warm workers (the machine's cores is a sensible maximum).
+    *concurrency* is the number of warm workers of the video function (the machine's cores is
+    a sensible maximum). With *camera*, the camera path's three functions run too
+    (*camera_concurrency* workers each), with their URLs and the request queue's trigger
+    provisioned through the Lambda endpoint's API; *video* False leaves the video function out.
+    The URLs' auth type is *resources*' `url_auth_type`; the default here is NONE (the cloud
+    listens on 127.0.0.1 only), so clients written for the course call them unsigned.
 
-    With *image* (a built function image, e.g. ``localhost/face-recognition:<tag>``) the function
-    runs as Lambda runs container images (:mod:`localcloud.awslambda.environment`): the gallery
+    With *image* (a built function image, e.g. ``localhost/face-recognition:<tag>``) the functions
+    (the camera path's too, CMD picking each entry point) run as Lambda runs container images (:mod:`localcloud.awslambda.environment`): the gallery
     is put into the image as a user's ``COPY`` would (one layer more, cached), and *handler* is
     the CMD. Without it, *handler* runs in warm worker processes: faster, the suite's default.
     """
@@ -85,10 +104,19 @@ class LocalCloud:
                  concurrency: int = 2, extra_environment: Mapping[str, str] | None = None,
                  work_dir: Path | None = None, host: str = "127.0.0.1",
                  pythonpath: Sequence[Path] = (), start_timeout_s: float = 180.0,
-                 faults: FaultSpec | None = None, image: str | None = None) -> None:
+                 faults: FaultSpec | None = None, camera: bool = False,
+                 camera_concurrency: int = 1, video: bool = True,
+                 camera_handler: str | None = None,
+                 event_source_poll_wait_s: int = 5, image: str | None = None) -> None:
         self.gallery = gallery
         self.students = students
-        self.resources = resources or ResourceSpec(prefix="local")
+        self.resources = resources or ResourceSpec(prefix="local", url_auth_type="NONE")
+        self.camera_enabled = camera
+        self.camera_concurrency = camera_concurrency
+        self.camera_handler = camera_handler  # tests: one stand-in handler for all three
+        self.video_enabled = video
+        self.event_source_poll_wait_s = event_source_poll_wait_s
+        self._camera: ProvisionedCamera | None = None
         self.handler = handler
         self.concurrency = concurrency
         self.extra_environment = dict(extra_environment or {})
@@ -130,14 +158,25 @@ class LocalCloud:
             from localcloud.awslambda.image import with_files
 
             self._function_image = with_files(self.image, {IMAGE_GALLERY: self.gallery})
+        functions = ((self.function_spec(),) if self.video_enabled else ()) + (
+            self.camera_function_specs() if self.camera_enabled else ())
+        if not functions:
+            raise ValueError("LocalCloud needs the video function, the camera path or both")
         self.endpoint = LambdaEndpoint(
-            EndpointSpec(functions=(self.function_spec(),), region=REGION,
-                         account_id=self._provisioned.account_id),
+            EndpointSpec(functions=functions, region=REGION,
+                         account_id=self._provisioned.account_id,
+                         aws_endpoint_url=self.moto.url,
+                         credentials={DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]:
+                                      DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]},
+                         event_source_poll_wait_s=self.event_source_poll_wait_s),
             host=self.host, log_path=self.work_dir / "lambda.log", pythonpath=self.pythonpath,
             env=_without_aws_variables(os.environ))
         self.endpoint.start(timeout_s=self.start_timeout_s)
+        if self.camera_enabled:
+            self._camera = self.provision_camera()
         log.info("local_cloud_up", moto=self.moto.url, lambda_url=self.endpoint.url,
-                 work_dir=str(self.work_dir))
+                 work_dir=str(self.work_dir),
+                 camera=self._camera.to_json() if self._camera else None)
 
     def stop(self) -> None:
         if self.endpoint is not None:
@@ -180,6 +219,43 @@ class LocalCloud:
             raise RuntimeError("LocalCloud is not started")
         return self.endpoint.url
 
+    def session(self) -> EndpointSession:
+        """Clients of this cloud: moto for S3/SQS/DynamoDB, the Lambda endpoint for lambda."""
+        overrides = {"lambda": self.lambda_url} if self.endpoint is not None else {}
+        return EndpointSession(self.moto_url, overrides=overrides)
+
+    def provision_camera(self) -> ProvisionedCamera:
+        """The camera path's URLs, permission and trigger, with the same boto3 calls as on AWS
+        (idempotent: what exists is left as it is)."""
+        return provision_camera(self.session(), self.resources, self.provisioned)
+
+    @property
+    def camera(self) -> ProvisionedCamera:
+        if self._camera is None:
+            raise RuntimeError("LocalCloud was not started with camera=True")
+        return self._camera
+
+    def camera_function_specs(self) -> tuple[FunctionSpec, ...]:
+        """The camera path's three functions: entry points of the one image (with *image*, run
+        from it, CMD picking the entry point), else in warm worker processes."""
+        extra = {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS, **self.extra_environment}
+        gallery = IMAGE_GALLERY if self.image is not None else str(self.gallery.resolve())
+        specs = []
+        for name, entry in self.resources.camera_functions().items():
+            handler = self.camera_handler or entry
+            code: dict[str, Any] = {"handler": handler}
+            if self.image is not None:
+                assert self._function_image is not None, "start() puts the gallery into the image"
+                code = {"image": self._function_image, "command": (lambda_handler(handler),)}
+            specs.append(FunctionSpec(
+                name=name, **code, timeout_s=self.resources.camera_function_timeout_s,
+                memory_mb=self.resources.camera_function_memory_mb,
+                concurrency=self.camera_concurrency,
+                environment=camera_environment(self.resources, self.provisioned, name, gallery,
+                                               extra),
+                faults=self.faults))
+        return tuple(specs)
+
     def function_spec(self) -> FunctionSpec:
         """The function as the endpoint runs it: contract environment + the way to reach moto."""
         gallery = IMAGE_GALLERY if self.image is not None else str(self.gallery.resolve())
@@ -196,17 +272,20 @@ class LocalCloud:
                             concurrency=self.concurrency, environment=environment,
                             faults=self.faults)
 
-    def set_faults(self, faults: FaultSpec | Mapping[str, Any] | None) -> dict[str, Any]:
-        """Change the running function's injected faults (None: none), e.g. to fix a cause."""
+    def set_faults(self, faults: FaultSpec | Mapping[str, Any] | None,
+                   function: str | None = None) -> dict[str, Any]:
+        """Change a running function's injected faults (None: none), e.g. to fix a cause;
+        default the video function."""
         if self.endpoint is None:
             raise RuntimeError("LocalCloud is not started")
-        return self.endpoint.set_faults(faults, self.resources.function_name)
+        return self.endpoint.set_faults(faults, function or self.resources.function_name)
 
-    def function_stats(self) -> dict[str, Any]:
-        """The function's /health counters: invocations (handler runs), injected_*, throttles."""
+    def function_stats(self, function: str | None = None) -> dict[str, Any]:
+        """A function's /health counters (default: the video function's): invocations (handler
+        runs), injected_*, throttles."""
         if self.endpoint is None:
             raise RuntimeError("LocalCloud is not started")
-        return dict(self.endpoint.health()["functions"][self.resources.function_name])
+        return dict(self.endpoint.health()["functions"][function or self.resources.function_name])
 
     def client_env(self) -> dict[str, str]:
         """Environment for any boto3 client of this cloud (the daemon, the CLI, tests)."""
@@ -223,6 +302,7 @@ class LocalCloud:
                 "region": p.region, "concurrency": concurrency,
                 "function_timeout_s": self.resources.function_timeout_s,
                 "input_dlq_url": p.input_dlq_url, "output_dlq_url": p.output_dlq_url,
+                "request_queue_url": p.request_queue_url, "request_dlq_url": p.request_dlq_url,
                 # The endpoints themselves: the file alone decides where the daemon goes.
                 "endpoint_url": self.moto_url, "lambda_endpoint_url": self.lambda_url}
 
@@ -268,12 +348,27 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+def camera_lines(camera: ProvisionedCamera) -> list[str]:
+    """What `local up` prints about the camera path: where to send frames, where answers are."""
+    auth = ("NONE: no signature, the cloud listens on 127.0.0.1 only" if camera.auth_type
+            == "NONE" else "AWS_IAM: sign with SigV4 (python -m camera send --auth AWS_IAM)")
+    send = (f"#   python -m camera send --url {camera.detect_url} --response-queue "
+            f"{camera.response_queue_url} --video clip.mp4")
+    return [f"# camera path (Function URLs, auth {auth}):",
+            f"#   one stage  (frame_handler, the answer over HTTP):     {camera.frame_url}",
+            f"#   two stages (detect_handler, the answer on the queue): {camera.detect_url}",
+            f"#   response queue:                                       {camera.response_queue_url}",
+            f"#   frames bucket (GET URL?bucket=&key=):                 {camera.frames_bucket}",
+            send]
+
+
 def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
                  results_dir: Path = Path("results"), state_dir: Path | None = None,
                  daemon_concurrency: int = 4, function_concurrency: int = 2,
                  handler: str = DEFAULT_HANDLER, resources: ResourceSpec | None = None,
                  work_dir: Path | None = None, keep_work_dir: bool = False,
-                 out: IO[str] | None = None) -> int:
+                 camera: bool = True, camera_concurrency: int = 1,
+                 camera_handler: str | None = None, out: IO[str] | None = None) -> int:
     """Run the local cloud in the foreground until SIGINT/SIGTERM; 0 on a clean stop, 1 if it
     could not start or a server died. Its scratch folder (logs, and the config and state unless
     placed elsewhere) goes with a clean stop unless *keep_work_dir*; a failure keeps it."""
@@ -281,12 +376,14 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
     scratch = WorkDir("localcloud-", given=work_dir, keep=keep_work_dir)
     work_dir = scratch.path
     cloud = LocalCloud(gallery=gallery, students=students, resources=resources, handler=handler,
-                       concurrency=function_concurrency, work_dir=work_dir)
+                       concurrency=function_concurrency, work_dir=work_dir, camera=camera,
+                       camera_concurrency=camera_concurrency, camera_handler=camera_handler)
     code = 1
     with _stop_on_signals() as stop:
         try:
             cloud.start()
-        except (OSError, TimeoutError, RuntimeError, ValueError, ProvisioningError) as exc:
+        except (OSError, TimeoutError, RuntimeError, ValueError, ProvisioningError,
+                ClientError) as exc:
             print(f"local cloud failed to start: {exc}", file=sys.stderr)
             scratch.finish(False)
             return 1
@@ -303,6 +400,9 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
             print("# for your own aws CLI or boto3 calls against this cloud:", file=out)
             for key, value in cloud.client_env().items():
                 print(f"export {key}={value}", file=out)
+            if camera:
+                for line in camera_lines(cloud.camera):
+                    print(line, file=out)
             out.flush()
             while not stop.wait(1.0):
                 if not cloud.is_running():

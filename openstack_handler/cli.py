@@ -7,11 +7,11 @@
     openstack-handler status --config FILE   queue depths and what this machine's daemons processed
     openstack-handler status --cloud NAME    every handler server's heartbeat (server metadata);
                                              one of the two (exit 69 if the queues cannot be read)
-    openstack-handler redrive --config FILE [--queue input|output|both]
+    openstack-handler redrive --config FILE [--queue input|output|both|request]
                                              move dead letters back once their cause is fixed
     openstack-handler forget --config FILE KEY...  forget processed videos: their next upload
                                              is processed again (de-duplication drops it)
-    openstack-handler local up|demo ...      the embedded local cloud (moto + Lambda endpoint)
+    openstack-handler local up|demo|camera-demo ...  the embedded local cloud (moto + Lambda)
     openstack-handler aws provision ...      the AWS resources, from one declarative definition
 
 Other commands (``local …``, ``aws provision``) are registered by the hooks below; they must import
@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 moved; 1 some could not be sent; 69 SQS unreachable; 78 no "
                "dead-letter queue, or bad configuration")
     _add_config_argument(redrive)
-    redrive.add_argument("--queue", choices=("input", "output", "both"), default="input",
-                         help="whose dead letters to move back (default: input)")
+    redrive.add_argument("--queue", choices=("input", "output", "both", "request"),
+                         default="input",
+                         help="whose dead letters to move back (default: input; both: input and "
+                              "output; request: the camera path's request queue)")
     redrive.set_defaults(func=_cmd_redrive)
 
     forget = sub.add_parser(
@@ -307,11 +309,17 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
     configure_logging(None, level="warning", stream=sys.stderr)  # stdout: what was moved
     sqs, endpoint = sqs_client(settings)
     queues = {"input": (settings.input_queue_url, settings.input_dlq_url),
-              "output": (settings.output_queue_url, settings.output_dlq_url)}
+              "output": (settings.output_queue_url, settings.output_dlq_url),
+              "request": (settings.request_queue_url, settings.request_dlq_url)}
     names = ["input", "output"] if args.queue == "both" else [args.queue]
     code = ExitCode.OK
     for name in names:
         source, configured = queues[name]
+        if source is None:
+            print(f"{name}: no queue (set {name}_queue_url: `local up` and `aws provision` "
+                  "write it)", file=sys.stderr)
+            code = ExitCode.CONFIG_ERROR
+            continue
         try:
             dlq = dlq_url_for(sqs, name, source, configured)
             if dlq is None:
@@ -321,8 +329,12 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
                 continue
             # Only what is there now: a message that fails again and returns meanwhile waits
             # for the next redrive instead of circling.
-            waiting = queue_depth(sqs, f"{name} DLQ", dlq).visible or 0
-            result = move_messages(sqs, dlq, source, queue=name, limit=waiting)
+            depth = queue_depth(sqs, f"{name} DLQ", dlq, endpoint)
+            if depth.error is not None:  # not "0 waiting": say why nothing could be read
+                print(f"{name}: {depth.reason}", file=sys.stderr)
+                code = ExitCode.UNAVAILABLE
+                continue
+            result = move_messages(sqs, dlq, source, queue=name, limit=depth.visible or 0)
         except BotoCoreError as exc:
             print(f"{name}: {endpoint.unreachable(exc)}", file=sys.stderr)
             code = ExitCode.UNAVAILABLE

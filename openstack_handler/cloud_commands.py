@@ -34,6 +34,13 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
                     help="results dir written into the daemon config (default: %(default)s, "
                          "relative to the current directory)")
+    up.add_argument("--no-camera", dest="camera", action="store_false",
+                    help="leave out the camera path (its three functions, URLs and trigger)")
+    up.add_argument("--camera-concurrency", type=int, default=1, metavar="N",
+                    help="warm workers per camera function (default: %(default)s)")
+    up.add_argument("--url-auth-type", choices=("NONE", "AWS_IAM"), default="NONE",
+                    help="the camera URLs' auth type (default: %(default)s: the local cloud "
+                         "listens on 127.0.0.1 only, and the course's clients do not sign)")
     up.set_defaults(func=_cmd_local_up)
 
     demo = local_sub.add_parser(
@@ -56,6 +63,27 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                       help="give up on results after this long (default: %(default)s)")
     demo.set_defaults(func=_cmd_local_demo)
+
+    camera = local_sub.add_parser(
+        "camera-demo", help="send the frames of a folder of videos through the camera path "
+                            "(both stages) and print a table",
+        description="Start the local cloud with the camera path only, run the camera client "
+                    "(python -m camera send) on every file of --videos through the one-stage "
+                    "URL and the two-stage URL + response queue, and print a row per frame "
+                    "(with --expected, whether each answer is right).",
+        epilog="exit status: 0 every frame answered (rightly) by both stages; 1 otherwise")
+    _add_function_inputs(camera)
+    _add_keep_work_dir(camera)
+    camera.add_argument("--videos", type=Path, required=True, metavar="DIR",
+                        help="folder of videos, whose every --every-th frame is sent")
+    camera.add_argument("--expected", type=Path, metavar="FILE",
+                        help="CSV `video,names`: a frame's answer is right when it is one of "
+                             "its video's names")
+    camera.add_argument("--every", type=int, default=15, metavar="N",
+                        help="send every N-th frame (default: %(default)s, as the course's Pi)")
+    camera.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for one answer (default: %(default)s)")
+    camera.set_defaults(func=_cmd_local_camera_demo)
 
 
 def _add_keep_work_dir(parser: argparse.ArgumentParser) -> None:
@@ -80,10 +108,14 @@ def _cmd_local_up(args: argparse.Namespace) -> int:
 
     configure_logging(None, level="info")
 
+    from openstack_handler.provisioning import ResourceSpec
+
     return run_local_up(args.config_out, args.gallery, args.students, results_dir=args.results,
                         function_concurrency=args.function_concurrency,
                         daemon_concurrency=args.function_concurrency,
-                        keep_work_dir=args.keep_work_dir)
+                        keep_work_dir=args.keep_work_dir, camera=args.camera,
+                        camera_concurrency=args.camera_concurrency,
+                        resources=ResourceSpec(prefix="local", url_auth_type=args.url_auth_type))
 
 
 def _cmd_local_demo(args: argparse.Namespace) -> int:
@@ -97,6 +129,18 @@ def _cmd_local_demo(args: argparse.Namespace) -> int:
                             function_concurrency=args.function_concurrency,
                             daemon_concurrency=args.daemon_concurrency or args.function_concurrency,
                             timeout_s=args.timeout, keep_work_dir=args.keep_work_dir)
+    return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
+
+
+def _cmd_local_camera_demo(args: argparse.Namespace) -> int:
+    from localcloud.camera_demo import run_camera_demo
+    from openstack_handler.logs import configure_logging
+
+    configure_logging(False, level="warning")  # the table is the output; details are in the logs
+    report = run_camera_demo(videos=args.videos, gallery=args.gallery, students=args.students,
+                             expected=args.expected, every=args.every,
+                             concurrency=args.function_concurrency, timeout_s=args.timeout,
+                             keep_work_dir=args.keep_work_dir)
     return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
 
 
@@ -137,14 +181,23 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
                                           "function and its least-privilege role")
     prov.add_argument("--gallery-in-image", default="/var/task/gallery/encoding",
                       help="GALLERY_PATH inside the image (default: %(default)s)")
+    prov.add_argument("--url-auth-type", choices=("AWS_IAM", "NONE"), default="AWS_IAM",
+                      help="auth type of the camera path's Function URLs (with --image-uri). "
+                           "AWS_IAM (the default): callers sign with SigV4. NONE: the URLs "
+                           "are public, anyone who has them can call them")
     prov.add_argument("--json", action="store_true",
-                      help='print {"changed", "changes", "settings"} (for Ansible) instead of lines')
+                      help='print {"changed", "changes", "settings", "camera"} (for Ansible) '
+                           "instead of lines")
     prov.set_defaults(func=_cmd_aws_provision)
 
 
 def _cmd_aws_provision(args: argparse.Namespace) -> int:
     import boto3
 
+    from openstack_handler.camera_provisioning import (
+        provision_camera,
+        provision_camera_functions,
+    )
     from openstack_handler.logs import configure_logging
     from openstack_handler.provisioning import (
         Change,
@@ -163,7 +216,12 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     configure_logging(None, level="warning", stream=sys.stderr)  # stdout: the changes, once
     session = boto3.session.Session(region_name=args.region)
-    spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout)
+    spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout,
+                        url_auth_type=args.url_auth_type)
+    if args.url_auth_type == "NONE":
+        print("openstack-handler: warning: --url-auth-type NONE makes the camera URLs public: "
+              "anyone who has them can invoke the functions (and run up the bill)",
+              file=sys.stderr)
     provisioned = provision(session, spec)
     changes = list(provisioned.changes)
     if args.students:
@@ -172,16 +230,24 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         if seeded:
             changes.append(Change("dynamodb table", provisioned.students_table, "updated",
                                   f"{seeded} student records written"))
+    camera = None
     if args.image_uri:
         function = provision_function(session, spec, args.image_uri, args.gallery_in_image,
                                       provisioned=provisioned)
         changes.extend(function.changes)
+        for made in provision_camera_functions(session, spec, args.image_uri,
+                                               args.gallery_in_image, provisioned):
+            changes.extend(made.changes)
+        camera = provision_camera(session, spec, provisioned)
+        changes.extend(camera.changes)
     values = _read_toml(args.config_out)
     values.update({
         "input_queue_url": provisioned.input_queue_url,
         "output_queue_url": provisioned.output_queue_url,
         "input_dlq_url": provisioned.input_dlq_url,
         "output_dlq_url": provisioned.output_dlq_url,
+        "request_queue_url": provisioned.request_queue_url,
+        "request_dlq_url": provisioned.request_dlq_url,
         "function_name": spec.function_name,
         "function_timeout_s": spec.function_timeout_s,
         "region": provisioned.region,
@@ -196,8 +262,11 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
     load_settings(args.config_out, env={})  # what we wrote must load: fail here, not in the daemon
     if args.json:
         print(json.dumps({"changed": bool(changes), "changes": [str(c) for c in changes],
-                          "settings": values}))
+                          "settings": values, "camera": camera.to_json() if camera else None}))
     else:
+        if camera is not None:
+            print(f"camera: one stage {camera.frame_url}, two stages {camera.detect_url} "
+                  f"(auth {camera.auth_type}), answers on {camera.response_queue_url}")
         print(describe_changes(changes))  # the last line reads "unchanged" when nothing changed
     return int(ExitCode.OK)
 

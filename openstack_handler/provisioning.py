@@ -3,6 +3,9 @@
 Used by the local cloud (against moto) and by `openstack-handler aws provision` (against AWS), so
 both run the same buckets, queues, redrive policies, notification and table. Every `ensure` step
 reads first and writes only what differs; the returned changes list is empty on a second run.
+`ResourceSpec` also names the camera path's functions and their settings; the Lambda side of
+that path (URLs, permissions, the queue trigger) is applied by
+:mod:`openstack_handler.camera_provisioning` from the same spec.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 log = structlog.get_logger()
 
 NOTIFICATION_ID = "input-objects-to-queue"
+CROPS_LIFECYCLE_ID = "expire-face-crops"
+URL_AUTH_TYPES = ("AWS_IAM", "NONE")
 ROLE_POLICY_NAME = "least-privilege"
 DEFAULT_COMMAND = "lambda_image.handlers.s3_handler"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -69,11 +74,40 @@ class ResourceSpec:
     receive_wait_s: int = 20  # long polling by default
     message_retention_s: int = 4 * 24 * 3600
     dlq_retention_s: int = 14 * 24 * 3600  # the maximum: time to look at what failed
+    # -- the camera path: frames through Function URLs, faces through the request queue -------
+    frames_bucket: str = ""  # frames a GET request names, and crops too large for a message
+    request_queue: str = ""
+    request_dlq: str = ""
+    response_dlq: str = ""
+    frame_function_name: str = "camera-frame"  # one stage: frame_handler behind a URL
+    detect_function_name: str = "camera-detect"  # two stages: detect_handler behind a URL ...
+    recognize_function_name: str = "camera-recognize"  # ... and recognize_handler on the queue
+    camera_function_timeout_s: int = 30
+    camera_function_memory_mb: int = 2048
+    #: AWS_IAM: callers sign with SigV4. NONE: anyone with the URL may call it (public).
+    url_auth_type: str = "AWS_IAM"
+    #: The request queue's trigger: records per batch, the window that fills a batch, and the
+    #: most batches at once (0: as many as the function's concurrency allows).
+    request_batch_size: int = 10
+    request_batching_window_s: int = 0
+    request_max_concurrency: int = 0
+    #: An answer is received by every camera client polling the response queue until its own
+    #: takes it (with N clients, about N times: with 20 clients a limit of 10 receives would send
+    #: 60% of the answers to the DLQ, 1000 practically none, (19/20)^1000 ~ 5e-23): after this
+    #: many receives nobody is waiting for it and it moves to the DLQ. Clients release an answer older than their patience with growing delays, so one
+    #: nobody takes expires within the retention period if it does not reach the DLQ first.
+    response_max_receive_count: int = 1000
+    #: Answers are useful for seconds: the response queue keeps them an hour (the DLQ 14 days).
+    response_retention_s: int = 3600
+    #: Crops spilled to the frames bucket expire after this many days.
+    crops_expire_days: int = 1
 
     def __post_init__(self) -> None:
         derived = {"input_bucket": "input", "output_bucket": "output", "input_queue": "input",
                    "input_dlq": "input-dlq", "output_queue": "output", "output_dlq": "output-dlq",
-                   "response_queue": "response", "students_table": "students"}
+                   "response_queue": "response", "students_table": "students",
+                   "frames_bucket": "frames", "request_queue": "request",
+                   "request_dlq": "request-dlq", "response_dlq": "response-dlq"}
         for name, suffix in derived.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, f"{self.prefix}-{suffix}")
@@ -82,8 +116,8 @@ class ResourceSpec:
         self._validate()
 
     def _validate(self) -> None:
-        problems = [f"bucket name {b!r}" for b in (self.input_bucket, self.output_bucket)
-                    if not _BUCKET.match(b)]
+        problems = [f"bucket name {b!r}" for b in (self.input_bucket, self.output_bucket,
+                                                   self.frames_bucket) if not _BUCKET.match(b)]
         problems += [f"queue name {q!r}" for q in self.queue_names() if not _QUEUE.match(q)]
         if not _TABLE.match(self.students_table):
             problems.append(f"table name {self.students_table!r}")
@@ -94,12 +128,40 @@ class ResourceSpec:
                             f"({6 * self.function_timeout_s}) .. 43200")
         if not 1 <= self.max_receive_count <= 1000:
             problems.append("max_receive_count must be 1..1000")
+        if not 1 <= self.response_max_receive_count <= 1000:
+            problems.append("response_max_receive_count must be 1..1000")
+        if not 1 <= self.camera_function_timeout_s <= 150:
+            problems.append("camera_function_timeout_s must be 1..150 (6 x it is the request "
+                            "queue's visibility, at most 900 s for a Lambda trigger)")
+        if self.url_auth_type not in URL_AUTH_TYPES:
+            problems.append(f"url_auth_type must be one of {', '.join(URL_AUTH_TYPES)}")
+        if not 1 <= self.request_batch_size <= 10000:
+            problems.append("request_batch_size must be 1..10000")
+        if not 0 <= self.request_batching_window_s <= 300:
+            problems.append("request_batching_window_s must be 0..300")
+        if self.request_batch_size > 10 and self.request_batching_window_s < 1:
+            problems.append("request_batch_size over 10 needs request_batching_window_s >= 1")
+        if self.request_max_concurrency and not 2 <= self.request_max_concurrency <= 1000:
+            problems.append("request_max_concurrency must be 0 (unset) or 2..1000")
+        if not 60 <= self.response_retention_s <= 1209600:
+            problems.append("response_retention_s must be 60..1209600")
         if problems:
             raise ValueError("invalid resource spec: " + "; ".join(problems))
 
     def queue_names(self) -> tuple[str, ...]:
         return (self.input_queue, self.input_dlq, self.output_queue, self.output_dlq,
-                self.response_queue)
+                self.response_queue, self.response_dlq, self.request_queue, self.request_dlq)
+
+    @property
+    def request_visibility_timeout_s(self) -> int:
+        """Six times the camera functions' timeout, as AWS advises for a Lambda trigger."""
+        return 6 * self.camera_function_timeout_s
+
+    def camera_functions(self) -> dict[str, str]:
+        """Camera function name → its entry point (one image, CMD picks)."""
+        return {self.frame_function_name: "lambda_image.handlers.frame_handler",
+                self.detect_function_name: "lambda_image.handlers.detect_handler",
+                self.recognize_function_name: "lambda_image.handlers.recognize_handler"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +194,13 @@ class Provisioned:
     response_queue_url: str
     response_queue_arn: str
     students_table: str
+    frames_bucket: str = ""
+    request_queue_url: str = ""
+    request_queue_arn: str = ""
+    request_dlq_url: str = ""
+    request_dlq_arn: str = ""
+    response_dlq_url: str = ""
+    response_dlq_arn: str = ""
     students_table_arn: str
     account_id: str
     region: str
@@ -178,19 +247,28 @@ def provision(session: SessionLike, spec: ResourceSpec) -> Provisioned:
     queues = {
         spec.input_dlq: dlq,
         spec.output_dlq: dlq,
+        spec.request_dlq: dlq,
+        spec.response_dlq: dlq,
         spec.input_queue: {**base, "VisibilityTimeout": str(spec.visibility_timeout_s),
                            "RedrivePolicy": redrive(spec.input_dlq),
                            "Policy": json.dumps(input_queue_policy(
                                queue_arn(spec.input_queue), input_bucket_arn, account))},
         spec.output_queue: {**base, "VisibilityTimeout": "60",
                             "RedrivePolicy": redrive(spec.output_dlq)},
-        spec.response_queue: {**base, "VisibilityTimeout": "30"},
+        spec.response_queue: {**base, "VisibilityTimeout": "30",
+                              "MessageRetentionPeriod": str(spec.response_retention_s),
+                              "RedrivePolicy": json.dumps({
+                                  "deadLetterTargetArn": queue_arn(spec.response_dlq),
+                                  "maxReceiveCount": spec.response_max_receive_count})},
+        spec.request_queue: {**base, "VisibilityTimeout": str(spec.request_visibility_timeout_s),
+                             "RedrivePolicy": redrive(spec.request_dlq)},
     }
     urls = {name: _ensure_queue(sqs, name, attributes, changes)
             for name, attributes in queues.items()}  # DLQs first: redrive targets must exist
-    for bucket in (spec.input_bucket, spec.output_bucket):
+    for bucket in (spec.input_bucket, spec.output_bucket, spec.frames_bucket):
         _ensure_bucket(s3, bucket, region, changes)
     _ensure_notification(s3, spec.input_bucket, queue_arn(spec.input_queue), changes)
+    _ensure_crops_expire(s3, spec.frames_bucket, spec.crops_expire_days, changes)
     table_arn = _ensure_table(session.client("dynamodb"), spec.students_table, changes)
     for change in changes:
         log.info("provisioned", kind=change.kind, name=change.name, action=change.action,
@@ -204,6 +282,10 @@ def provision(session: SessionLike, spec: ResourceSpec) -> Provisioned:
         response_queue_url=urls[spec.response_queue],
         response_queue_arn=queue_arn(spec.response_queue),
         students_table=spec.students_table, students_table_arn=table_arn,
+        frames_bucket=spec.frames_bucket,
+        request_queue_url=urls[spec.request_queue], request_queue_arn=queue_arn(spec.request_queue),
+        request_dlq_url=urls[spec.request_dlq], request_dlq_arn=queue_arn(spec.request_dlq),
+        response_dlq_url=urls[spec.response_dlq], response_dlq_arn=queue_arn(spec.response_dlq),
         account_id=account, region=region, partition=partition, changes=tuple(changes))
 
 
@@ -302,6 +384,28 @@ def _ensure_notification(s3: Any, bucket: str, queue_arn: str, changes: list[Cha
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
     changes.append(Change("s3 notification", bucket, "created" if not ours else "updated",
                           f"ObjectCreated -> {queue_arn}"))
+
+
+def _ensure_crops_expire(s3: Any, bucket: str, days: int, changes: list[Change]) -> None:
+    """Spilled face crops (`crops/`) expire; other lifecycle rules on the bucket are kept."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except ClientError as exc:
+        if _error_code(exc) != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    desired = {"ID": CROPS_LIFECYCLE_ID, "Filter": {"Prefix": "crops/"}, "Status": "Enabled",
+               "Expiration": {"Days": days}}
+    ours = [r for r in rules if r.get("ID") == CROPS_LIFECYCLE_ID]
+    if (len(ours) == 1 and ours[0].get("Status") == "Enabled"
+            and ours[0].get("Expiration", {}).get("Days") == days
+            and ours[0].get("Filter", {}).get("Prefix") == "crops/"):
+        return
+    others = [r for r in rules if r.get("ID") != CROPS_LIFECYCLE_ID]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={
+        "Rules": [*others, desired]})
+    changes.append(Change("s3 lifecycle", bucket, "created" if not ours else "updated",
+                          f"crops/ expire after {days} day(s)"))
 
 
 def _ensure_table(ddb: Any, name: str, changes: list[Change]) -> str:
@@ -416,41 +520,52 @@ def provision_function(session: SessionLike, spec: ResourceSpec, image_uri: str,
     (idempotent) `provision()` run, which supplies the queue URLs and ARNs.
     """
     provisioned = provisioned or provision(session, spec)
+    return ensure_image_function(
+        session, name=spec.function_name, image_uri=image_uri, command=command,
+        role_name=role_name or f"{spec.function_name}-role",
+        policy=function_policy(spec, provisioned), timeout_s=spec.function_timeout_s,
+        memory_mb=spec.function_memory_mb,
+        environment=function_environment(spec, provisioned, gallery_path_in_image,
+                                         extra_environment),
+        wait_s=wait_s)
+
+
+def ensure_image_function(session: SessionLike, *, name: str, image_uri: str, command: str,
+                          role_name: str, policy: Mapping[str, Any], timeout_s: int,
+                          memory_mb: int, environment: Mapping[str, str],
+                          wait_s: float = 300.0) -> ProvisionedFunction:
+    """One image function (CMD *command*) and its role with *policy*: created, or converged to
+    what is given, then waited for until Active."""
     changes: list[Change] = []
-    role_arn = _ensure_role(session.client("iam"), role_name or f"{spec.function_name}-role",
-                            function_policy(spec, provisioned), changes)
+    role_arn = _ensure_role(session.client("iam"), role_name, policy, changes)
     lam = session.client("lambda")
     desired = {
-        "Role": role_arn, "Timeout": spec.function_timeout_s, "MemorySize": spec.function_memory_mb,
-        "Environment": {"Variables": function_environment(spec, provisioned,
-                                                          gallery_path_in_image,
-                                                          extra_environment)},
+        "Role": role_arn, "Timeout": timeout_s, "MemorySize": memory_mb,
+        "Environment": {"Variables": dict(environment)},
         "ImageConfig": {"Command": [command]},
     }
     waiter_config = {"Delay": 2, "MaxAttempts": max(1, int(wait_s / 2))}
     try:
-        current = lam.get_function(FunctionName=spec.function_name)
+        current = lam.get_function(FunctionName=name)
     except lam.exceptions.ResourceNotFoundException:
-        created = _create_function(lam, spec.function_name, image_uri, desired, wait_s)
-        changes.append(Change("lambda function", spec.function_name, "created", image_uri))
+        created = _create_function(lam, name, image_uri, desired, wait_s)
+        changes.append(Change("lambda function", name, "created", image_uri))
         function_arn = str(created["FunctionArn"])
     else:
         function_arn = str(current["Configuration"]["FunctionArn"])
         if current.get("Code", {}).get("ImageUri") != image_uri:
-            lam.update_function_code(FunctionName=spec.function_name, ImageUri=image_uri)
-            lam.get_waiter("function_updated_v2").wait(FunctionName=spec.function_name,
+            lam.update_function_code(FunctionName=name, ImageUri=image_uri)
+            lam.get_waiter("function_updated_v2").wait(FunctionName=name,
                                                        WaiterConfig=waiter_config)
-            changes.append(Change("lambda function", spec.function_name, "updated", image_uri))
+            changes.append(Change("lambda function", name, "updated", image_uri))
         differing = _function_config_diff(current["Configuration"], desired)
         if differing:
-            lam.update_function_configuration(FunctionName=spec.function_name,
+            lam.update_function_configuration(FunctionName=name,
                                               **{k: desired[k] for k in differing})
-            lam.get_waiter("function_updated_v2").wait(FunctionName=spec.function_name,
+            lam.get_waiter("function_updated_v2").wait(FunctionName=name,
                                                        WaiterConfig=waiter_config)
-            changes.append(Change("lambda function", spec.function_name, "updated",
-                                  ", ".join(differing)))
-    lam.get_waiter("function_active_v2").wait(FunctionName=spec.function_name,
-                                              WaiterConfig=waiter_config)
+            changes.append(Change("lambda function", name, "updated", ", ".join(differing)))
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=waiter_config)
     for change in changes:
         log.info("provisioned", kind=change.kind, name=change.name, action=change.action,
                  detail=change.detail)

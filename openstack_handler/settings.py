@@ -87,6 +87,10 @@ class Settings:
     max_object_bytes: int = 512 * MIB
     input_dlq_url: str | None = None
     output_dlq_url: str | None = None
+    #: the camera path's request queue and its DLQ (not the daemon's: for `redrive --queue
+    #: request`, which moves its dead letters back once their cause is fixed).
+    request_queue_url: str | None = None
+    request_dlq_url: str | None = None
     #: invoke retries on throttling/5xx/connection errors (attempts in all, then the message waits
     #: for redelivery), with full-jitter exponential backoff from *initial* up to *max* seconds.
     invoke_max_attempts: int = 6

@@ -1,5 +1,7 @@
 """HTTP face of the local Lambda: the Invoke REST contract boto3 speaks (and `sam local
 start-lambda` serves), plus GetFunction/ListFunctions for status checks and a health endpoint.
+Function URL configs, permissions and event source mappings are routed to
+:mod:`~localcloud.awslambda.control`.
 
 Admin (not part of Lambda's API): ``GET /_faults`` shows each function's fault spec, and
 ``POST /_faults[?function=NAME]`` with a fault-spec JSON body replaces it (every function when no
@@ -19,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from localcloud.awslambda.control import ControlPlane
 from localcloud.awslambda.faults import FaultSpec
 from localcloud.awslambda.service import (
     InvalidParameterValue,
@@ -47,8 +50,10 @@ class LambdaHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], service: LambdaService) -> None:
+    def __init__(self, address: tuple[str, int], service: LambdaService,
+                 control: ControlPlane | None = None) -> None:
         self.service = service
+        self.control = control
         super().__init__(address, LambdaRequestHandler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -72,7 +77,11 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
         service = self.server.service
         if path == HEALTH_PATH:
             health = service.health()
+            if self.server.control is not None:
+                health.update(self.server.control.health())
             self._send_json(200 if health["status"] == "ready" else 503, health)
+            return
+        if self._route_control(b""):
             return
         if path == FAULTS_PATH:
             self._send_json(200, service.fault_specs())
@@ -96,6 +105,8 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path, query = self._split_path()
         body = self._read_body()
+        if self._route_control(body):
+            return
         if path == FAULTS_PATH:
             self._set_faults(query, body)
             return
@@ -109,6 +120,32 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
             self._send_service_error(exc)
             return
         self._send_outcome(outcome)
+
+    def do_PUT(self) -> None:
+        if not self._route_control(self._read_body()):
+            self._send_error_json(404, "ResourceNotFoundException", f"No route for {self.path}")
+
+    def do_DELETE(self) -> None:
+        if not self._route_control(self._read_body()):
+            self._send_error_json(404, "ResourceNotFoundException", f"No route for {self.path}")
+
+    def _route_control(self, body: bytes) -> bool:
+        """Answer a Function URL, permission or event source mapping call; False if the path is
+        not one of theirs."""
+        control = self.server.control
+        if control is None:
+            return False
+        path, query = self._split_path()
+        try:
+            answer = control.route(self.command, path, query, body)
+        except ServiceError as exc:
+            self._send_service_error(exc)
+            return True
+        if answer is None:
+            return False
+        status, data = answer
+        self._send(status, b"" if data is None else json.dumps(data).encode(), {})
+        return True
 
     def _set_faults(self, query: dict[str, list[str]], body: bytes) -> None:
         try:

@@ -28,6 +28,7 @@ from typing import Any, Self
 import structlog
 
 from localcloud.awslambda.api import FAULTS_PATH, HEALTH_PATH, LambdaHTTPServer
+from localcloud.awslambda.control import ControlPlane
 from localcloud.awslambda.faults import FaultSpec
 from localcloud.awslambda.service import LambdaService
 from localcloud.awslambda.spec import EndpointSpec
@@ -44,6 +45,7 @@ def configure_logging() -> None:
     structlog.configure(
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.format_exc_info,
                     structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
@@ -57,7 +59,9 @@ def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 1
     *faults* (the ``LOCALCLOUD_FAULTS`` override) replaces every function's own fault spec."""
     stop = stop or threading.Event()
     service = LambdaService(spec, init_timeout_s=init_timeout_s, faults_override=faults)
-    server = LambdaHTTPServer((host, port), service)
+    control = ControlPlane(service, sqs=lambda: _sqs_client(spec), host=host,
+                           credentials=spec.credentials, poll_wait_s=spec.event_source_poll_wait_s)
+    server = LambdaHTTPServer((host, port), service, control)
     service.start()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="http", daemon=True)
@@ -72,7 +76,24 @@ def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 1
         log.info("lambda_endpoint_stopping")
         server.shutdown()
         server.server_close()
+        control.stop()
         service.stop()
+
+
+def _sqs_client(spec: EndpointSpec) -> Any:
+    """The SQS client the event source pollers use: the spec's endpoint and first credential
+    (on AWS the poller would use the function's execution role), else boto3's own chain."""
+    import boto3
+    from botocore.config import Config
+
+    kwargs: dict[str, Any] = {}
+    if spec.credentials:
+        access_key, secret = next(iter(spec.credentials.items()))
+        kwargs.update(aws_access_key_id=access_key, aws_secret_access_key=secret)
+    return boto3.session.Session(region_name=spec.region, **kwargs).client(
+        "sqs", endpoint_url=spec.aws_endpoint_url,
+        config=Config(retries={"mode": "standard", "max_attempts": 3},
+                      max_pool_connections=64, read_timeout=30))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,12 +13,17 @@ Spec file format::
 A function is either a ``handler`` run in warm worker processes (fast: the rest of the suite) or
 an ``image`` run as Lambda runs container images (:mod:`localcloud.awslambda.environment`), with
 Lambda's ImageConfig overrides ``command``, ``entrypoint`` and ``working_directory``.
-``faults`` is optional (see :mod:`localcloud.awslambda.faults`; off by default).
+``faults`` is optional (see :mod:`localcloud.awslambda.faults`; off by default). Optional too:
+``"aws_endpoint_url"`` (where the queues of event source mappings are: the local cloud's moto),
+``"credentials"`` (access key → secret: what AWS_IAM Function URLs verify signatures against,
+and what the event source pollers call SQS with) and ``"event_source_poll_wait_s"`` (the
+pollers' long-poll wait).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,21 +98,33 @@ class EndpointSpec:
     functions: tuple[FunctionSpec, ...]
     region: str = DEFAULT_REGION
     account_id: str = DEFAULT_ACCOUNT_ID
+    aws_endpoint_url: str | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    event_source_poll_wait_s: int = 5
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.functions]
         if len(set(names)) != len(names):
             raise SpecError(f"duplicate function names in {names}")
+        if not 0 <= self.event_source_poll_wait_s <= 20:
+            raise SpecError("event_source_poll_wait_s must be 0..20 (SQS's long-poll range)")
+        object.__setattr__(self, "credentials", MappingProxyType(
+            {str(k): str(v) for k, v in dict(self.credentials).items()}))
 
     def function_arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
 
     def to_json(self) -> dict[str, Any]:
         return {"region": self.region, "account_id": self.account_id,
-                "functions": [f.to_json() for f in self.functions]}
+                "functions": [f.to_json() for f in self.functions],
+                "aws_endpoint_url": self.aws_endpoint_url, "credentials": dict(self.credentials),
+                "event_source_poll_wait_s": self.event_source_poll_wait_s}
 
     def write(self, path: Path) -> Path:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        """Write the spec (owner-only: it carries the local cloud's credentials)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(self.to_json(), indent=2) + "\n")
         return path
 
     @classmethod
@@ -117,7 +134,10 @@ class EndpointSpec:
         except (KeyError, TypeError) as exc:
             raise SpecError(f"bad endpoint spec: {exc}") from exc
         return cls(functions=functions, region=data.get("region", DEFAULT_REGION),
-                   account_id=str(data.get("account_id", DEFAULT_ACCOUNT_ID)))
+                   account_id=str(data.get("account_id", DEFAULT_ACCOUNT_ID)),
+                   aws_endpoint_url=data.get("aws_endpoint_url"),
+                   credentials=data.get("credentials") or {},
+                   event_source_poll_wait_s=int(data.get("event_source_poll_wait_s", 5)))
 
     @classmethod
     def load(cls, path: Path) -> EndpointSpec:

@@ -46,3 +46,24 @@ def test_report_says_how_often_borderline_faces_needed_extra_frames() -> None:
     assert line.startswith("Borderline faces confirmed on further frames: 1 of 8 course clips")
     assert "17 of 100 variants" in line and "100/100 named" in line
     assert report.borderline_lines(None) == []
+
+
+def test_camera_bench_quick_run_writes_results_and_its_report_section(
+        tmp_path: Path, course_data: Path) -> None:
+    from bench import bench_camera
+
+    # GIVEN the camera bench at its smallest: 8 frames, flat out only
+    # WHEN it runs end to end (the local cloud's camera path, the camera client's code)
+    assert bench_camera.main(["--data", str(course_data), "--count", "8", "--modes", "flat out",
+                              "--out", str(tmp_path)]) == 0
+    # THEN both stages answered every frame, with latencies and the two-stage breakdown
+    data = json.loads((tmp_path / "camera.json").read_text())
+    for stage in ("one stage", "two stages"):
+        run = data[f"{stage} / flat out"]
+        assert run["completed"] == run["requests"] == 8 and run["duplicates"] == 0
+        assert 0 < run["p50_s"] <= run["p95_s"] <= run["max_s"]
+    parts = data["two stages / flat out"]["breakdown_ms"]
+    assert set(parts) == set(bench_camera.PARTS) and parts["detect"] > 0
+    # AND the report has its section
+    report.main(["--out", str(tmp_path), "--no-plots"])
+    assert "## The camera path" in (tmp_path / "REPORT.md").read_text()

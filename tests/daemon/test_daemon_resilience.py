@@ -338,6 +338,28 @@ def test_redrive_command_moves_each_queue_and_status_points_at_it(
     assert queue_counts(sqs, queues.output) == (1, 0)
 
 
+def test_redrive_that_cannot_read_the_dlq_says_why_instead_of_moving_0(
+        tmp_path: Path, sqs, queues, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a dead letter, and a shell without AWS credentials
+    config = tmp_path / "handler.toml"
+    config.write_text(f'input_queue_url = "{queues.input}"\noutput_queue_url = "{queues.output}"\n'
+                      f'input_dlq_url = "{queues.input_dlq}"\n'
+                      f'function_name = "f"\nstate_dir = "{tmp_path / "state"}"\n')
+    sqs.send_message(QueueUrl=queues.input_dlq, MessageBody="poison")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # WHEN redrive runs, THEN it exits 69 naming the cause, not "moved 0" with 0
+    assert main(["redrive", "--config", str(config)]) == 69
+    captured = capsys.readouterr()
+    assert "input: no AWS credentials to call SQS" in captured.err and "moved" not in captured.out
+    assert queue_counts(sqs, queues.input_dlq)[0] == 1
+
+
 def test_grace_period_must_be_shorter_than_the_visibility_timeout() -> None:
     base = {"input_queue_url": "i", "output_queue_url": "o", "function_name": "f"}
     with pytest.raises(ConfigError, match="shorter than visibility_timeout_s"):

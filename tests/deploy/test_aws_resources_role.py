@@ -23,6 +23,7 @@ def test_the_aws_play_provisions_once_then_reports_no_change(
         "aws_resources_prefix": "course",
         "aws_resources_students_file": str(course_data / "student_data.json"),
         "aws_resources_config_file": str(config),
+        "aws_resources_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/face:1",
         "aws_resources_environment": {"AWS_ENDPOINT_URL": aws_env}}))
     # WHEN the play runs the first time, the resources are created and the settings written
     first = run_aws_play(extra_vars)
@@ -34,6 +35,12 @@ def test_the_aws_play_provisions_once_then_reports_no_change(
     table = boto3.session.Session(region_name="us-east-1").resource("dynamodb").Table(
         "course-students")
     assert table.get_item(Key={"name": "mr_bean"})["Item"]["year"] == "freshmen"
+    # the camera path's Lambda side came from the same definition (on moto, which stores it)
+    lam = boto3.session.Session(region_name="us-east-1").client("lambda")
+    assert lam.get_function_url_config(FunctionName="camera-detect")["AuthType"] == "AWS_IAM"
+    (mapping,) = lam.list_event_source_mappings(FunctionName="camera-recognize")[
+        "EventSourceMappings"]
+    assert mapping["EventSourceArn"].endswith(":course-request")
     # WHEN it runs again, Ansible reports nothing changed
     second = run_aws_play(extra_vars)
     assert second.returncode == 0, second.output[-4000:]

@@ -114,6 +114,8 @@ class Cloud:
     response_queue_url: str
     table: str
     runtime: handlers.Runtime
+    request_queue_url: str = ""
+    frames_bucket: str = "frames-bucket"
 
     def put(self, key: str, body: bytes) -> dict[str, Any]:
         """Upload an object; return the S3 record an event notification would carry."""
@@ -151,10 +153,11 @@ def cloud(boto_session: boto3.session.Session, recognizer: Recognizer, course_da
     import json
 
     s3, sqs, ddb = (boto_session.client(n) for n in ("s3", "sqs", "dynamodb"))
-    for bucket in ("in-bucket", "out-bucket"):
+    for bucket in ("in-bucket", "out-bucket", "frames-bucket"):
         s3.create_bucket(Bucket=bucket)
     out_q = sqs.create_queue(QueueName="results")["QueueUrl"]
     resp_q = sqs.create_queue(QueueName="responses")["QueueUrl"]
+    req_q = sqs.create_queue(QueueName="requests")["QueueUrl"]
     ddb.create_table(TableName="students", BillingMode="PAY_PER_REQUEST",
                      KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
                      AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}])
@@ -165,9 +168,11 @@ def cloud(boto_session: boto3.session.Session, recognizer: Recognizer, course_da
                                                  "id": {"N": str(record["id"])}})
     settings = FunctionSettings(gallery_path=course_gallery, students_table="students",
                                 output_bucket="out-bucket", output_queue_url=out_q,
-                                response_queue_url=resp_q)
+                                response_queue_url=resp_q, request_queue_url=req_q,
+                                frames_bucket="frames-bucket")
     runtime = handlers.Runtime(settings=settings, recognizer=recognizer,
                                s3=boto_session.client("s3"), sqs=boto_session.client("sqs"),
                                records=StudentRecords(boto_session.client("dynamodb"), "students"))
     monkeypatch.setattr(handlers, "_runtime", runtime)
-    yield Cloud(boto_session, "in-bucket", "out-bucket", out_q, resp_q, "students", runtime)
+    yield Cloud(boto_session, "in-bucket", "out-bucket", out_q, resp_q, "students", runtime,
+                request_queue_url=req_q)

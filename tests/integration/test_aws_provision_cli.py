@@ -59,3 +59,27 @@ def test_aws_provision_writes_a_loadable_config_and_a_second_run_is_unchanged(
     report = json.loads(third.stdout)
     assert report["changed"] is False and report["changes"] == []
     assert report["settings"]["input_queue_url"] == settings.input_queue_url
+    # AND the camera path is there: its URLs (AWS_IAM unless asked), its queues and trigger
+    camera = report["camera"]
+    lam = session.client("lambda")
+    assert camera["auth_type"] == "AWS_IAM"
+    assert camera["frame_url"] == lam.get_function_url_config(
+        FunctionName="camera-frame")["FunctionUrl"]
+    assert camera["detect_url"] == lam.get_function_url_config(
+        FunctionName="camera-detect")["FunctionUrl"]
+    assert camera["response_queue_url"] == session.client("sqs").get_queue_url(
+        QueueName="class-response")["QueueUrl"]
+    (mapping,) = lam.list_event_source_mappings(FunctionName="camera-recognize")[
+        "EventSourceMappings"]
+    assert mapping["EventSourceArn"].endswith(":class-request")
+    assert "created function url camera-detect (AWS_IAM)" in first.stdout
+
+
+def test_aws_provision_warns_that_a_none_url_is_public(aws_env: str, tmp_path: Path) -> None:
+    result = provision_cli("--config-out", str(tmp_path / "h.toml"), "--prefix", "open",
+                           "--image-uri", IMAGE, "--url-auth-type", "NONE")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "makes the camera URLs public" in result.stderr
+    assert "created lambda permission camera-frame/FunctionURLAllowPublicAccess" in result.stdout
+    assert "(auth NONE)" in result.stdout

@@ -126,6 +126,6 @@ def test_check_config_connect_finds_every_queue_and_the_function(pipeline: Pipel
     probed = [line.split()[0] for line in proc.stdout.splitlines()
               if line.startswith("  ") and " ok" in line]
     assert probed == ["input_queue_url", "output_queue_url", "input_dlq_url", "output_dlq_url",
-                      "function_name"], proc.stdout
+                      "request_queue_url", "request_dlq_url", "function_name"], proc.stdout
     assert f"Lambda at {pipeline.cloud.lambda_url} (lambda_endpoint_url from " \
            f"{pipeline.config})" in proc.stdout

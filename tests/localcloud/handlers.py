@@ -121,6 +121,52 @@ def pipeline(event: Any, context: Any) -> dict[str, Any]:
     return {"results": results}
 
 
+def url_echo(event: Any, context: Any) -> dict[str, Any]:
+    """A Function URL handler that returns its event (no statusCode: Lambda answers 200 JSON)."""
+    return {"event": event, "request_id": context.aws_request_id}
+
+
+def url_custom(event: Any, context: Any) -> Any:
+    """Answers with what the POSTed JSON asks for: `{"return": <value>}` is returned as is."""
+    import json
+
+    return json.loads(event["body"])["return"]
+
+
+def sqs_batch(event: Any, context: Any) -> dict[str, Any]:
+    """An SQS-triggered handler that leaves evidence: one JSON line per record it saw, appended to
+    `<SQS_EVIDENCE_DIR>/<body's "id">` (the record, the batch's size, when it ran). A body's
+    `"fail": N` reports the record in batchItemFailures on its first N deliveries (`-1`: always);
+    `"crash": N` raises on them (the whole batch fails); `"sleep": S` holds the worker S
+    seconds; `"bad_report": true` names a message id that is not in the batch."""
+    import json
+    from pathlib import Path
+
+    evidence = Path(os.environ["SQS_EVIDENCE_DIR"])
+    failures = []
+    records = event["Records"]
+    crash = None
+    for record in records:
+        body = json.loads(record["body"])
+        started = time.time()
+        time.sleep(float(body.get("sleep", 0)))
+        path = evidence / str(body["id"])
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"batch": len(records), "started": started,
+                                     "ended": time.time(), "pid": os.getpid(),
+                                     "record": record}) + "\n")
+        seen = len(path.read_text(encoding="utf-8").splitlines())
+        if body.get("crash") and (body["crash"] < 0 or seen <= body["crash"]):
+            crash = f"crash on {body['id']}"
+        if body.get("fail") and (body["fail"] < 0 or seen <= body["fail"]):
+            failures.append({"itemIdentifier": record["messageId"]})
+        if body.get("bad_report"):
+            failures.append({"itemIdentifier": "not-a-message-of-this-batch"})
+    if crash:
+        raise RuntimeError(crash)
+    return {"batchItemFailures": failures}
+
+
 def crash(event: Any, context: Any) -> None:
     """The runtime process dies mid-invocation (as a segfaulting native library would)."""
     os._exit(3)

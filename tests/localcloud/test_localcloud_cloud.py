@@ -28,7 +28,7 @@ STUDENTS = [{"id": 1, "name": "mr_bean", "major": "lawyer", "year": "freshmen"}]
 CONTRACT_KEYS = {"input_queue_url", "output_queue_url", "function_name", "results_dir",
                  "state_dir", "region", "concurrency", "function_timeout_s", "wait_time_s",
                  "grace_period_s", "max_object_bytes", "input_dlq_url", "output_dlq_url",
-                 "endpoint_url", "lambda_endpoint_url"}
+                 "endpoint_url", "lambda_endpoint_url", "request_queue_url", "request_dlq_url"}
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,8 @@ def test_run_local_up_prints_exports_and_stops_on_sigterm(inputs: tuple[Path, Pa
     def up() -> None:
         outcome["rc"] = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
                                      handler="tests.localcloud.handlers:noop",
-                                     resources=ResourceSpec(prefix="up"),
+                                     camera_handler="tests.localcloud.handlers:noop",
+                                     resources=ResourceSpec(prefix="up", url_auth_type="NONE"),
                                      work_dir=tmp_path / "work", out=out)
 
     # signal handlers can only be installed from the main thread: run_local_up runs here, and a
@@ -140,6 +141,15 @@ def test_run_local_up_prints_exports_and_stops_on_sigterm(inputs: tuple[Path, Pa
     assert "export AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:" in text
     assert f"# daemon config: {config}" in text
     assert tomllib.loads(config.read_text())["function_name"] == "face-recognition"
+    # the camera path: both URLs and the response queue, and how to send to them
+    lines = {line.split(":", 1)[0].strip("# ").strip(): line for line in text.splitlines()}
+    assert "auth NONE" in lines["camera path (Function URLs, auth NONE"]
+    frame = lines["one stage  (frame_handler, the answer over HTTP)"].split()[-1]
+    detect = lines["two stages (detect_handler, the answer on the queue)"].split()[-1]
+    queue = lines["response queue"].split()[-1]
+    assert frame.startswith("http://127.0.0.1:") and detect.startswith("http://127.0.0.1:")
+    assert frame != detect and queue.endswith("/up-response")
+    assert f"python -m camera send --url {detect} --response-queue {queue}" in text
 
 
 def _sigterm_when_ready(config: Path) -> None:
@@ -158,7 +168,7 @@ def _run_local_up_until_sigterm(inputs: tuple[Path, Path], tmp_path: Path,
     watchdog = threading.Thread(target=_sigterm_when_ready, args=(config,), daemon=True)
     watchdog.start()
     code = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
-                        handler="tests.localcloud.handlers:noop",
+                        handler="tests.localcloud.handlers:noop", camera=False,
                         resources=ResourceSpec(prefix="up"), out=out, **kwargs)
     watchdog.join(5)
     return code, out.getvalue()

@@ -10,6 +10,13 @@ from typing import Any
 import boto3
 import pytest
 
+from openstack_handler.camera_provisioning import (
+    PUBLIC_INVOKE_SID,
+    PUBLIC_URL_SID,
+    camera_policies,
+    provision_camera,
+    provision_camera_functions,
+)
 from openstack_handler.provisioning import (
     ResourceSpec,
     describe_changes,
@@ -63,7 +70,7 @@ def test_second_run_changes_nothing(boto_session: boto3.session.Session,
     first = provision(boto_session, spec)
     assert first.changed
     assert {c.kind for c in first.changes} == {"sqs queue", "s3 bucket", "s3 notification",
-                                               "dynamodb table"}
+                                               "s3 lifecycle", "dynamodb table"}
     second = provision(boto_session, spec)
     assert second.changes == () and describe_changes(second.changes) == "unchanged"
     assert second == first  # same URLs, ARNs and names
@@ -170,3 +177,95 @@ def test_provision_function_creates_then_converges(boto_session: boto3.session.S
     updated = provision_function(boto_session, spec, IMAGE.replace(":1", ":2"),
                                  "/var/task/encoding", provisioned=out)
     assert [c.action for c in updated.changes] == ["updated"]
+
+
+def test_the_camera_path_s_queues_and_bucket(boto_session: boto3.session.Session) -> None:
+    spec = ResourceSpec(prefix="cam", camera_function_timeout_s=20)
+    out = provision(boto_session, spec)
+    request = _attributes(boto_session, out.request_queue_url)
+    # the request queue: visibility six times the camera functions' timeout, a DLQ behind it
+    assert request["VisibilityTimeout"] == "120"
+    assert json.loads(request["RedrivePolicy"]) == {"deadLetterTargetArn": out.request_dlq_arn,
+                                                    "maxReceiveCount": 5}
+    # the response queue: answers kept an hour; one nobody takes moves to its DLQ
+    response = _attributes(boto_session, out.response_queue_url)
+    assert response["MessageRetentionPeriod"] == "3600"
+    assert json.loads(response["RedrivePolicy"]) == {
+        "deadLetterTargetArn": out.response_dlq_arn, "maxReceiveCount": 1000}
+    rules = boto_session.client("s3").get_bucket_lifecycle_configuration(
+        Bucket=out.frames_bucket)["Rules"]
+    assert [(r["ID"], r["Filter"], r["Expiration"]) for r in rules] == [
+        ("expire-face-crops", {"Prefix": "crops/"}, {"Days": 1})]
+    with pytest.raises(ValueError, match="url_auth_type"):
+        ResourceSpec(prefix="cam", url_auth_type="PUBLIC")
+    with pytest.raises(ValueError, match="request_batching_window_s"):
+        ResourceSpec(prefix="cam", request_batch_size=50)
+
+
+def test_camera_policies_are_least_privilege(boto_session: boto3.session.Session) -> None:
+    spec = ResourceSpec(prefix="cam")
+    out = provision(boto_session, spec)
+    policies = camera_policies(spec, out)
+
+    def actions(name: str) -> set[tuple[str, str]]:
+        found = set()
+        for s in policies[name]["Statement"]:
+            for action in [s["Action"]] if isinstance(s["Action"], str) else s["Action"]:
+                for resource in [s["Resource"]] if isinstance(s["Resource"], str) \
+                        else s["Resource"]:
+                    if not action.startswith("logs:"):
+                        found.add((action, resource))
+        return found
+
+    frames = f"arn:aws:s3:::{out.frames_bucket}/*"
+    assert actions("camera-frame") == {
+        ("s3:GetObject", frames), ("dynamodb:GetItem", out.students_table_arn),
+        ("dynamodb:BatchGetItem", out.students_table_arn)}
+    assert actions("camera-detect") == {
+        ("s3:GetObject", frames), ("s3:PutObject", frames),
+        ("sqs:SendMessage", out.request_queue_arn), ("sqs:SendMessage", out.response_queue_arn)}
+    assert ("sqs:ReceiveMessage", out.request_queue_arn) in actions("camera-recognize")
+    assert ("sqs:DeleteMessage", out.request_queue_arn) in actions("camera-recognize")
+    assert not any(a.endswith("*") for name in policies for a, _ in actions(name))
+
+
+def test_camera_lambda_side_converges_on_moto(boto_session: boto3.session.Session) -> None:
+    # GIVEN the camera functions (moto stores them; it cannot run them)
+    spec = ResourceSpec(prefix="cam", url_auth_type="NONE")
+    out = provision(boto_session, spec)
+    made = provision_camera_functions(boto_session, spec, IMAGE, "/var/task/encoding", out)
+    lam = boto_session.client("lambda")
+    commands = {name: lam.get_function(FunctionName=name)["Configuration"]
+                ["ImageConfigResponse"]["ImageConfig"]["Command"]
+                for name in spec.camera_functions()}
+    assert commands == {"camera-frame": ["lambda_image.handlers.frame_handler"],
+                        "camera-detect": ["lambda_image.handlers.detect_handler"],
+                        "camera-recognize": ["lambda_image.handlers.recognize_handler"]}
+    assert all(m.changed for m in made)
+    env = lam.get_function(FunctionName="camera-detect")["Configuration"]["Environment"]
+    assert env["Variables"]["REQUEST_QUEUE_URL"] == out.request_queue_url
+    env = lam.get_function(FunctionName="camera-frame")["Configuration"]["Environment"]
+    assert "RESPONSE_QUEUE_URL" not in env["Variables"]  # it answers over HTTP only
+    # WHEN the URLs, permissions and trigger are applied
+    camera = provision_camera(boto_session, spec, out)
+    kinds = sorted(c.kind for c in camera.changes)
+    assert kinds == ["event source mapping", "function url", "function url",
+                     *["lambda permission"] * 4]
+    policy = json.loads(lam.get_policy(FunctionName="camera-frame")["Policy"])
+    assert {s["Sid"] for s in policy["Statement"]} == {PUBLIC_URL_SID, PUBLIC_INVOKE_SID}
+    (mapping,) = lam.list_event_source_mappings(
+        EventSourceArn=out.request_queue_arn)["EventSourceMappings"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == 10
+    # THEN a second run changes nothing
+    assert provision_camera(boto_session, spec, out).changes == ()
+    assert all(not m.changed for m in provision_camera_functions(
+        boto_session, spec, IMAGE, "/var/task/encoding", out))
+    # AND back to AWS_IAM: the URLs change auth type and the public statements go
+    private = ResourceSpec(prefix="cam", url_auth_type="AWS_IAM")
+    changed = provision_camera(boto_session, private, out)
+    assert sorted((c.kind, c.action) for c in changed.changes) == [
+        ("function url", "updated"), ("function url", "updated"),
+        *[("lambda permission", "removed")] * 4]
+    assert lam.get_function_url_config(FunctionName="camera-detect")["AuthType"] == "AWS_IAM"
+    assert provision_camera(boto_session, private, out).changes == ()

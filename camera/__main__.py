@@ -1,0 +1,5 @@
+"""`python -m camera`: see camera.cli."""
+
+from camera.cli import main
+
+raise SystemExit(main())
