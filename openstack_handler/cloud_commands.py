@@ -35,7 +35,8 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
                     help="results dir written into the daemon config (default: %(default)s, "
                          "relative to the current directory)")
     up.add_argument("--no-camera", dest="camera", action="store_false",
-                    help="leave out the camera path (its three functions, URLs and trigger)")
+                    help="leave out the camera path (its three functions, URLs and trigger; by default "
+                         "local up provisions it beside the video path)")
     up.add_argument("--camera-concurrency", type=int, default=1, metavar="N",
                     help="warm workers per camera function (default: %(default)s)")
     up.add_argument("--url-auth-type", choices=("NONE", "AWS_IAM"), default="NONE",

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from localcloud.machines.nspawn import (
     BASE_PACKAGES,
@@ -362,12 +363,29 @@ def _application_credential(info: CloudInfo, admin: dict[str, str]) -> tuple[str
     user = conn.identity.find_user(info.user, ignore_missing=False)
     password = secrets.token_urlsafe(24)
     conn.identity.update_user(user, password=password)
-    tenant = _connect({**admin, "username": info.user, "password": password,
-                       "project_name": info.project})
-    credential = tenant.identity.create_application_credential(
-        user=user.id, name=f"openstack-handler-{int(time.time())}",
-        secret=secrets.token_urlsafe(32), description="openstack-handler (container cloud)")
+    credential = _create_credential_as(user.id, {**admin, "username": info.user,
+                                                 "password": password,
+                                                 "project_name": info.project})
     return credential.id, credential.secret
+
+
+def _is_unauthorized(exc: BaseException) -> bool:
+    return getattr(exc, "status_code", None) == 401
+
+
+@retry(retry=retry_if_exception(_is_unauthorized), stop=stop_after_delay(15),
+       wait=wait_fixed(1), reraise=True)
+def _create_credential_as(user_id: str, auth: dict[str, str]) -> Any:
+    """The application credential, created as the user just given a new password.
+
+    Keystone records a password change as a revocation event with whole-second precision and
+    revokes every token issued up to that second, so a token taken in the same second as the
+    change is refused (401). A new session a second later gets a token that stands.
+    """
+    tenant = _connect(auth)
+    return tenant.identity.create_application_credential(
+        user=user_id, name=f"openstack-handler-{int(time.time())}",
+        secret=secrets.token_urlsafe(32), description="openstack-handler (container cloud)")
 
 
 def _write_clouds_yaml(path: Path, cloud_name: str, auth_url: str, credential_id: str,

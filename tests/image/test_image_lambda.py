@@ -204,7 +204,9 @@ def test_a_frame_and_a_video_through_the_same_image(gallery_image: str, course_d
     assert s3.get_object(Bucket="out-bucket", Key="clips/test_7.csv")["Body"].read().decode() \
         == result["csv"]
     assert frame["statusCode"] == 200
-    assert json.loads(frame["body"]) == {"request_id": "cam-1", "result": "president_trump"}
+    answer = json.loads(frame["body"])
+    assert (answer["request_id"], answer["result"]) == ("cam-1", "president_trump")
+    assert answer["people"][0]["name"] == "president_trump"
     assert configuration["PackageType"] == "Image"
     assert configuration["ImageConfigResponse"]["ImageConfig"]["Command"] == [
         "lambda_image.handlers.frame_handler"]
