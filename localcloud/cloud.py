@@ -29,6 +29,7 @@ from localcloud.awslambda.endpoint import LambdaEndpoint
 from localcloud.awslambda.faults import FaultSpec
 from localcloud.awslambda.spec import EndpointSpec, FunctionSpec, split_handler
 from localcloud.moto_server import MotoServer
+from localcloud.net import free_port
 from localcloud.workdir import WorkDir
 from openstack_handler.camera_provisioning import (
     ProvisionedCamera,
@@ -36,6 +37,7 @@ from openstack_handler.camera_provisioning import (
     provision_camera,
 )
 from openstack_handler.provisioning import (
+    Change,
     Provisioned,
     ProvisioningError,
     ResourceSpec,
@@ -44,6 +46,7 @@ from openstack_handler.provisioning import (
     provision,
     seed_students,
 )
+from openstack_handler.serverless_provisioning import provision_trigger
 from openstack_handler.settings import settings_toml
 
 log = structlog.get_logger()
@@ -93,6 +96,11 @@ class LocalCloud:
     The URLs' auth type is *resources*' `url_auth_type`; the default here is NONE (the cloud
     listens on 127.0.0.1 only), so clients written for the course call them unsigned.
 
+    *resources*' `mode` decides what the input bucket notifies: the input queue (daemon, the
+    default) or the video function itself (serverless: moto's S3 invokes the Lambda service
+    asynchronously, see :mod:`localcloud.s3_lambda_delivery`); *async_time_scale* scales Lambda's
+    retry delays and event ages for tests (:mod:`localcloud.awslambda.async_invoke`).
+
     With *image* (a built function image, e.g. ``localhost/face-recognition:<tag>``) the functions
     (the camera path's too, CMD picking each entry point) run as Lambda runs container images (:mod:`localcloud.awslambda.environment`): the gallery
     is put into the image as a user's ``COPY`` would (one layer more, cached), and *handler* is
@@ -107,7 +115,8 @@ class LocalCloud:
                  faults: FaultSpec | None = None, camera: bool = False,
                  camera_concurrency: int = 1, video: bool = True,
                  camera_handler: str | None = None,
-                 event_source_poll_wait_s: int = 5, image: str | None = None) -> None:
+                 event_source_poll_wait_s: int = 5, image: str | None = None,
+                 async_time_scale: float = 1.0) -> None:
         self.gallery = gallery
         self.students = students
         self.resources = resources or ResourceSpec(prefix="local", url_auth_type="NONE")
@@ -125,6 +134,8 @@ class LocalCloud:
         self.start_timeout_s = start_timeout_s
         self.faults = faults
         self.image = image
+        self.async_time_scale = async_time_scale  # tests: Lambda's retry minutes, scaled
+        self.trigger_changes: tuple[Change, ...] = ()
         self._function_image: str | None = None
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir
@@ -148,7 +159,12 @@ class LocalCloud:
 
     def _start(self) -> None:
         assert self.work_dir is not None
-        self.moto = MotoServer(host=self.host, log_path=self.work_dir / "moto.log").start()
+        # the Lambda service's port first: moto's S3 invokes it for LambdaFunctionConfigurations
+        lambda_port = moto_port = free_port(self.host)
+        while moto_port == lambda_port:  # both are free now: they must not be the same one
+            moto_port = free_port(self.host)
+        self.moto = MotoServer(host=self.host, port=moto_port, log_path=self.work_dir / "moto.log",
+                               lambda_url=f"http://{self.host}:{lambda_port}").start()
         session = EndpointSession(self.moto.url)
         self._provisioned = provision(session, self.resources)
         if self.students is not None:
@@ -168,10 +184,14 @@ class LocalCloud:
                          aws_endpoint_url=self.moto.url,
                          credentials={DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]:
                                       DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]},
-                         event_source_poll_wait_s=self.event_source_poll_wait_s),
-            host=self.host, log_path=self.work_dir / "lambda.log", pythonpath=self.pythonpath,
-            env=_without_aws_variables(os.environ))
+                         event_source_poll_wait_s=self.event_source_poll_wait_s,
+                         async_time_scale=self.async_time_scale),
+            host=self.host, port=lambda_port, log_path=self.work_dir / "lambda.log",
+            pythonpath=self.pythonpath, env=_without_aws_variables(os.environ))
         self.endpoint.start(timeout_s=self.start_timeout_s)
+        # the input bucket's trigger in serverless mode (daemon mode: provision() made it)
+        self.trigger_changes = provision_trigger(self.session(), self.resources,
+                                                 self.provisioned)
         if self.camera_enabled:
             self._camera = self.provision_camera()
         log.info("local_cloud_up", moto=self.moto.url, lambda_url=self.endpoint.url,
@@ -400,6 +420,12 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
             print("# for your own aws CLI or boto3 calls against this cloud:", file=out)
             for key, value in cloud.client_env().items():
                 print(f"export {key}={value}", file=out)
+            if cloud.resources.mode == "serverless":
+                p = cloud.provisioned
+                print(f"# serverless mode: an upload to {p.input_bucket} invokes "
+                      f"{cloud.resources.function_name} (no daemon needed); CSVs in "
+                      f"{p.output_bucket}, events that failed every attempt on "
+                      f"{p.failure_queue_url}", file=out)
             if camera:
                 for line in camera_lines(cloud.camera):
                     print(line, file=out)

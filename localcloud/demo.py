@@ -64,6 +64,7 @@ class DemoReport:
     wall_s: float
     daemon_exit: int | None
     log_dir: Path | None  #: the kept scratch folder; None once removed after a clean run
+    serverless: bool = False  #: S3 invoked the function: there was no daemon
 
     @property
     def complete(self) -> bool:
@@ -71,7 +72,7 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        return (self.complete and self.daemon_exit == 0
+        return (self.complete and (self.serverless or self.daemon_exit == 0)
                 and all(run.correct is not False for run in self.runs))
 
 
@@ -208,6 +209,8 @@ def render_report(report: DemoReport) -> str:
     lines.append("")
     logs = (f"logs kept in {report.log_dir}" if report.log_dir is not None
             else "logs removed (--keep-work-dir keeps them)")
+    how = ("serverless: S3 invoked the function, no daemon" if report.serverless
+           else f"daemon exit code {report.daemon_exit}")
     lines.append(f"{done}/{len(report.runs)} videos have results in {report.wall_s:.2f} s "
-                 f"(first upload to last result); daemon exit code {report.daemon_exit}; {logs}")
+                 f"(first upload to last result); {how}; {logs}")
     return "\n".join(lines)

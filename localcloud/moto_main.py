@@ -21,6 +21,16 @@ patched server) and is applied only where moto still has the shape it replaces:
   under load; ``LOCALCLOUD_MOTO_ACCESS_LOG=1`` turns it back on. Errors are logged either way.
 - moto runs its Flask apps in debug mode, in which Flask builds a new class for every request
   without a file upload, only to word a KeyError about HTML forms better. It no longer does.
+
+One patch is not about speed: S3's ``LambdaFunctionConfigurations`` notifications. moto's S3 calls
+its own Lambda backend with them, synchronously and through Docker (absent here), and drops any
+error. Here each event is handed to :mod:`localcloud.s3_lambda_delivery`, which invokes the local
+cloud's Lambda service (``LOCALCLOUD_S3_LAMBDA_ENDPOINT``) asynchronously, an ``Event``
+invocation, as S3 does on AWS, and writing such a notification is refused unless the function's
+policy lets S3 invoke it, as AWS refuses it. Without that variable the event is logged as
+dropped (and nothing is checked). And moto's own PutFunctionEventInvokeConfig replaces the
+configuration, as Lambda's does, instead of appending one that Get never shows (what `aws
+provision` against moto needs to see a changed setting).
 """
 
 from __future__ import annotations
@@ -103,12 +113,69 @@ def _no_form_hint(request: Any) -> None:
     """Flask's debug-mode hint for ``request.files`` (a new class per request), off."""
 
 
+def _lambda_notifications(env: Mapping[str, str]) -> Callable[..., None]:
+    """moto's ``_invoke_awslambda(account_id, event_body, fn_arn, region_name)``, to our service."""
+    import logging
+
+    from localcloud import s3_lambda_delivery
+
+    def invoke_awslambda(account_id: str, event_body: Any, fn_arn: str,
+                         region_name: str) -> None:
+        delivery = s3_lambda_delivery.delivery(env)
+        if delivery is None:
+            logging.getLogger("localcloud.s3_lambda").error(
+                "s3 event for %s dropped: %s is not set", fn_arn,
+                s3_lambda_delivery.ENDPOINT_ENV)
+            return
+        delivery.submit(fn_arn, event_body)
+
+    return invoke_awslambda
+
+
+def _checked_notifications(original: Callable[..., None],
+                           env: Mapping[str, str]) -> Callable[..., None]:
+    """S3Backend.put_bucket_notification_configuration, refusing a Lambda destination whose
+    policy does not let S3 invoke it (AWS checks at this point too)."""
+    from moto.s3.exceptions import S3ClientError
+
+    from localcloud import s3_lambda_delivery
+
+    def put_bucket_notification_configuration(self: Any, bucket_name: str,
+                                              notification_config: dict[str, Any]) -> None:
+        url = env.get(s3_lambda_delivery.ENDPOINT_ENV, "").strip()
+        entries = notification_config.get("CloudFunctionConfiguration") or []
+        if url and entries:
+            bucket = self.get_bucket(bucket_name)
+            for entry in entries if isinstance(entries, list) else [entries]:
+                arn = entry["CloudFunction"]
+                reason = s3_lambda_delivery.refusal(url, arn, bucket.arn, self.account_id)
+                if reason is not None:
+                    raise S3ClientError("InvalidArgument", "Unable to validate the following "
+                                        f"destination configurations: {arn}: {reason}")
+        original(self, bucket_name, notification_config)
+
+    return put_bucket_notification_configuration
+
+
+def _replacing_event_invoke_config(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's PutFunctionEventInvokeConfig appends, and Get answers the first ever put: a changed
+    setting never shows. Lambda's Put replaces the configuration."""
+
+    def put_function_event_invoke_config(self: Any, function_name: str,
+                                         config: dict[str, Any]) -> Any:
+        self.get_function(function_name).event_invoke_config = []
+        return original(self, function_name, config)
+
+    return put_function_event_invoke_config
+
+
 def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
     """Patch what this moto has; returns the names patched (none if moto changed shape)."""
     from flask import debughelpers
     from moto import backends
     from moto.core import responses
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+    from moto.s3 import notifications
     from moto.sqs import models
     from moto.sqs.models import Message, Queue, SQSBackend
     from werkzeug.serving import WSGIRequestHandler
@@ -142,6 +209,21 @@ def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
             if isinstance(getattr(Queue, name, None), property):
                 setattr(Queue, name, property(scan))
                 patched.append(f"sqs.Queue.{name}")
+    from moto.awslambda.models import LambdaBackend
+    from moto.s3.models import S3Backend
+
+    if callable(getattr(LambdaBackend, "put_function_event_invoke_config", None)):
+        LambdaBackend.put_function_event_invoke_config = _replacing_event_invoke_config(
+            LambdaBackend.put_function_event_invoke_config)
+        patched.append("awslambda.put_function_event_invoke_config")
+
+    if callable(getattr(S3Backend, "put_bucket_notification_configuration", None)):
+        S3Backend.put_bucket_notification_configuration = _checked_notifications(
+            S3Backend.put_bucket_notification_configuration, env)
+        patched.append("s3.put_bucket_notification_configuration")
+    if callable(getattr(notifications, "_invoke_awslambda", None)):
+        notifications._invoke_awslambda = _lambda_notifications(env)
+        patched.append("s3.notifications._invoke_awslambda")
     if hasattr(SQSBackend, "is_message_valid_based_on_retention_period"):
         SQSBackend.is_message_valid_based_on_retention_period = _valid_by_retention
         patched.append("sqs.is_message_valid_based_on_retention_period")
@@ -149,8 +231,12 @@ def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import logging
+
     from moto import server
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("localcloud.s3_lambda").setLevel(logging.INFO)  # each S3 → Lambda event
     apply_patches()
     server.main(argv if argv is not None else sys.argv[1:])
 

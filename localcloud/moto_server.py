@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import urllib.request
@@ -10,6 +11,7 @@ from types import TracebackType
 from typing import Self
 
 from localcloud.net import free_port, wait_http_ready
+from localcloud.s3_lambda_delivery import ENDPOINT_ENV
 
 
 class MotoServer:
@@ -19,10 +21,13 @@ class MotoServer:
     MODULE = "localcloud.moto_main"
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, lambda_url: str | None = None) -> None:
+        """*lambda_url*: the Lambda service S3's LambdaFunctionConfigurations invoke (see
+        :mod:`localcloud.s3_lambda_delivery`); None: such notifications are logged and dropped."""
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.lambda_url = lambda_url
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -30,10 +35,13 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, *, timeout_s: float = 30.0) -> Self:
+        env = {k: v for k, v in os.environ.items() if k != ENDPOINT_ENV}
+        if self.lambda_url:
+            env[ENDPOINT_ENV] = self.lambda_url
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             [sys.executable, "-m", self.MODULE, "-H", self.host, "-p", str(self.port)],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out, stderr=subprocess.STDOUT, env=env,
         )
         wait_http_ready(f"{self.url}/moto-api/", timeout_s=timeout_s,
                         is_alive=lambda: self._proc is not None and self._proc.poll() is None)

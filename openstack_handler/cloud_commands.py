@@ -42,6 +42,9 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--url-auth-type", choices=("NONE", "AWS_IAM"), default="NONE",
                     help="the camera URLs' auth type (default: %(default)s: the local cloud "
                          "listens on 127.0.0.1 only, and the course's clients do not sign)")
+    up.add_argument("--mode", choices=("daemon", "serverless"), default="daemon",
+                    help="what the input bucket notifies: the input queue, for the daemon "
+                         "(default), or the function itself (serverless: no daemon needed)")
     up.set_defaults(func=_cmd_local_up)
 
     demo = local_sub.add_parser(
@@ -63,6 +66,10 @@ def add_local_commands(subparsers: argparse._SubParsersAction) -> None:
                            "daemon does not provoke throttling)")
     demo.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                       help="give up on results after this long (default: %(default)s)")
+    demo.add_argument("--serverless", action="store_true",
+                      help="no daemon: the input bucket invokes the function (asynchronously, "
+                           "with Lambda's retries); the results are read from the output bucket "
+                           "(--results and --daemon-concurrency do not apply)")
     demo.set_defaults(func=_cmd_local_demo)
 
     camera = local_sub.add_parser(
@@ -116,7 +123,8 @@ def _cmd_local_up(args: argparse.Namespace) -> int:
                         daemon_concurrency=args.function_concurrency,
                         keep_work_dir=args.keep_work_dir, camera=args.camera,
                         camera_concurrency=args.camera_concurrency,
-                        resources=ResourceSpec(prefix="local", url_auth_type=args.url_auth_type))
+                        resources=ResourceSpec(prefix="local", url_auth_type=args.url_auth_type,
+                                               mode=args.mode))
 
 
 def _cmd_local_demo(args: argparse.Namespace) -> int:
@@ -125,6 +133,14 @@ def _cmd_local_demo(args: argparse.Namespace) -> int:
 
     configure_logging(False, level="warning")  # the table is the output; details are in the logs
 
+    if args.serverless:
+        from localcloud.serverless_demo import run_serverless_demo
+
+        report = run_serverless_demo(videos=args.videos, gallery=args.gallery,
+                                     students=args.students, expected=args.expected,
+                                     function_concurrency=args.function_concurrency,
+                                     timeout_s=args.timeout, keep_work_dir=args.keep_work_dir)
+        return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
     report = run_local_demo(videos=args.videos, gallery=args.gallery, students=args.students,
                             results=args.results, expected=args.expected,
                             function_concurrency=args.function_concurrency,
@@ -186,6 +202,19 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
                       help="auth type of the camera path's Function URLs (with --image-uri). "
                            "AWS_IAM (the default): callers sign with SigV4. NONE: the URLs "
                            "are public, anyone who has them can call them")
+    prov.add_argument("--mode", choices=("daemon", "serverless"), default="daemon",
+                      help="what the input bucket notifies: the input queue, which the daemon "
+                           "consumes (default), or the function itself, with no daemon "
+                           "(serverless: needs the function, --image-uri or made before); "
+                           "switching either way leaves exactly one trigger")
+    prov.add_argument("--trigger-prefix", default="", metavar="PREFIX",
+                      help="serverless: only keys starting with this invoke the function")
+    prov.add_argument("--trigger-suffix", default="", metavar="SUFFIX",
+                      help="serverless: only keys ending with this invoke the function")
+    prov.add_argument("--max-retry-attempts", type=int, default=2, choices=range(3),
+                      metavar="0..2", help="serverless: retries of a failed event (default 2)")
+    prov.add_argument("--max-event-age", type=int, default=21600, metavar="SECONDS",
+                      help="serverless: an event older than this is not retried (60..21600)")
     prov.add_argument("--json", action="store_true",
                       help='print {"changed", "changes", "settings", "camera"} (for Ansible) '
                            "instead of lines")
@@ -202,6 +231,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
     from openstack_handler.logs import configure_logging
     from openstack_handler.provisioning import (
         Change,
+        ProvisioningError,
         ResourceSpec,
         describe_changes,
         load_student_records,
@@ -209,6 +239,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         provision_function,
         seed_students,
     )
+    from openstack_handler.serverless_provisioning import provision_trigger
     from openstack_handler.settings import load_settings, settings_toml
 
     if args.config_out is None:
@@ -217,13 +248,25 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     configure_logging(None, level="warning", stream=sys.stderr)  # stdout: the changes, once
     session = boto3.session.Session(region_name=args.region)
-    spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout,
-                        url_auth_type=args.url_auth_type)
+    try:
+        spec = ResourceSpec(prefix=args.prefix, function_timeout_s=args.function_timeout,
+                            url_auth_type=args.url_auth_type, mode=args.mode,
+                            trigger_prefix=args.trigger_prefix,
+                            trigger_suffix=args.trigger_suffix,
+                            async_max_retry_attempts=args.max_retry_attempts,
+                            async_max_event_age_s=args.max_event_age)
+    except ValueError as exc:
+        print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
     if args.url_auth_type == "NONE":
         print("openstack-handler: warning: --url-auth-type NONE makes the camera URLs public: "
               "anyone who has them can invoke the functions (and run up the bill)",
               file=sys.stderr)
-    provisioned = provision(session, spec)
+    try:
+        provisioned = provision(session, spec)
+    except ProvisioningError as exc:
+        print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG_ERROR)
     changes = list(provisioned.changes)
     if args.students:
         seeded = seed_students(session, provisioned.students_table,
@@ -241,6 +284,11 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
             changes.extend(made.changes)
         camera = provision_camera(session, spec, provisioned)
         changes.extend(camera.changes)
+    try:
+        changes.extend(provision_trigger(session, spec, provisioned))
+    except ProvisioningError as exc:
+        print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG_ERROR)
     values = _read_toml(args.config_out)
     values.update({
         "input_queue_url": provisioned.input_queue_url,

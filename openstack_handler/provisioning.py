@@ -26,6 +26,11 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 log = structlog.get_logger()
 
 NOTIFICATION_ID = "input-objects-to-queue"
+#: serverless mode's entry: the input bucket invokes the function itself
+FUNCTION_NOTIFICATION_ID = "input-objects-to-function"
+#: daemon mode: S3 → input queue → the daemon invokes the function; serverless: S3 → the function
+MODES = ("daemon", "serverless")
+OBJECT_CREATED = "s3:ObjectCreated:*"
 CROPS_LIFECYCLE_ID = "expire-face-crops"
 URL_AUTH_TYPES = ("AWS_IAM", "NONE")
 ROLE_POLICY_NAME = "least-privilege"
@@ -101,13 +106,24 @@ class ResourceSpec:
     response_retention_s: int = 3600
     #: Crops spilled to the frames bucket expire after this many days.
     crops_expire_days: int = 1
+    # -- what the input bucket notifies: the input queue (daemon) or the function (serverless) --
+    mode: str = "daemon"
+    #: serverless mode: only keys with this prefix / suffix invoke the function ("": any)
+    trigger_prefix: str = ""
+    trigger_suffix: str = ""
+    #: serverless mode: the function's asynchronous settings (Lambda's defaults: 2 and 6 h) and
+    #: the queue that receives an event with its error once they are used up (14 days' retention)
+    async_max_retry_attempts: int = 2
+    async_max_event_age_s: int = 21600
+    failure_queue: str = ""
 
     def __post_init__(self) -> None:
         derived = {"input_bucket": "input", "output_bucket": "output", "input_queue": "input",
                    "input_dlq": "input-dlq", "output_queue": "output", "output_dlq": "output-dlq",
                    "response_queue": "response", "students_table": "students",
                    "frames_bucket": "frames", "request_queue": "request",
-                   "request_dlq": "request-dlq", "response_dlq": "response-dlq"}
+                   "request_dlq": "request-dlq", "response_dlq": "response-dlq",
+                   "failure_queue": "failed"}
         for name, suffix in derived.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, f"{self.prefix}-{suffix}")
@@ -145,6 +161,17 @@ class ResourceSpec:
             problems.append("request_max_concurrency must be 0 (unset) or 2..1000")
         if not 60 <= self.response_retention_s <= 1209600:
             problems.append("response_retention_s must be 60..1209600")
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not _QUEUE.match(self.failure_queue):
+            problems.append(f"queue name {self.failure_queue!r}")
+        if not 0 <= self.async_max_retry_attempts <= 2:
+            problems.append("async_max_retry_attempts must be 0..2 (Lambda's range)")
+        if not 60 <= self.async_max_event_age_s <= 21600:
+            problems.append("async_max_event_age_s must be 60..21600 (Lambda's range)")
+        for name in ("trigger_prefix", "trigger_suffix"):
+            if len(getattr(self, name).encode()) > 1024:
+                problems.append(f"{name} must be at most 1024 bytes (an S3 key's length)")
         if problems:
             raise ValueError("invalid resource spec: " + "; ".join(problems))
 
@@ -201,6 +228,8 @@ class Provisioned:
     request_dlq_arn: str = ""
     response_dlq_url: str = ""
     response_dlq_arn: str = ""
+    failure_queue_url: str = ""  # serverless mode only
+    failure_queue_arn: str = ""
     students_table_arn: str
     account_id: str
     region: str
@@ -263,11 +292,14 @@ def provision(session: SessionLike, spec: ResourceSpec) -> Provisioned:
         spec.request_queue: {**base, "VisibilityTimeout": str(spec.request_visibility_timeout_s),
                              "RedrivePolicy": redrive(spec.request_dlq)},
     }
+    if spec.mode == "serverless":
+        queues[spec.failure_queue] = dlq
     urls = {name: _ensure_queue(sqs, name, attributes, changes)
             for name, attributes in queues.items()}  # DLQs first: redrive targets must exist
     for bucket in (spec.input_bucket, spec.output_bucket, spec.frames_bucket):
         _ensure_bucket(s3, bucket, region, changes)
-    _ensure_notification(s3, spec.input_bucket, queue_arn(spec.input_queue), changes)
+    if spec.mode == "daemon":  # serverless: after the function exists (serverless_provisioning)
+        ensure_input_trigger(s3, spec.input_bucket, changes, queue_arn=queue_arn(spec.input_queue))
     _ensure_crops_expire(s3, spec.frames_bucket, spec.crops_expire_days, changes)
     table_arn = _ensure_table(session.client("dynamodb"), spec.students_table, changes)
     for change in changes:
@@ -286,6 +318,8 @@ def provision(session: SessionLike, spec: ResourceSpec) -> Provisioned:
         request_queue_url=urls[spec.request_queue], request_queue_arn=queue_arn(spec.request_queue),
         request_dlq_url=urls[spec.request_dlq], request_dlq_arn=queue_arn(spec.request_dlq),
         response_dlq_url=urls[spec.response_dlq], response_dlq_arn=queue_arn(spec.response_dlq),
+        failure_queue_url=urls.get(spec.failure_queue, ""),
+        failure_queue_arn=queue_arn(spec.failure_queue) if spec.failure_queue in urls else "",
         account_id=account, region=region, partition=partition, changes=tuple(changes))
 
 
@@ -367,23 +401,74 @@ def _ensure_bucket(s3: Any, name: str, region: str, changes: list[Change]) -> No
     changes.append(Change("s3 bucket", name, "created"))
 
 
-def _ensure_notification(s3: Any, bucket: str, queue_arn: str, changes: list[Change]) -> None:
-    """Our ObjectCreated → input-queue entry, keeping any other entries on the bucket."""
+def _filter_rules(entry: Mapping[str, Any]) -> dict[str, str]:
+    rules = entry.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    return {str(r["Name"]).lower(): str(r["Value"]) for r in rules}
+
+
+def _is_object_created(entry: Mapping[str, Any]) -> bool:
+    return any(e == OBJECT_CREATED or e.startswith("s3:ObjectCreated:")
+               for e in entry.get("Events", []))
+
+
+def _function_name(arn: str) -> str:
+    return arn.split(":function:")[-1].split(":")[0]
+
+
+def ensure_input_trigger(s3: Any, bucket: str, changes: list[Change], *, queue_arn: str = "",
+                         function_arn: str = "", prefix: str = "", suffix: str = "") -> None:
+    """The input bucket's one trigger: our ObjectCreated entry to the input queue (daemon mode,
+    *queue_arn*) or to the function (serverless, *function_arn*), written with one
+    PutBucketNotificationConfiguration that also drops our entry of the other kind, so a switch
+    never leaves both (every video would run twice) nor a moment with neither. Entries that are
+    not ours are kept, except that one which already sends new objects to where the other mode
+    sends them is refused (ProvisioningError): it would run every video twice."""
+    if bool(queue_arn) == bool(function_arn):
+        raise ValueError("give the input queue's ARN or the function's, not both")
     current = s3.get_bucket_notification_configuration(Bucket=bucket)
-    desired = {"Id": NOTIFICATION_ID, "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}
-    queue_configs = current.get("QueueConfigurations", [])
-    ours = [c for c in queue_configs if c.get("Id") == NOTIFICATION_ID]
-    if (len(ours) == 1 and ours[0].get("QueueArn") == queue_arn
-            and ours[0].get("Events") == desired["Events"] and not ours[0].get("Filter")):
+    queues = current.get("QueueConfigurations", [])
+    functions = current.get("LambdaFunctionConfigurations", [])
+    foreign_queues = [c for c in queues if c.get("Id") != NOTIFICATION_ID]
+    foreign_functions = [c for c in functions if c.get("Id") != FUNCTION_NOTIFICATION_ID]
+    if queue_arn:
+        desired: dict[str, Any] = {"Id": NOTIFICATION_ID, "QueueArn": queue_arn,
+                                   "Events": [OBJECT_CREATED]}
+        ours, kind, target = [c for c in queues if c.get("Id") == NOTIFICATION_ID], \
+            "QueueConfigurations", f"ObjectCreated -> {queue_arn}"
+        stale = [c for c in functions if c.get("Id") == FUNCTION_NOTIFICATION_ID]
+        clashing = [c for c in foreign_functions if _is_object_created(c)]
+    else:
+        desired = {"Id": FUNCTION_NOTIFICATION_ID, "LambdaFunctionArn": function_arn,
+                   "Events": [OBJECT_CREATED]}
+        rules = [{"Name": n, "Value": v} for n, v in (("prefix", prefix), ("suffix", suffix))
+                 if v]
+        if rules:
+            desired["Filter"] = {"Key": {"FilterRules": rules}}
+        ours, kind, target = ([c for c in functions if c.get("Id") == FUNCTION_NOTIFICATION_ID],
+                              "LambdaFunctionConfigurations",
+                              f"ObjectCreated -> {function_arn}")
+        stale = [c for c in queues if c.get("Id") == NOTIFICATION_ID]
+        clashing = [c for c in foreign_queues if _is_object_created(c)]
+    if clashing:
+        ids = ", ".join(str(c.get("Id", "?")) for c in clashing)
+        raise ProvisioningError(
+            f"bucket {bucket} already sends new objects elsewhere ({kind.replace('Configurations', '')} "
+            f"entries not ours: {ids}); with the {'queue' if queue_arn else 'function'} trigger "
+            "as well every video would run twice: remove them first")
+    target_key = "QueueArn" if queue_arn else "LambdaFunctionArn"
+    if (len(ours) == 1 and not stale and ours[0].get(target_key) == desired[target_key]
+            and ours[0].get("Events") == desired["Events"]
+            and _filter_rules(ours[0]) == _filter_rules(desired)):
         return
     config = {k: v for k, v in current.items()
-              if k in ("TopicConfigurations", "LambdaFunctionConfigurations",
-                       "EventBridgeConfiguration")}
-    config["QueueConfigurations"] = [
-        c for c in queue_configs if c.get("Id") != NOTIFICATION_ID] + [desired]
+              if k in ("TopicConfigurations", "EventBridgeConfiguration")}
+    config["QueueConfigurations"] = foreign_queues + ([desired] if queue_arn else [])
+    config["LambdaFunctionConfigurations"] = foreign_functions + ([] if queue_arn else [desired])
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    detail = target + (" (replacing the " + ("function" if queue_arn else "queue")
+                       + " trigger)" if stale else "")
     changes.append(Change("s3 notification", bucket, "created" if not ours else "updated",
-                          f"ObjectCreated -> {queue_arn}"))
+                          detail))
 
 
 def _ensure_crops_expire(s3: Any, bucket: str, days: int, changes: list[Change]) -> None:
@@ -496,7 +581,9 @@ def function_policy(spec: ResourceSpec, provisioned: Provisioned) -> dict[str, A
         {"Sid": "WriteOutputObjects", "Effect": "Allow", "Action": "s3:PutObject",
          "Resource": f"arn:{p}:s3:::{provisioned.output_bucket}/*"},
         {"Sid": "SendResults", "Effect": "Allow", "Action": "sqs:SendMessage",
-         "Resource": [provisioned.output_queue_arn, provisioned.response_queue_arn]},
+         "Resource": [provisioned.output_queue_arn, provisioned.response_queue_arn]
+         # serverless: Lambda sends a failed event to its destination with this role
+         + ([provisioned.failure_queue_arn] if provisioned.failure_queue_arn else [])},
         {"Sid": "ReadStudents", "Effect": "Allow",
          "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem"],
          "Resource": provisioned.students_table_arn},

@@ -1,5 +1,6 @@
 """The control-plane routes beyond Invoke, as boto3's lambda client calls them (the REST routes of
-the Lambda API model): Function URL configs, the resource policy, and event source mappings.
+the Lambda API model): Function URL configs, the resource policy, event source mappings and
+event invoke configs (the asynchronous-invocation settings).
 
 `ControlPlane.route()` answers a request it owns with (status, JSON body), or None for a path it
 does not own (the Invoke API in :mod:`~localcloud.awslambda.api` handles those).
@@ -12,6 +13,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from localcloud.awslambda.event_invoke_config import EventInvokeConfig
 from localcloud.awslambda.event_sources import EventSourceMappings
 from localcloud.awslambda.permissions import Policies
 from localcloud.awslambda.service import InvalidRequestContent, LambdaService
@@ -20,6 +22,7 @@ from localcloud.awslambda.urls import FunctionUrls
 URLS_PREFIX = "/2021-10-31/functions/"
 FUNCTIONS_PREFIX = "/2015-03-31/functions/"
 MAPPINGS_PATH = "/2015-03-31/event-source-mappings"
+EVENT_INVOKE_PREFIX = "/2019-09-25/functions/"
 
 Answer = tuple[int, Any]
 
@@ -62,6 +65,9 @@ class ControlPlane:
         """Raises ServiceError (an AWS error answer) for a request it owns but refuses."""
         if path.startswith(URLS_PREFIX):
             return self._url_route(method, path[len(URLS_PREFIX):].split("/"), query, body)
+        if path.startswith(EVENT_INVOKE_PREFIX):
+            return self._event_invoke_route(method, path[len(EVENT_INVOKE_PREFIX):].split("/"),
+                                            query, body)
         if path.startswith(FUNCTIONS_PREFIX):
             parts = path[len(FUNCTIONS_PREFIX):].split("/")
             if len(parts) >= 2 and parts[1] == "policy":
@@ -105,6 +111,36 @@ class ControlPlane:
         if len(parts) == 3 and method == "DELETE":
             self.policies.remove(name, urllib.parse.unquote(parts[2]),
                                  _first(query, "RevisionId"))
+            return 204, None
+        return None
+
+    def _event_invoke_route(self, method: str, parts: list[str],
+                            query: Mapping[str, list[str]], body: bytes) -> Answer | None:
+        if len(parts) not in (2, 3) or parts[1] != "event-invoke-config" or (
+                len(parts) == 3 and parts[2] != "list"):
+            return None
+        service = self.urls.service
+        pool = service.resolve(urllib.parse.unquote(parts[0]), _first(query, "Qualifier"))
+        name = pool.function.name
+        arn = service.spec.function_arn(name)
+        configs = service.event_invoke_configs
+
+        def answer(config: EventInvokeConfig) -> Answer:
+            return 200, config.to_json(arn)
+
+        if len(parts) == 3:
+            if method != "GET":
+                return None
+            return 200, {"FunctionEventInvokeConfigs": [c.to_json(arn)
+                                                        for c in configs.list(name)]}
+        if method == "PUT":
+            return answer(configs.put(name, _json(body)))
+        if method == "POST":
+            return answer(configs.update(name, arn, _json(body)))
+        if method == "GET":
+            return answer(configs.get(name, arn))
+        if method == "DELETE":
+            configs.delete(name, arn)
             return 204, None
         return None
 

@@ -58,7 +58,8 @@ def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 1
     """Start the pools and the HTTP server; return after *stop* is set (signals set it).
     *faults* (the ``LOCALCLOUD_FAULTS`` override) replaces every function's own fault spec."""
     stop = stop or threading.Event()
-    service = LambdaService(spec, init_timeout_s=init_timeout_s, faults_override=faults)
+    service = LambdaService(spec, init_timeout_s=init_timeout_s, faults_override=faults,
+                            sqs=lambda: _sqs_client(spec))
     control = ControlPlane(service, sqs=lambda: _sqs_client(spec), host=host,
                            credentials=spec.credentials, poll_wait_s=spec.event_source_poll_wait_s)
     server = LambdaHTTPServer((host, port), service, control)
@@ -81,7 +82,8 @@ def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 1
 
 
 def _sqs_client(spec: EndpointSpec) -> Any:
-    """The SQS client the event source pollers use: the spec's endpoint and first credential
+    """The SQS client the event source pollers and the destinations of Event invocations use:
+    the spec's endpoint and first credential
     (on AWS the poller would use the function's execution role), else boto3's own chain."""
     import boto3
     from botocore.config import Config

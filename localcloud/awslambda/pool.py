@@ -2,7 +2,8 @@
 enforcement.
 
 The pool is the "reserved concurrency" of a function: one invocation per environment at a time;
-when none is free a synchronous invoke is throttled (429), an asynchronous one waits its turn. An
+when none is free a synchronous invoke is throttled (429), an asynchronous one waits its turn
+(:mod:`~localcloud.awslambda.async_invoke` queues them and blocks for a free one). An
 environment that times out, goes over its memory or dies is killed and replaced in the
 background; the slot counts as "starting" meanwhile, and a request that finds only starting
 environments waits for one (a cold start) instead of being throttled.
@@ -14,11 +15,9 @@ through the Lambda Runtime API (:mod:`localcloud.awslambda.environment`).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import multiprocessing
 import os
-import queue
 import threading
 import time
 import uuid
@@ -44,7 +43,6 @@ log = structlog.get_logger()
 
 POLL_S = 0.25  # how often a busy worker's memory is checked (its reply and deadline wake it at once)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_ASYNC_QUEUE_MAX = 10_000
 
 
 class Throttled(Exception):
@@ -209,17 +207,13 @@ class FunctionPool:
         self._init_error: str | None = None
         self._counters: Counter[str] = Counter()
         self._seq = itertools.count(1)
-        self._async: queue.Queue[tuple[str, bytes] | None] = queue.Queue(_ASYNC_QUEUE_MAX)
-        self._dispatcher = threading.Thread(target=self._dispatch_async, daemon=True,
-                                            name=f"async-{function.name}")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Spawn every worker (they import the handler concurrently) and the async dispatcher."""
+        """Spawn every worker (they import the handler concurrently)."""
         self._sandboxes.open()
         for _ in range(self.function.concurrency):
             self._spawn_in_background()
-        self._dispatcher.start()
 
     def wait_warm(self, timeout_s: float) -> bool:
         """True once no worker is still starting (all imported their handler)."""
@@ -231,8 +225,6 @@ class FunctionPool:
             self._stopped = True
             workers = list(self._all)
             self._cond.notify_all()
-        with contextlib.suppress(queue.Full):  # a full queue drains into PoolStopped anyway
-            self._async.put_nowait(None)
         for worker in workers:
             worker.kill()
         for worker in workers:
@@ -257,21 +249,12 @@ class FunctionPool:
         finally:
             self._release(worker)
 
-    def submit_async(self, payload: bytes) -> str:
-        """Queue an Event invocation; it runs when a worker is free. Returns its request id."""
-        request_id = str(uuid.uuid4())
-        try:
-            self._async.put_nowait((request_id, payload))
-        except queue.Full as exc:
-            raise Throttled("async event queue full") from exc
-        return request_id
-
     def stats(self) -> dict[str, Any]:
         with self._cond:
             return {"concurrency": self.function.concurrency, "idle": len(self._idle),
                     "busy": self._busy, "starting": self._starting,
                     "pids": sorted(w.pid for w in self._all), "init_error": self._init_error,
-                    "queued_events": self._async.qsize(), **self._counters}
+                    **self._counters}
 
     # -- internals ---------------------------------------------------------------------------
     def _worker_config(self) -> WorkerConfig:
@@ -429,20 +412,6 @@ class FunctionPool:
             rss = worker.rss_bytes()
             if rss > limit:
                 return failure("Runtime.OutOfMemory", _oom_message(rss, self.function))
-
-    def _dispatch_async(self) -> None:
-        """Run queued Event invocations as workers free up: at most `concurrency` at a time."""
-        while True:
-            item = self._async.get()
-            if item is None:
-                return
-            request_id, payload = item
-            try:
-                worker = self._acquire(block=True)
-            except PoolStopped:
-                return
-            threading.Thread(target=self._execute, args=(worker, request_id, payload, False, None),
-                             daemon=True, name=f"event-{request_id[:8]}").start()
 
 
 def describe_exit(code: int | None) -> str:

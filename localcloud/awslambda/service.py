@@ -11,6 +11,7 @@ import enum
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,11 @@ class Outcome:
     request_id: str = ""
 
 
+def _no_sqs() -> Any:
+    raise RuntimeError("this Lambda service was started without an SQS client: it cannot "
+                       "deliver to destinations")
+
+
 def _sandboxes(function: FunctionSpec) -> SandboxFactory | None:
     """Image functions run in image environments; handlers in worker processes (the default)."""
     if not function.image:
@@ -114,11 +120,21 @@ class LambdaService:
     """Functions by name, each backed by a warm FunctionPool."""
 
     def __init__(self, spec: EndpointSpec, *, init_timeout_s: float = 120.0,
-                 faults_override: FaultSpec | None = None) -> None:
+                 faults_override: FaultSpec | None = None,
+                 sqs: Callable[[], Any] | None = None) -> None:
+        """*sqs* makes the SQS client that destinations of Event invocations are sent with."""
+        # imported here: these modules import this one's errors
+        from localcloud.awslambda.async_invoke import AsyncInvocations, Destinations
+        from localcloud.awslambda.event_invoke_config import EventInvokeConfigs
+
         self.spec = spec
         self.pools = {f.name: FunctionPool(f, spec, init_timeout_s=init_timeout_s,
                                            sandboxes=_sandboxes(f))
                       for f in spec.functions}
+        self.event_invoke_configs = EventInvokeConfigs()
+        self.async_invocations = AsyncInvocations(
+            self.pools, self.event_invoke_configs, Destinations(sqs or _no_sqs),
+            function_arn=spec.function_arn, time_scale=spec.async_time_scale)
         self.faults = {f.name: FaultInjector(faults_override or f.faults)
                        for f in spec.functions}
         self.started_at = time.time()
@@ -136,8 +152,10 @@ class LambdaService:
     def start(self) -> None:
         for pool in self.pools.values():
             pool.start()
+        self.async_invocations.start()
 
     def stop(self) -> None:
+        self.async_invocations.stop()
         for pool in self.pools.values():
             pool.stop()
 
@@ -151,7 +169,8 @@ class LambdaService:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ready" if self.is_warm() else "starting",
-                "functions": {name: {**pool.stats(), **self.faults[name].stats()}
+                "functions": {name: {**pool.stats(), **self.faults[name].stats(),
+                                     **self.async_invocations.stats(name)}
                               for name, pool in self.pools.items()}}
 
     def resolve(self, function: str, qualifier: str | None) -> FunctionPool:
@@ -183,9 +202,16 @@ class LambdaService:
                     f"Could not parse request body into json: {exc}") from exc
         if invocation.invocation_type is InvocationType.DRY_RUN:
             return Outcome(204)
+        if invocation.invocation_type is InvocationType.EVENT:
+            from localcloud.awslambda.async_invoke import QueueFull
+
+            try:
+                request_id = self.async_invocations.submit(pool.function.name,
+                                                           invocation.payload)
+            except QueueFull as exc:
+                raise TooManyRequests("Rate Exceeded.", Reason="AsyncEventQueueFull") from exc
+            return Outcome(202, request_id=request_id)
         try:
-            if invocation.invocation_type is InvocationType.EVENT:
-                return Outcome(202, request_id=pool.submit_async(invocation.payload))
             fault = self.faults[pool.function.name].decide(invocation.payload)
             if fault is not None:
                 return self._inject(pool, fault)

@@ -16,8 +16,11 @@ Lambda's ImageConfig overrides ``command``, ``entrypoint`` and ``working_directo
 ``faults`` is optional (see :mod:`localcloud.awslambda.faults`; off by default). Optional too:
 ``"aws_endpoint_url"`` (where the queues of event source mappings are: the local cloud's moto),
 ``"credentials"`` (access key → secret: what AWS_IAM Function URLs verify signatures against,
-and what the event source pollers call SQS with) and ``"event_source_poll_wait_s"`` (the
-pollers' long-poll wait).
+and what the event source pollers call SQS with), ``"event_source_poll_wait_s"`` (the
+pollers' long-poll wait) and ``"async_time_scale"`` (in (0, 1], default 1: multiplies every
+duration of the asynchronous-invocation contract, Lambda's retry delays and the maximum event
+age, so that tests run minutes as fractions of a second; see
+:mod:`localcloud.awslambda.async_invoke`).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class EndpointSpec:
     aws_endpoint_url: str | None = None
     credentials: Mapping[str, str] = field(default_factory=dict)
     event_source_poll_wait_s: int = 5
+    async_time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.functions]
@@ -108,6 +112,11 @@ class EndpointSpec:
             raise SpecError(f"duplicate function names in {names}")
         if not 0 <= self.event_source_poll_wait_s <= 20:
             raise SpecError("event_source_poll_wait_s must be 0..20 (SQS's long-poll range)")
+        if (isinstance(self.async_time_scale, bool)
+                or not isinstance(self.async_time_scale, int | float)
+                or not 0 < self.async_time_scale <= 1):
+            raise SpecError(f"async_time_scale must be a number in (0, 1], not "
+                            f"{self.async_time_scale!r}")
         object.__setattr__(self, "credentials", MappingProxyType(
             {str(k): str(v) for k, v in dict(self.credentials).items()}))
 
@@ -118,7 +127,8 @@ class EndpointSpec:
         return {"region": self.region, "account_id": self.account_id,
                 "functions": [f.to_json() for f in self.functions],
                 "aws_endpoint_url": self.aws_endpoint_url, "credentials": dict(self.credentials),
-                "event_source_poll_wait_s": self.event_source_poll_wait_s}
+                "event_source_poll_wait_s": self.event_source_poll_wait_s,
+                "async_time_scale": self.async_time_scale}
 
     def write(self, path: Path) -> Path:
         """Write the spec (owner-only: it carries the local cloud's credentials)."""
@@ -137,7 +147,8 @@ class EndpointSpec:
                    account_id=str(data.get("account_id", DEFAULT_ACCOUNT_ID)),
                    aws_endpoint_url=data.get("aws_endpoint_url"),
                    credentials=data.get("credentials") or {},
-                   event_source_poll_wait_s=int(data.get("event_source_poll_wait_s", 5)))
+                   event_source_poll_wait_s=int(data.get("event_source_poll_wait_s", 5)),
+                   async_time_scale=data.get("async_time_scale", 1.0))
 
     @classmethod
     def load(cls, path: Path) -> EndpointSpec:

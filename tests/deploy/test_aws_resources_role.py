@@ -45,3 +45,18 @@ def test_the_aws_play_provisions_once_then_reports_no_change(
     second = run_aws_play(extra_vars)
     assert second.returncode == 0, second.output[-4000:]
     assert second.recap("localhost")["changed"] == 0, second.output[-4000:]
+    # WHEN the mode becomes serverless, the bucket invokes the function instead of the queue
+    variables = json.loads(extra_vars.read_text())
+    extra_vars.write_text(json.dumps({**variables, "aws_resources_mode": "serverless",
+                                      "aws_resources_trigger_suffix": ".mp4"}))
+    third = run_aws_play(extra_vars)
+    assert third.returncode == 0, third.output[-4000:]
+    assert third.recap("localhost")["changed"] == 1
+    s3 = boto3.session.Session(region_name="us-east-1").client("s3")
+    notification = s3.get_bucket_notification_configuration(Bucket="course-input")
+    assert notification.get("QueueConfigurations", []) == []
+    assert [c["LambdaFunctionArn"].split(":")[-1] for c in
+            notification["LambdaFunctionConfigurations"]] == ["face-recognition"]
+    fourth = run_aws_play(extra_vars)
+    assert fourth.returncode == 0, fourth.output[-4000:]
+    assert fourth.recap("localhost")["changed"] == 0, fourth.output[-4000:]

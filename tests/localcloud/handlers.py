@@ -170,3 +170,30 @@ def sqs_batch(event: Any, context: Any) -> dict[str, Any]:
 def crash(event: Any, context: Any) -> None:
     """The runtime process dies mid-invocation (as a segfaulting native library would)."""
     os._exit(3)
+
+
+def flaky(event: Any, context: Any) -> dict[str, Any]:
+    """Record each attempt (request id, time) in ``dir/id``, then fail while the attempts so far
+    are at most ``fail_times`` (``-1``: always): Lambda's retries of Event invocations, observed."""
+    import json
+    from pathlib import Path
+
+    path = Path(event["dir"]) / event["id"]
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"request_id": context.aws_request_id, "at": time.time()}) + "\n")
+    if "sleep" in event:
+        time.sleep(float(event["sleep"]))
+    attempts = len(path.read_text(encoding="utf-8").splitlines())
+    fail_times = int(event.get("fail_times", 0))
+    if fail_times < 0 or attempts <= fail_times:
+        raise RuntimeError(f"attempt {attempts} fails on purpose")
+    return {"attempts": attempts, "id": event["id"]}
+
+
+def save_event(event: Any, context: Any) -> None:
+    """Write the event as the function got it to ``$EVIDENCE_DIR/<request id>.json``."""
+    import json
+    from pathlib import Path
+
+    path = Path(os.environ["EVIDENCE_DIR"]) / f"{context.aws_request_id}.json"
+    path.write_text(json.dumps(event), encoding="utf-8")

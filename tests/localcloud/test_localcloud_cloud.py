@@ -206,3 +206,21 @@ def test_local_up_keeps_its_scratch_folder_when_it_fails_and_says_where(
                         out=io.StringIO())
     (kept,) = scratch.iterdir()
     assert code == 1 and f"logs kept in {kept}" in capsys.readouterr().err
+
+
+def test_run_local_up_in_serverless_mode_says_where_uploads_and_results_go(
+        inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    gallery, students = inputs
+    out = io.StringIO()
+    config = tmp_path / "daemon.toml"
+    watchdog = threading.Thread(target=_sigterm_when_ready, args=(config,), daemon=True)
+    watchdog.start()
+    code = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
+                        handler="tests.localcloud.handlers:noop", camera=False,
+                        resources=ResourceSpec(prefix="sl", mode="serverless"), out=out)
+    watchdog.join(5)
+    assert code == 0
+    assert ("# serverless mode: an upload to sl-input invokes face-recognition (no daemon "
+            "needed); CSVs in sl-output, events that failed every attempt on http://127.0.0.1:"
+            in out.getvalue())
+    assert "/sl-failed" in out.getvalue()

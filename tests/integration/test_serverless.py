@@ -1,0 +1,150 @@
+"""Serverless mode on the local cloud, end to end: the input bucket invokes the real function
+(Event invocations from moto's S3 to our Lambda service), no daemon runs, and the CSVs land in
+the output bucket; Lambda's retries and the on-failure queue with the real function behind a
+failing gate; `local demo --serverless` through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integration_helpers import REPO
+from polling import wait_for
+
+from localcloud.cloud import LocalCloud
+from localcloud.serverless_demo import csv_key
+from openstack_handler.provisioning import ResourceSpec
+
+pytestmark = pytest.mark.integration
+
+#: Lambda's retry minutes as 0.6 s and 1.2 s
+SCALE = 0.01
+HOSTILE_KEY = "my dir/clip ü+1 (2).mp4"
+
+
+def _cloud(course_data: Path, work: Path, **kwargs: Any) -> LocalCloud:
+    return LocalCloud(gallery=course_data / "encoding", students=course_data / "student_data.json",
+                      resources=ResourceSpec(prefix="sls", mode="serverless",
+                                             url_auth_type="NONE"),
+                      camera=False, concurrency=2, work_dir=work, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def serverless_cloud(course_data: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    with _cloud(course_data, tmp_path_factory.mktemp("serverless")) as cloud:
+        yield cloud
+
+
+def _csv(cloud: LocalCloud, key: str) -> str | None:
+    s3 = cloud.session().client("s3")
+    try:
+        body = s3.get_object(Bucket=cloud.provisioned.output_bucket, Key=csv_key(key))["Body"]
+    except s3.exceptions.NoSuchKey:
+        return None
+    return str(body.read().decode())
+
+
+def _depth(cloud: LocalCloud, url: str) -> int:
+    attrs = cloud.session().client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                      "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return sum(int(v) for v in attrs.values())
+
+
+def test_the_course_clips_give_their_csvs_with_no_daemon(
+        serverless_cloud: LocalCloud, course_data: Path,
+        course_records: dict[str, str]) -> None:
+    cloud = serverless_cloud
+    s3 = cloud.session().client("s3")
+    bucket = cloud.provisioned.input_bucket
+    # WHEN the 8 course clips, and one of them under a key with spaces, unicode and '+', are
+    # uploaded (no daemon runs: nothing reads the input queue)
+    uploads = {video: video for video in course_records}
+    uploads[HOSTILE_KEY] = "test_0.mp4"
+    for key, video in uploads.items():
+        s3.upload_file(str(course_data / "videos" / video), bucket, key)
+    # THEN each has its CSV in the output bucket, the course's record first
+    for key, video in uploads.items():
+        text = wait_for(lambda k=key: _csv(cloud, k), timeout_s=240, interval_s=0.5,
+                        what=f"{csv_key(key)} in the output bucket")
+        assert text.splitlines()[0] == course_records[video], (key, text)
+    listed = s3.list_objects_v2(Bucket=cloud.provisioned.output_bucket)["Contents"]
+    assert sorted(o["Key"] for o in listed) == sorted(csv_key(k) for k in uploads)
+    # AND the input bucket told the function only, not the queue
+    assert _depth(cloud, cloud.provisioned.input_queue_url) == 0
+    stats = cloud.function_stats()
+    assert stats["events_queued"] >= len(uploads) and stats.get("events_failed", 0) == 0
+
+
+@pytest.mark.parametrize(("fail_times", "outcome"), [(2, "csv"), (-1, "failure queue")])
+def test_lambdas_retries_with_the_real_function(course_data: Path, course_records: dict[str, str],
+                                                tmp_path: Path, fail_times: int,
+                                                outcome: str) -> None:
+    attempts_dir = tmp_path / "attempts"
+    attempts_dir.mkdir()
+    # GIVEN the real function behind a gate that fails its first two attempts (or all of them)
+    with _cloud(course_data, tmp_path / "cloud", handler="tests.integration.flaky_function:handler",
+                extra_environment={"FAIL_TIMES": str(fail_times),
+                                   "ATTEMPTS_DIR": str(attempts_dir)},
+                async_time_scale=SCALE) as cloud:
+        # WHEN a clip is uploaded
+        cloud.session().client("s3").upload_file(
+            str(course_data / "videos" / "test_1.mp4"), cloud.provisioned.input_bucket,
+            HOSTILE_KEY)
+        attempts_file = attempts_dir / hashlib.sha256(HOSTILE_KEY.encode()).hexdigest()
+        sqs = cloud.session().client("sqs")
+        if outcome == "csv":
+            # THEN the third attempt wrote its one CSV
+            text = wait_for(lambda: _csv(cloud, HOSTILE_KEY), timeout_s=120, interval_s=0.5,
+                            what="the CSV after the retries")
+            assert text.splitlines()[0] == course_records["test_1.mp4"]
+            assert len(attempts_file.read_text().splitlines()) == 3
+            assert _depth(cloud, cloud.provisioned.failure_queue_url) == 0
+            listed = cloud.session().client("s3").list_objects_v2(
+                Bucket=cloud.provisioned.output_bucket)["Contents"]
+            assert [o["Key"] for o in listed] == [csv_key(HOSTILE_KEY)]
+        else:
+            # THEN after the first run and its two retries the event, with its error, is on the
+            # failure queue, and there is no CSV
+            def record() -> Any:
+                got = sqs.receive_message(QueueUrl=cloud.provisioned.failure_queue_url,
+                                          WaitTimeSeconds=1).get("Messages", [])
+                return json.loads(got[0]["Body"]) if got else None
+
+            failed = wait_for(record, timeout_s=120, interval_s=0, what="the failure record")
+            assert failed["requestContext"]["condition"] == "RetriesExhausted"
+            assert failed["requestContext"]["approximateInvokeCount"] == 3
+            [s3_record] = failed["requestPayload"]["Records"]
+            assert s3_record["s3"]["object"]["key"] != HOSTILE_KEY  # encoded, as S3 sends it
+            assert failed["responsePayload"]["errorMessage"] == (
+                f"attempt 3 at {HOSTILE_KEY} fails on purpose")
+            assert len(attempts_file.read_text().splitlines()) == 3
+            assert _csv(cloud, HOSTILE_KEY) is None
+
+
+def test_local_demo_serverless_command(course_data: Path, course_records: dict[str, str],
+                                       tmp_path: Path) -> None:
+    expected = tmp_path / "expected.csv"
+    expected.write_text("video,names\n" + "".join(
+        f"{video},{row.split(',')[0]}\n" for video, row in course_records.items()))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "openstack_handler", "local", "demo", "--serverless",
+         "--videos", str(course_data / "videos"), "--gallery", str(course_data / "encoding"),
+         "--students", str(course_data / "student_data.json"), "--expected", str(expected)],
+        check=False, capture_output=True, text=True, timeout=400, cwd=REPO,
+        env={**os.environ, "TMPDIR": str(scratch)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8/8 videos have results" in proc.stdout
+    assert "serverless: S3 invoked the function, no daemon" in proc.stdout
+    assert proc.stdout.count(" ok") >= 8
+    assert list(scratch.iterdir()) == []
