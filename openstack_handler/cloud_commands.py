@@ -208,13 +208,14 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
                            "(serverless: needs the function, --image-uri or made before); "
                            "switching either way leaves exactly one trigger")
     prov.add_argument("--trigger-prefix", default="", metavar="PREFIX",
-                      help="serverless: only keys starting with this invoke the function")
+                      help="serverless: only keys starting with this invoke the function (default: any key)")
     prov.add_argument("--trigger-suffix", default="", metavar="SUFFIX",
-                      help="serverless: only keys ending with this invoke the function")
+                      help="serverless: only keys ending with this invoke the function (default: any key)")
     prov.add_argument("--max-retry-attempts", type=int, default=2, choices=range(3),
                       metavar="0..2", help="serverless: retries of a failed event (default 2)")
     prov.add_argument("--max-event-age", type=int, default=21600, metavar="SECONDS",
-                      help="serverless: an event older than this is not retried (60..21600)")
+                      help="serverless: an event older than this is not retried (60..21600; default: "
+                           "%(default)s, Lambda's)")
     prov.add_argument("--json", action="store_true",
                       help='print {"changed", "changes", "settings", "camera"} (for Ansible) '
                            "instead of lines")
