@@ -62,8 +62,8 @@ def fake_home(tmp_path: Path, recorder: Recorder) -> Path:
     home = tmp_path / "home"
     (home / ".aws").mkdir(parents=True)
     (home / ".aws" / "credentials").write_text(
-        "[default]\naws_access_key_id = AKIAFAKEFAKEFAKE0000\n"
-        "aws_secret_access_key = fakeSecretFake0000000000000000000000000000\n")
+        "[default]\naws_access_key_id = fake-key-id-for-tests\n"
+        "aws_secret_access_key = fake-secret-for-tests\n")
     (home / ".aws" / "config").write_text(
         f"[default]\nregion = us-east-1\nendpoint_url = {recorder.url}\n")
     return home
