@@ -12,7 +12,9 @@ The answer, over HTTP and on the response queue (docs/contracts.md, "The camera 
 `unknown_person` or `no_persons_found`. Bad input is answered, never guessed at: over HTTP a 4xx
 `{"request_id", "error": {"type", "reason"}}`; on the queue `{"request_id", "status": "error",
 "error"}` (no `result`). On a single frame a borderline face is `unknown_person` unless its
-margin to the runner-up is clear (lambda_image.confirm): both paths judge it the same way.
+margin to the runner-up is clear (lambda_image.confirm), or the frames its camera sent just before
+it confirm it, when the request names its camera (`camera_id`, `sequence`:
+lambda_image.camera_tracks): both paths judge it the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from lambda_image import face_messages
+from lambda_image import camera_tracks, face_messages
+from lambda_image.camera_tracks import CameraFrame
 from lambda_image.errors import (
     ConfigError,
     ImageTooLarge,
@@ -100,7 +103,7 @@ def frame_bytes(rt: Runtime, request: FrameRequest) -> bytes:
 
 def answer_message(rt: Runtime, request_id: str, filename: str | None,
                    result: RecognitionResult | None, timings_ms: dict[str, float],
-                   ) -> dict[str, Any]:
+                   camera: CameraFrame | None = None) -> dict[str, Any]:
     """The answer for a recognised frame (None: a frame without a face); records looked up."""
     names = result.names if result is not None else []
     started = time.perf_counter()
@@ -109,11 +112,23 @@ def answer_message(rt: Runtime, request_id: str, filename: str | None,
     timings_ms["lookup"] = _ms(started)
     return {"schema": SCHEMA, "request_id": request_id, "status": "ok",
             "result": names[0] if names else NO_PERSONS, "filename": filename,
+            **camera_tracks.describe(camera),
             "people": person_rows(names, records),
             "faces": [f.as_dict() for f in result.faces] if result is not None else [],
             "embedder": result.embedder if result is not None else None,
             "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
             "answered_at_ms": round(_now_ms(), 1)}
+
+
+def keep_frame(rt: Runtime, camera: CameraFrame | None, result: RecognitionResult,
+               timings_ms: dict[str, float]) -> None:
+    """Keep the frame's faces for its camera's next frames (before it is answered, so that a
+    camera that waits for each answer always finds its last frame)."""
+    if rt.tracks is None or camera is None:
+        return
+    started = time.perf_counter()
+    rt.tracks.keep(camera, result.faces)
+    timings_ms["track"] = _ms(started)
 
 
 # -- single stage -----------------------------------------------------------------------------
@@ -124,12 +139,16 @@ def answer_frame(rt: Runtime, event: Mapping[str, Any], invocation_id: str) -> d
     try:
         request = frame_request(event)
         data = frame_bytes(rt, request)
-        result = rt.recognition().recognize_image(data)
+        camera = request.camera
+        result = rt.recognition().recognize_image(
+            data, index=camera.sequence if camera else 0,
+            earlier=camera_tracks.lookback(rt.tracks, camera))
     except InvalidInput as exc:
         return rejected(event, exc)
     request_id = request.request_id or invocation_id
     timings = {k: v for k, v in result.timings_ms.items() if k in ("decode", "detect", "embed")}
-    answer = answer_message(rt, request_id, request.filename, result, timings)
+    keep_frame(rt, camera, result, timings)
+    answer = answer_message(rt, request_id, request.filename, result, timings, camera)
     answer["timings_ms"]["total"] = _ms(started)
     if rt.settings.response_queue_url:
         send_message(rt.sqs, rt.settings.response_queue_url, answer)
@@ -159,7 +178,7 @@ def detect_frame(rt: Runtime, event: Mapping[str, Any], invocation_id: str) -> d
     faces = rt.face_detector().detect(frame.small, scale=frame.scale)
     timings["detect"] = _ms(t)
     if not faces:  # nothing for the second stage: answer now (the course's bonus)
-        answer = answer_message(rt, request_id, request.filename, None, timings)
+        answer = answer_message(rt, request_id, request.filename, None, timings, request.camera)
         answer["timings_ms"]["detect_stage"] = _ms(started)
         send_message(rt.sqs, settings.response_queue_url, answer)
         log.info("detect.no_face", request_id=request_id, filename=request.filename)
@@ -172,7 +191,7 @@ def detect_frame(rt: Runtime, event: Mapping[str, Any], invocation_id: str) -> d
     message = face_messages.request_message(
         request_id=request_id, filename=request.filename, reply_to=settings.response_queue_url,
         width=image.width, height=image.height, crops=crops, timings_ms=timings,
-        sent_at_ms=0.0)
+        sent_at_ms=0.0, camera=request.camera)
     try:
         message = face_messages.spill(
             message, limit=settings.max_message_bytes, bucket=settings.frames_bucket,
@@ -253,11 +272,15 @@ def recognize_record(rt: Runtime, record: Mapping[str, Any]) -> None:
     if not reply_to:
         raise ConfigError("the message has no reply_to and RESPONSE_QUEUE_URL is not set")
     timings: dict[str, float] = {"decode": _ms(started)}
-    result = rt.recognition().recognize_faces([
-        (pixels, face.detection_in_crop(), face.detection)
-        for pixels, face in zip(crops, message.faces, strict=True)])
+    camera = message.camera
+    result = rt.recognition().recognize_faces(
+        [(pixels, face.detection_in_crop(), face.detection)
+         for pixels, face in zip(crops, message.faces, strict=True)],
+        index=camera.sequence if camera else 0,
+        earlier=camera_tracks.lookback(rt.tracks, camera))
     timings["embed"] = result.timings_ms.get("embed", 0.0)
-    answer = answer_message(rt, message.request_id, message.filename, result, timings)
+    keep_frame(rt, camera, result, timings)
+    answer = answer_message(rt, message.request_id, message.filename, result, timings, camera)
     stage = {"detect_stage": message.timings_ms.get("detect_stage", 0.0),
              "queue_wait": (round(picked_up - message.sent_at_ms, 2)
                             if message.sent_at_ms else None)}

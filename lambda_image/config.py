@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambda_image import confirm
+from lambda_image import camera_tracks, confirm
 from lambda_image.errors import ConfigError
 
 FACENET_WEIGHTS_FILE = "20180402-114759-vggface2.pt"
@@ -40,6 +40,11 @@ class FunctionSettings:
     #: bucket for crops too large for a message (and frames a GET request names).
     request_queue_url: str | None = None
     frames_bucket: str | None = None
+    #: Where a camera's recent frames are kept, so that a borderline face on a frame that names
+    #: its camera can be confirmed by the frames before it (lambda_image.camera_tracks); None:
+    #: every frame is judged alone. A kept frame is evidence for `camera_track_max_age_s`.
+    camera_tracks_table: str | None = None
+    camera_track_max_age_s: float = camera_tracks.DEFAULT_MAX_AGE_S
     #: A frame is refused above this many pixels (decoding 50 megapixels costs ~150 MB).
     max_image_pixels: int = 25_000_000
     #: An S3 object a GET request names is refused above this size (a URL body stops at 6 MB).
@@ -143,6 +148,9 @@ class FunctionSettings:
             response_queue_url=opt("RESPONSE_QUEUE_URL"),
             request_queue_url=opt("REQUEST_QUEUE_URL"),
             frames_bucket=opt("FRAMES_BUCKET"),
+            camera_tracks_table=opt("CAMERA_TRACKS_TABLE"),
+            camera_track_max_age_s=float(num("CAMERA_TRACK_MAX_AGE_S", float,
+                                             camera_tracks.DEFAULT_MAX_AGE_S)),
             max_image_pixels=int(num("MAX_IMAGE_PIXELS", int, 25_000_000)),
             max_object_bytes=int(num("MAX_OBJECT_BYTES", int, 20 * 1024 * 1024)),
             max_message_bytes=int(num("MAX_MESSAGE_BYTES", int, 256 * 1024)),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from lambda_image.camera_tracks import CameraFrame, camera_frame
 from lambda_image.errors import InvalidImage, InvalidRequest, MethodNotAllowed
 
 
@@ -49,6 +50,7 @@ class FrameRequest:
     content: bytes | None = None
     bucket: str | None = None
     key: str | None = None
+    camera: CameraFrame | None = None  # which camera sent it, and its number in that stream
 
 
 def _http_method(event: Mapping[str, Any]) -> str | None:
@@ -104,8 +106,9 @@ def frame_request(event: Mapping[str, Any]) -> FrameRequest:
 
     POST (or a direct invoke): the JSON body ``{"content": base64, "request_id", "filename"}``.
     GET: ``?bucket=B&key=K`` (the earliest camera client's form: the frame is in S3), with
-    optional ``request_id`` and ``filename``. Raises InvalidRequest (MethodNotAllowed for other
-    methods) or InvalidImage (an empty image).
+    optional ``request_id`` and ``filename``. Either form may name its camera and the frame's
+    number in that camera's stream (``camera_id``, ``sequence``: lambda_image.camera_tracks).
+    Raises InvalidRequest (MethodNotAllowed for other methods) or InvalidImage (an empty image).
     """
     method = _http_method(event)
     if method == "GET":
@@ -114,7 +117,9 @@ def frame_request(event: Mapping[str, Any]) -> FrameRequest:
             raise InvalidRequest("a GET request needs ?bucket=B&key=K (the frame's S3 object)")
         return FrameRequest(request_id=checked_request_id(params.get("request_id")),
                             filename=checked_filename(params.get("filename")) or params["key"],
-                            bucket=params["bucket"], key=params["key"])
+                            bucket=params["bucket"], key=params["key"],
+                            camera=camera_frame(params.get("camera_id"), params.get("sequence"),
+                                                from_text=True))
     if method not in (None, "POST"):
         raise MethodNotAllowed(f"{method} is not supported: POST a frame, or GET ?bucket=&key=")
     body = _body(event)
@@ -122,6 +127,7 @@ def frame_request(event: Mapping[str, Any]) -> FrameRequest:
         raise InvalidRequest(f"the request body must be a JSON object, not {type(body).__name__}")
     request_id = checked_request_id(body.get("request_id"))
     filename = checked_filename(body.get("filename"))
+    camera = camera_frame(body.get("camera_id"), body.get("sequence"))
     if "content" not in body or body["content"] is None:
         raise InvalidRequest("request body needs 'content' (base64 image)")
     if not isinstance(body["content"], str):
@@ -133,7 +139,7 @@ def frame_request(event: Mapping[str, Any]) -> FrameRequest:
         raise InvalidRequest(f"'content' is not base64: {exc}") from exc
     if not content:
         raise InvalidImage("the image is empty (0 bytes)")
-    return FrameRequest(request_id=request_id, filename=filename, content=content)
+    return FrameRequest(request_id=request_id, filename=filename, content=content, camera=camera)
 
 
 def request_id_of(event: Mapping[str, Any]) -> str | None:

@@ -4,6 +4,7 @@ and `recognize_handler` needs to name it.
 One message per frame::
 
     {"schema": 1, "request_id": "...", "filename": "f.jpg", "reply_to": RESPONSE_QUEUE_URL,
+     "camera_id": "pi-1", "sequence": 41,   # only when the request named its camera
      "sent_at_ms": 1700000000000.0, "image": {"width": 1280, "height": 720},
      "faces": [{"box": [x1, y1, x2, y2], "prob": 0.99, "landmarks": [[x, y] * 5],
                 "crop": {"box": [left, top, right, bottom], "jpeg": base64}
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from lambda_image.camera_tracks import CameraFrame, camera_frame, describe
 from lambda_image.detection import Detection
 from lambda_image.errors import InvalidImage, InvalidRequest
 from lambda_image.events import checked_filename, checked_request_id
@@ -85,10 +87,12 @@ def _rounded(values: Sequence[float], digits: int = 2) -> list[float]:
 
 def request_message(*, request_id: str, filename: str | None, reply_to: str | None,
                     width: int, height: int, crops: Sequence[FaceCrop],
-                    timings_ms: Mapping[str, float], sent_at_ms: float) -> dict[str, Any]:
+                    timings_ms: Mapping[str, float], sent_at_ms: float,
+                    camera: CameraFrame | None = None) -> dict[str, Any]:
     """The message for the request queue, crops inline (see `spill`)."""
     return {
         "schema": SCHEMA, "request_id": request_id, "filename": filename, "reply_to": reply_to,
+        **describe(camera),
         "sent_at_ms": round(sent_at_ms, 1), "image": {"width": width, "height": height},
         "faces": [{"box": _rounded(c.detection.box), "prob": round(c.detection.prob, 4),
                    "landmarks": [_rounded(p) for p in np.asarray(c.detection.landmarks)],
@@ -162,6 +166,7 @@ class RequestMessage:
     sent_at_ms: float | None
     faces: tuple[FaceRequest, ...]
     timings_ms: Mapping[str, float]
+    camera: CameraFrame | None = None
 
 
 def _numbers(value: Any, count: int, what: str) -> list[float]:
@@ -235,7 +240,8 @@ def parse(body: Any) -> RequestMessage:
         request_id=request_id, filename=checked_filename(doc.get("filename")), reply_to=reply_to,
         sent_at_ms=float(sent) if isinstance(sent, int | float) else None,
         faces=tuple(_face(f, i) for i, f in enumerate(faces)),
-        timings_ms={k: float(v) for k, v in timings.items() if isinstance(v, int | float)})
+        timings_ms={k: float(v) for k, v in timings.items() if isinstance(v, int | float)},
+        camera=camera_frame(doc.get("camera_id"), doc.get("sequence")))
 
 
 def request_id_of(body: Any) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from lambda_image import camera, logs
+from lambda_image.camera_tracks import CameraTracks
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import ConfigError, InvalidInput
 from lambda_image.events import S3Object, s3_objects
@@ -48,6 +49,8 @@ class Runtime:
     sqs: Any
     records: StudentRecords
     detector: Any = None  # lambda_image.detection.FaceDetector when built on its own
+    #: the cameras' recent frames (CAMERA_TRACKS_TABLE); None: every frame is judged alone
+    tracks: CameraTracks | None = None
 
     @classmethod
     def build(cls, settings: FunctionSettings | None = None, *,
@@ -60,9 +63,13 @@ class Runtime:
         session = boto3.session.Session()
         if recognizer is not None:
             _log_models(settings, recognizer)
+        dynamodb = session.client("dynamodb")
+        tracks = CameraTracks(dynamodb, settings.camera_tracks_table,
+                              max_age_s=settings.camera_track_max_age_s) \
+            if settings.camera_tracks_table else None
         return cls(settings=settings, recognizer=recognizer,
                    s3=session.client("s3"), sqs=session.client("sqs"),
-                   records=StudentRecords(session.client("dynamodb"), settings.students_table))
+                   records=StudentRecords(dynamodb, settings.students_table), tracks=tracks)
 
     def recognition(self) -> Recognizer:
         if self.recognizer is None:

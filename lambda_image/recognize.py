@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,8 @@ class RecognitionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: frames sampled only to confirm borderline faces (0: decided as before)
     extra_frames: int = 0
+    #: the camera's earlier frames read to confirm a borderline face on a single frame
+    earlier_frames: int = 0
 
 
 class Timer:
@@ -151,6 +153,40 @@ def pull(looks: Iterable[Look], rule: confirm.ConfirmRule) -> tuple[list[list[Fa
     return per_frame, len(later)
 
 
+#: The camera's frames before this one, most recent first, `count` at most
+#: (lambda_image.camera_tracks): called only when a single frame holds a borderline face.
+Lookback = Callable[[int], Sequence[confirm.FrameFaces]]
+
+
+def look_back(look: Look, per_frame: list[list[FaceResult]], earlier: Lookback | None,
+              rule: confirm.ConfirmRule) -> int:
+    """Judge a single frame's borderline faces (left `unconfirmed` by `pull`, which had no later
+    frame) on the camera's earlier frames instead, in place: the same rule, looking back.
+    Returns how many earlier frames were read (0: none was needed, or none can be had)."""
+    if earlier is None or len(per_frame) != 1:
+        return 0
+    faces = per_frame[0]
+    pending = [i for i, f in enumerate(faces) if f.decision == confirm.UNCONFIRMED]
+    if not pending:
+        return 0
+    frames = list(earlier(rule.window - 1))
+    for i in pending:
+        face, sighting = faces[i], look.sightings[i]
+        evidence = [confirm.FrameFaces(f.index, ()) if any(repeats(s, sighting) for s in f.faces)
+                    else f for f in frames]
+        faces[i] = face.settled_by(confirm.confirm(sighting, face.frame, face.nearest, evidence,
+                                                   rule))
+    return len(frames)
+
+
+def repeats(earlier: confirm.Sighting, now: confirm.Sighting) -> bool:
+    """The same pixels sent again (every kept distance equal to 5 decimals, as they are kept):
+    a repeated image is no second look, so it counts as a missing frame, ending the track."""
+    return bool(earlier.identities) and all(
+        name in now.identities and abs(now.identities[name] - distance) < 1e-5
+        for name, distance in earlier.identities.items())
+
+
 def detector_from_settings(settings: FunctionSettings) -> FaceDetector:
     """MTCNN in *settings*' runtime: torch (threads set here) or onnx (the exported models)."""
     runtime = settings.inference_runtime
@@ -220,46 +256,58 @@ class Recognizer:
                                detect_max_side=self.detect_max_side)
         return self._run(frames, timer, started)
 
-    def recognize_image(self, data: bytes) -> RecognitionResult:
+    def recognize_image(self, data: bytes, *, index: int = 0,
+                        earlier: Lookback | None = None) -> RecognitionResult:
         """One still image (the function-URL frame request): with no further frame, a borderline
-        face is named only on a clear margin. Raises InvalidImage (ImageTooLarge)."""
+        face is named only on a clear margin, or when *earlier* (the same camera's frames before
+        this one, frame *index* of its stream) confirms it. Raises InvalidImage (ImageTooLarge)."""
         started = time.perf_counter()
         image = decode_image(data, max_pixels=self.max_image_pixels)
         timer = Timer()
         timer.ms["decode"] = (time.perf_counter() - started) * 1000.0
-        frame = still_frame(image, detect_max_side=self.detect_max_side)
-        return self._run(iter([frame]), timer, started)
+        frame = replace(still_frame(image, detect_max_side=self.detect_max_side), index=index)
+        return self._run(iter([frame]), timer, started, earlier=earlier)
 
-    def recognize_faces(self, faces: Sequence[tuple[np.ndarray, Detection, Detection]],
-                        ) -> RecognitionResult:
+    def recognize_faces(self, faces: Sequence[tuple[np.ndarray, Detection, Detection]], *,
+                        index: int = 0, earlier: Lookback | None = None) -> RecognitionResult:
         """Faces already detected on one frame, each as (its crop, the face in the crop's
         pixels, the face in the frame's): the second stage of the camera path. They are judged
-        as `recognize_image` judges a frame's faces — one frame, so a borderline face is named
-        only on a clear margin — and reported in frame pixels."""
+        as `recognize_image` judges a frame's faces (*earlier* as there) and reported in frame
+        pixels."""
         started = time.perf_counter()
-        look = Look(0, [], [])
+        look = Look(index, [], [])
         for crop, in_crop, in_frame in faces:
             (match,) = self.matcher.match(self.embedder.embed(crop, [in_crop]))
-            face, sighting = self._face_result(0, in_frame, match)
+            face, sighting = self._face_result(index, in_frame, match)
             look.faces.append(face)
             look.sightings.append(sighting)
         per_frame, extra = pull(iter([look]), self.rule)
+        looked_back = look_back(look, per_frame, earlier, self.rule)
         elapsed = (time.perf_counter() - started) * 1000.0
         return RecognitionResult(names=decide(per_frame), faces=per_frame[0],
                                  frames_sampled=1, embedder=self.embedder.name,
                                  timings_ms={"embed": round(elapsed, 2),
                                              "recognize": round(elapsed, 2)},
-                                 extra_frames=extra)
+                                 extra_frames=extra, earlier_frames=looked_back)
 
-    def _run(self, frames: Iterable[Frame], timer: Timer, started: float) -> RecognitionResult:
-        per_frame, extra = pull(self._looks(frames, timer), self.rule)
+    def _run(self, frames: Iterable[Frame], timer: Timer, started: float, *,
+             earlier: Lookback | None = None) -> RecognitionResult:
+        looks: list[Look] = []
+
+        def kept(source: Iterable[Look]) -> Iterator[Look]:
+            for look in source:
+                looks.append(look)
+                yield look
+
+        per_frame, extra = pull(kept(self._looks(frames, timer)), self.rule)
+        looked_back = look_back(looks[0], per_frame, earlier, self.rule) if looks else 0
         timer.ms["recognize"] = (time.perf_counter() - started) * 1000.0
         faces = [f for frame_faces in per_frame for f in frame_faces]
         return RecognitionResult(names=decide(per_frame), faces=faces,
                                  frames_sampled=len(per_frame) + extra,
                                  embedder=self.embedder.name,
                                  timings_ms={k: round(v, 2) for k, v in timer.ms.items()},
-                                 extra_frames=extra)
+                                 extra_frames=extra, earlier_frames=looked_back)
 
     def _looks(self, frames: Iterable[Frame], timer: Timer) -> Iterator[Look]:
         """Detect and identify each frame as it is pulled (the time between pulls not counted)."""

@@ -69,6 +69,8 @@ def camera_environment(spec: ResourceSpec, provisioned: Provisioned, function: s
     """
     environment = {"GALLERY_PATH": gallery_path, "STUDENTS_TABLE": provisioned.students_table,
                    "FRAMES_BUCKET": provisioned.frames_bucket}
+    if function != spec.detect_function_name and provisioned.camera_tracks_table:
+        environment["CAMERA_TRACKS_TABLE"] = provisioned.camera_tracks_table
     if function != spec.frame_function_name:
         environment.update(RESPONSE_QUEUE_URL=provisioned.response_queue_url,
                            REQUEST_QUEUE_URL=provisioned.request_queue_url)
@@ -82,6 +84,9 @@ def camera_policies(spec: ResourceSpec, provisioned: Provisioned) -> dict[str, d
     students = {"Sid": "ReadStudents", "Effect": "Allow",
                 "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem"],
                 "Resource": provisioned.students_table_arn}
+    tracks = {"Sid": "KeepCameraTracks", "Effect": "Allow",
+              "Action": ["dynamodb:Query", "dynamodb:PutItem"],
+              "Resource": provisioned.camera_tracks_table_arn}
 
     def logs(name: str) -> list[dict[str, Any]]:
         return [{"Sid": "CreateLogGroup", "Effect": "Allow", "Action": "logs:CreateLogGroup",
@@ -97,7 +102,7 @@ def camera_policies(spec: ResourceSpec, provisioned: Provisioned) -> dict[str, d
         spec.frame_function_name: policy(
             spec.frame_function_name,
             {"Sid": "ReadFrames", "Effect": "Allow", "Action": "s3:GetObject",
-             "Resource": frames}, students),
+             "Resource": frames}, students, tracks),
         spec.detect_function_name: policy(
             spec.detect_function_name,
             {"Sid": "ReadFramesWriteCrops", "Effect": "Allow",
@@ -113,7 +118,7 @@ def camera_policies(spec: ResourceSpec, provisioned: Provisioned) -> dict[str, d
             {"Sid": "ReadCrops", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": frames},
             {"Sid": "SendAnswers", "Effect": "Allow", "Action": "sqs:SendMessage",
-             "Resource": provisioned.response_queue_arn}, students),
+             "Resource": provisioned.response_queue_arn}, students, tracks),
     }
 
 

@@ -71,6 +71,10 @@ class ResourceSpec:
     output_dlq: str = ""
     response_queue: str = ""
     students_table: str = ""
+    #: the camera path's recent frames per camera (lambda_image.camera_tracks), kept
+    #: `camera_track_ttl_s` (DynamoDB's TTL removes them later)
+    camera_tracks_table: str = ""
+    camera_track_ttl_s: int = 3600
     function_name: str = "face-recognition"
     function_timeout_s: int = 60
     function_memory_mb: int = 2048
@@ -121,6 +125,7 @@ class ResourceSpec:
         derived = {"input_bucket": "input", "output_bucket": "output", "input_queue": "input",
                    "input_dlq": "input-dlq", "output_queue": "output", "output_dlq": "output-dlq",
                    "response_queue": "response", "students_table": "students",
+                   "camera_tracks_table": "camera-tracks",
                    "frames_bucket": "frames", "request_queue": "request",
                    "request_dlq": "request-dlq", "response_dlq": "response-dlq",
                    "failure_queue": "failed"}
@@ -135,8 +140,10 @@ class ResourceSpec:
         problems = [f"bucket name {b!r}" for b in (self.input_bucket, self.output_bucket,
                                                    self.frames_bucket) if not _BUCKET.match(b)]
         problems += [f"queue name {q!r}" for q in self.queue_names() if not _QUEUE.match(q)]
-        if not _TABLE.match(self.students_table):
-            problems.append(f"table name {self.students_table!r}")
+        problems += [f"table name {t!r}" for t in (self.students_table, self.camera_tracks_table)
+                     if not _TABLE.match(t)]
+        if not 60 <= self.camera_track_ttl_s <= 86400:
+            problems.append("camera_track_ttl_s must be 60..86400")
         if not 1 <= self.function_timeout_s <= 900:
             problems.append("function_timeout_s must be 1..900")
         if not 6 * self.function_timeout_s <= self.visibility_timeout_s <= 43200:
@@ -221,6 +228,8 @@ class Provisioned:
     response_queue_url: str
     response_queue_arn: str
     students_table: str
+    camera_tracks_table: str = ""
+    camera_tracks_table_arn: str = ""
     frames_bucket: str = ""
     request_queue_url: str = ""
     request_queue_arn: str = ""
@@ -301,7 +310,11 @@ def provision(session: SessionLike, spec: ResourceSpec) -> Provisioned:
     if spec.mode == "daemon":  # serverless: after the function exists (serverless_provisioning)
         ensure_input_trigger(s3, spec.input_bucket, changes, queue_arn=queue_arn(spec.input_queue))
     _ensure_crops_expire(s3, spec.frames_bucket, spec.crops_expire_days, changes)
-    table_arn = _ensure_table(session.client("dynamodb"), spec.students_table, changes)
+    ddb = session.client("dynamodb")
+    table_arn = _ensure_table(ddb, spec.students_table, {"name": "S"}, changes)
+    tracks_arn = _ensure_table(ddb, spec.camera_tracks_table,
+                               {"camera_id": "S", "sequence": "N"}, changes,
+                               ttl_attribute="expires_at")
     for change in changes:
         log.info("provisioned", kind=change.kind, name=change.name, action=change.action,
                  detail=change.detail)
@@ -314,6 +327,7 @@ def provision(session: SessionLike, spec: ResourceSpec) -> Provisioned:
         response_queue_url=urls[spec.response_queue],
         response_queue_arn=queue_arn(spec.response_queue),
         students_table=spec.students_table, students_table_arn=table_arn,
+        camera_tracks_table=spec.camera_tracks_table, camera_tracks_table_arn=tracks_arn,
         frames_bucket=spec.frames_bucket,
         request_queue_url=urls[spec.request_queue], request_queue_arn=queue_arn(spec.request_queue),
         request_dlq_url=urls[spec.request_dlq], request_dlq_arn=queue_arn(spec.request_dlq),
@@ -493,27 +507,45 @@ def _ensure_crops_expire(s3: Any, bucket: str, days: int, changes: list[Change])
                           f"crops/ expire after {days} day(s)"))
 
 
-def _ensure_table(ddb: Any, name: str, changes: list[Change]) -> str:
-    key_schema = [{"AttributeName": "name", "KeyType": "HASH"}]
+def _ensure_table(ddb: Any, name: str, keys: Mapping[str, str], changes: list[Change], *,
+                  ttl_attribute: str | None = None) -> str:
+    """An on-demand table with *keys* (attribute → type: the partition key first, then the
+    sort key) and, given *ttl_attribute*, DynamoDB's TTL on it."""
+    key_schema = [{"AttributeName": attribute, "KeyType": kind}
+                  for attribute, kind in zip(keys, ("HASH", "RANGE"), strict=False)]
     try:
         table = ddb.describe_table(TableName=name)["Table"]
     except ddb.exceptions.ResourceNotFoundException:
         table = ddb.create_table(
             TableName=name, KeySchema=key_schema, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": t}
+                                  for a, t in keys.items()],
         )["TableDescription"]
         ddb.get_waiter("table_exists").wait(TableName=name,
                                             WaiterConfig={"Delay": 1, "MaxAttempts": 120})
         changes.append(Change("dynamodb table", name, "created"))
-        return str(table["TableArn"])
-    if table["KeySchema"] != key_schema:
-        raise ProvisioningError(f"table {name} has key schema {table['KeySchema']}, "
-                                f"expected partition key 'name' (S); it cannot be changed")
-    billing = table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
-    if billing != "PAY_PER_REQUEST":
-        ddb.update_table(TableName=name, BillingMode="PAY_PER_REQUEST")
-        changes.append(Change("dynamodb table", name, "updated", "BillingMode"))
+    else:
+        if table["KeySchema"] != key_schema:
+            wanted = ", ".join(f"{a} ({t})" for a, t in keys.items())
+            raise ProvisioningError(f"table {name} has key schema {table['KeySchema']}, "
+                                    f"expected {wanted}; it cannot be changed")
+        billing = table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+        if billing != "PAY_PER_REQUEST":
+            ddb.update_table(TableName=name, BillingMode="PAY_PER_REQUEST")
+            changes.append(Change("dynamodb table", name, "updated", "BillingMode"))
+    if ttl_attribute is not None:
+        _ensure_ttl(ddb, name, ttl_attribute, changes)
     return str(table["TableArn"])
+
+
+def _ensure_ttl(ddb: Any, table: str, attribute: str, changes: list[Change]) -> None:
+    ttl = ddb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and \
+            ttl.get("AttributeName") == attribute:
+        return
+    ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": attribute})
+    changes.append(Change("dynamodb ttl", table, "updated", f"items expire at {attribute}"))
 
 
 # -- the students table ------------------------------------------------------------------------

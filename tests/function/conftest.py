@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from lambda_image import handlers
+from lambda_image.camera_tracks import CameraTracks
 from lambda_image.config import FunctionSettings
 from lambda_image.recognize import Recognizer
 from lambda_image.records import StudentRecords
@@ -166,13 +167,20 @@ def cloud(boto_session: boto3.session.Session, recognizer: Recognizer, course_da
                                                  "major": {"S": record["major"]},
                                                  "year": {"S": record["year"]},
                                                  "id": {"N": str(record["id"])}})
+    ddb.create_table(TableName="camera-tracks", BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "camera_id", "KeyType": "HASH"},
+                                {"AttributeName": "sequence", "KeyType": "RANGE"}],
+                     AttributeDefinitions=[{"AttributeName": "camera_id", "AttributeType": "S"},
+                                           {"AttributeName": "sequence", "AttributeType": "N"}])
     settings = FunctionSettings(gallery_path=course_gallery, students_table="students",
                                 output_bucket="out-bucket", output_queue_url=out_q,
                                 response_queue_url=resp_q, request_queue_url=req_q,
-                                frames_bucket="frames-bucket")
+                                frames_bucket="frames-bucket", camera_tracks_table="camera-tracks")
     runtime = handlers.Runtime(settings=settings, recognizer=recognizer,
                                s3=boto_session.client("s3"), sqs=boto_session.client("sqs"),
-                               records=StudentRecords(boto_session.client("dynamodb"), "students"))
+                               records=StudentRecords(boto_session.client("dynamodb"), "students"),
+                               tracks=CameraTracks(boto_session.client("dynamodb"),
+                                                   "camera-tracks"))
     monkeypatch.setattr(handlers, "_runtime", runtime)
     yield Cloud(boto_session, "in-bucket", "out-bucket", out_q, resp_q, "students", runtime,
                 request_queue_url=req_q)

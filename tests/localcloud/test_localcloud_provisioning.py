@@ -13,6 +13,7 @@ import pytest
 from openstack_handler.camera_provisioning import (
     PUBLIC_INVOKE_SID,
     PUBLIC_URL_SID,
+    camera_environment,
     camera_policies,
     provision_camera,
     provision_camera_functions,
@@ -70,10 +71,33 @@ def test_second_run_changes_nothing(boto_session: boto3.session.Session,
     first = provision(boto_session, spec)
     assert first.changed
     assert {c.kind for c in first.changes} == {"sqs queue", "s3 bucket", "s3 notification",
-                                               "s3 lifecycle", "dynamodb table"}
+                                               "s3 lifecycle", "dynamodb table", "dynamodb ttl"}
     second = provision(boto_session, spec)
     assert second.changes == () and describe_changes(second.changes) == "unchanged"
     assert second == first  # same URLs, ARNs and names
+
+
+def test_camera_tracks_table_is_keyed_by_camera_and_sequence_and_expires(
+        boto_session: boto3.session.Session, spec: ResourceSpec) -> None:
+    out = provision(boto_session, spec)
+    ddb = boto_session.client("dynamodb")
+    table = ddb.describe_table(TableName=out.camera_tracks_table)["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "camera_id", "KeyType": "HASH"},
+                                  {"AttributeName": "sequence", "KeyType": "RANGE"}]
+    assert table["TableArn"] == out.camera_tracks_table_arn
+    ttl = ddb.describe_time_to_live(TableName=out.camera_tracks_table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
+    # TTL switched off by hand is switched on again, and only that is changed
+    ddb.update_time_to_live(TableName=out.camera_tracks_table, TimeToLiveSpecification={
+        "Enabled": False, "AttributeName": "expires_at"})
+    [change] = provision(boto_session, spec).changes
+    assert (change.kind, change.name) == ("dynamodb ttl", out.camera_tracks_table)
+    # the camera functions that judge faces are told where it is; detection is not
+    env = {name: camera_environment(spec, out, name, "/g") for name in spec.camera_functions()}
+    assert {n: e.get("CAMERA_TRACKS_TABLE") for n, e in env.items()} == {
+        spec.frame_function_name: out.camera_tracks_table,
+        spec.detect_function_name: None,
+        spec.recognize_function_name: out.camera_tracks_table}
 
 
 def test_queues_have_redrive_and_visibility(boto_session: boto3.session.Session,
@@ -218,9 +242,12 @@ def test_camera_policies_are_least_privilege(boto_session: boto3.session.Session
         return found
 
     frames = f"arn:aws:s3:::{out.frames_bucket}/*"
+    tracks = {("dynamodb:Query", out.camera_tracks_table_arn),
+              ("dynamodb:PutItem", out.camera_tracks_table_arn)}
     assert actions("camera-frame") == {
         ("s3:GetObject", frames), ("dynamodb:GetItem", out.students_table_arn),
-        ("dynamodb:BatchGetItem", out.students_table_arn)}
+        ("dynamodb:BatchGetItem", out.students_table_arn), *tracks}
+    assert tracks <= actions("camera-recognize")
     assert actions("camera-detect") == {
         ("s3:GetObject", frames), ("s3:PutObject", frames),
         ("sqs:SendMessage", out.request_queue_arn), ("sqs:SendMessage", out.response_queue_arn)}
