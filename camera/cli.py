@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--s3-bucket", metavar="BUCKET",
                       help="the earliest camera's way: put each frame in BUCKET and GET "
                            "URL?bucket=&key=")
+    send.add_argument("--camera-id", metavar="ID",
+                      help="the camera the frames come from, sent with each frame and its "
+                           "number in the stream (0, 1, 2, ...) so that the function may "
+                           "confirm a borderline face by the frames before it (default: the "
+                           "video's name with a suffix new on every run; --images: none, each "
+                           "image judged alone, unless this is given)")
+    send.add_argument("--no-camera-id", action="store_true",
+                      help="send no camera id: every frame is judged alone")
     send.add_argument("--json-out", type=Path, metavar="FILE",
                       help="also write one JSON line per request here (timings included)")
     send.add_argument("--quiet", action="store_true", help="the summary only")
@@ -100,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import structlog
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
+    if args.camera_id is not None and args.no_camera_id:
+        print("camera: --camera-id and --no-camera-id exclude each other", file=sys.stderr)
+        return EXIT_USAGE
     if args.concurrency < 1 or args.every < 1 or args.interval < 0 or args.timeout <= 0:
         print("camera: --concurrency and --every must be at least 1, --interval at least 0 and "
               "--timeout positive", file=sys.stderr)
@@ -113,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = SendSettings(url=args.url, response_queue_url=args.response_queue,
                             concurrency=args.concurrency, interval_s=args.interval,
                             timeout_s=args.timeout, auth=args.auth, duration_s=args.duration,
-                            s3_bucket=args.s3_bucket, region=args.region)
+                            s3_bucket=args.s3_bucket, region=args.region,
+                            track=not args.no_camera_id, camera_id=args.camera_id)
     session = boto3.session.Session()
     sqs = session.client("sqs") if args.response_queue else None
     s3 = session.client("s3") if args.s3_bucket else None

@@ -13,11 +13,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 @dataclass(frozen=True)
 class Frame:
     """One frame to send: its file name, its encoded bytes, and what it was taken from (the
-    video's or the image's stem, the key an expected-results file uses)."""
+    video's or the image's stem, the key an expected-results file uses). `stream` groups the
+    frames one camera took in order (a video's); None: a still, judged alone."""
 
     filename: str
     data: bytes
     source: str
+    stream: str | None = None
 
 
 def video_frames(path: Path, *, every: int = 15, quality: int = 90) -> Iterator[Frame]:
@@ -32,7 +34,8 @@ def video_frames(path: Path, *, every: int = 15, quality: int = 90) -> Iterator[
                 continue
             buffer = io.BytesIO()
             frame.to_image().save(buffer, format="JPEG", quality=quality)
-            yield Frame(f"{path.stem}_{index:05d}.jpg", buffer.getvalue(), path.stem)
+            yield Frame(f"{path.stem}_{index:05d}.jpg", buffer.getvalue(), path.stem,
+                        stream=path.stem)
 
 
 def image_frames(folder: Path) -> Iterator[Frame]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from camera.run import FrameResult, RunReport
 
+UNCONFIRMED = ("unknown_person: the expected person nearest, borderline, not yet confirmed by "
+               "the frames before")
+
 
 def frame_line(result: FrameResult, width: int = 28) -> str:
     latency = f"{result.latency_s:.3f} s" if result.latency_s is not None else "-"
@@ -12,6 +15,8 @@ def frame_line(result: FrameResult, width: int = 28) -> str:
         outcome = result.result or ""
         if result.correct is False:
             outcome += f"  WRONG (want {result.expected})"
+        elif result.unconfirmed:
+            outcome += f"  (nearest {result.expected}, not yet confirmed)"
     else:
         outcome = f"FAILED: {result.error}"
     return f"{result.frame.filename:<{width}} {outcome:<28} {latency}"
@@ -28,6 +33,8 @@ def summary(report: RunReport) -> str:
         f"Total number of failed requests: {len(report.failed)}",
         f"Total number of correct predictions : {report.correct}",
         f"Total number of wrong predictions: {report.wrong}",
+        *([f"Total number of unconfirmed predictions: {report.unconfirmed} ({UNCONFIRMED})"]
+          if report.unconfirmed else []),
         f"Total Test Duration: {report.duration_s:.2f} (seconds)",
         latency,
     ]

@@ -25,6 +25,9 @@ from camera.transport import UrlClient
 
 log = structlog.get_logger()
 
+#: the function's answer for a face it does not name (lambda_image.matching.UNKNOWN)
+UNKNOWN = "unknown_person"
+
 
 @dataclass(frozen=True)
 class SendSettings:
@@ -39,6 +42,11 @@ class SendSettings:
     duration_s: float | None = None  # repeat the frames until this long has passed
     s3_bucket: str | None = None  # put each frame here and GET ?bucket=&key= (the old client)
     region: str | None = None
+    #: Name each frame's camera and its number in that camera's stream (camera_id, sequence),
+    #: so that the function may confirm a borderline face by the frames before it. A video's
+    #: frames are one camera's stream; still images only when `camera_id` is given.
+    track: bool = True
+    camera_id: str | None = None  # None: each video's name with a suffix new on every run
 
 
 @dataclass
@@ -47,6 +55,7 @@ class FrameResult:
 
     frame: Frame
     request_id: str
+    camera: tuple[str, int] | None = None  # (camera_id, sequence) as sent
     expected: str | None = None
     result: str | None = None
     error: str | None = None
@@ -64,9 +73,24 @@ class FrameResult:
 
     @property
     def correct(self) -> bool | None:
-        if self.expected is None or not self.completed:
+        """Against --expected: True the expected name; False another name, or unknown where
+        nobody borderline was seen; None not compared, or `unconfirmed`."""
+        if self.expected is None or not self.completed or self.unconfirmed:
             return None
         return self.result == self.expected
+
+    @property
+    def unconfirmed(self) -> bool:
+        """`unknown_person` where the expected person is the nearest of a borderline face that
+        the frames so far could not confirm: not yet named, never named wrongly."""
+        return (self.expected is not None and self.result == UNKNOWN
+                and self.expected in self.borderline_nearest())
+
+    def borderline_nearest(self) -> list[str]:
+        """Who is nearest each borderline face the function left unnamed (`unconfirmed`)."""
+        faces = (self.answer or {}).get("faces") or []
+        return [str(f.get("nearest")) for f in faces
+                if isinstance(f, dict) and f.get("decision") == "unconfirmed"]
 
     def breakdown_ms(self) -> dict[str, float] | None:
         """Where a two-stage request's time went: the URL (HTTP round trip less the detect
@@ -85,7 +109,10 @@ class FrameResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"filename": self.frame.filename, "request_id": self.request_id,
-                "result": self.result, "expected": self.expected, "correct": self.correct,
+                "camera_id": self.camera[0] if self.camera else None,
+                "sequence": self.camera[1] if self.camera else None, "result": self.result,
+                "expected": self.expected, "correct": self.correct,
+                "unconfirmed": self.unconfirmed, "borderline_nearest": self.borderline_nearest(),
                 "error": self.error, "http_status": self.http_status,
                 "latency_s": self.latency_s, "retries": self.retries, "http_ms": self.http_ms,
                 "breakdown_ms": self.breakdown_ms(),
@@ -118,6 +145,10 @@ class RunReport:
         return sum(r.correct is False for r in self.results)
 
     @property
+    def unconfirmed(self) -> int:
+        return sum(r.unconfirmed for r in self.results)
+
+    @property
     def ok(self) -> bool:
         return not self.failed and not self.wrong
 
@@ -140,6 +171,34 @@ def _frames_for(frames: list[Frame], duration_s: float | None) -> Iterator[Frame
     return itertools.cycle(frames) if duration_s else iter(frames)
 
 
+class CameraNumbering:
+    """Which camera each frame comes from and its number in that camera's stream, counted as
+    the frames are handed to the senders (a repeated run of frames goes on counting)."""
+
+    def __init__(self, settings: SendSettings, frames: list[Frame]) -> None:
+        self._enabled = settings.track
+        self._given = settings.camera_id
+        self._several = len({f.stream for f in frames}) > 1
+        self._run = uuid.uuid4().hex[:8]
+        self._next: dict[str, int] = {}
+
+    def camera_id(self, frame: Frame) -> str | None:
+        if not self._enabled or (frame.stream is None and self._given is None):
+            return None
+        if self._given is None:
+            return f"{frame.stream}-{self._run}"
+        return f"{self._given}/{frame.stream}" if self._several and frame.stream else self._given
+
+    def number(self, frame: Frame) -> tuple[str, int] | None:
+        """Not thread-safe: called under the senders' lock."""
+        camera = self.camera_id(frame)
+        if camera is None:
+            return None
+        sequence = self._next.get(camera, 0)
+        self._next[camera] = sequence + 1
+        return camera, sequence
+
+
 def send_all(frames: Iterable[Frame], settings: SendSettings, *,
              expected: Mapping[str, str] | None = None, sqs: Any = None, s3: Any = None,
              on_result: Callable[[FrameResult], None] | None = None) -> RunReport:
@@ -154,32 +213,37 @@ def send_all(frames: Iterable[Frame], settings: SendSettings, *,
     results: list[FrameResult] = []
     lock = threading.Lock()
     source = _frames_for(frames, settings.duration_s)
+    numbering = CameraNumbering(settings, frames)
     started = time.monotonic()
     deadline = started + settings.duration_s if settings.duration_s else None
+    Next = tuple[Frame, tuple[str, int] | None]
 
-    def next_frame() -> Frame | None:
+    def next_frame() -> Next | None:
         with lock:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
-            return next(source, None)
+            frame = next(source, None)
+            return None if frame is None else (frame, numbering.number(frame))
 
-    def sender(first: Frame | None) -> None:
-        frame = first or next_frame()
-        while frame is not None:
-            result = send_one(client, waiter, frame, settings, expected or {}, s3)
+    def sender() -> None:
+        job = next_frame()
+        while job is not None:
+            result = send_one(client, waiter, job[0], settings, expected or {}, s3,
+                              camera=job[1])
             with lock:
                 results.append(result)
             if on_result is not None:
                 on_result(result)
             if settings.interval_s:
                 time.sleep(settings.interval_s)
-            frame = next_frame()
+            job = next_frame()
 
     try:
         # the first request alone: with auth "auto" it settles whether to sign
         first = next_frame()
         if first is not None:
-            result = send_one(client, waiter, first, settings, expected or {}, s3)
+            result = send_one(client, waiter, first[0], settings, expected or {}, s3,
+                              camera=first[1])
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -187,7 +251,7 @@ def send_all(frames: Iterable[Frame], settings: SendSettings, *,
                 time.sleep(settings.interval_s)
         with ThreadPoolExecutor(max_workers=settings.concurrency,
                                 thread_name_prefix="camera") as pool:
-            for f in [pool.submit(sender, None) for _ in range(settings.concurrency)]:
+            for f in [pool.submit(sender) for _ in range(settings.concurrency)]:
                 f.result()
     finally:
         if waiter is not None:
@@ -199,11 +263,15 @@ def send_all(frames: Iterable[Frame], settings: SendSettings, *,
 
 
 def send_one(client: UrlClient, waiter: ResponseWaiter | None, frame: Frame,
-             settings: SendSettings, expected: Mapping[str, str], s3: Any) -> FrameResult:
-    """One frame: POST it (or put it in S3 and GET it), then its answer."""
+             settings: SendSettings, expected: Mapping[str, str], s3: Any, *,
+             camera: tuple[str, int] | None = None) -> FrameResult:
+    """One frame: POST it (or put it in S3 and GET it), then its answer. *camera*: the
+    frame's (camera_id, sequence), sent with it."""
     request_id = str(uuid.uuid4())
-    result = FrameResult(frame=frame, request_id=request_id,
+    result = FrameResult(frame=frame, request_id=request_id, camera=camera,
                          expected=expected_for(frame, expected))
+    numbered: dict[str, Any] = {} if camera is None else {"camera_id": camera[0],
+                                                          "sequence": camera[1]}
     future = waiter.expect(request_id) if waiter is not None else None
     started = time.perf_counter()
     try:
@@ -212,10 +280,12 @@ def send_one(client: UrlClient, waiter: ResponseWaiter | None, frame: Frame,
             s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=frame.data)
             http = client.request("GET", query={"bucket": settings.s3_bucket, "key": key,
                                                 "request_id": request_id,
-                                                "filename": frame.filename})
+                                                "filename": frame.filename,
+                                                **{k: str(v) for k, v in numbered.items()}})
         else:
             body = json.dumps({"content": base64.b64encode(frame.data).decode("ascii"),
-                               "request_id": request_id, "filename": frame.filename})
+                               "request_id": request_id, "filename": frame.filename,
+                               **numbered})
             http = client.request("POST", body=body.encode())
     except Exception as exc:  # noqa: BLE001 -- a request's boundary: reported, the run goes on
         result.error = f"{type(exc).__name__}: {exc}"

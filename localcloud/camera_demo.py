@@ -27,17 +27,27 @@ STAGES = ("one stage", "two stages")
 
 @dataclass(frozen=True)
 class FrameRow:
-    """One frame's answers: per stage, (result or error, latency in seconds or None)."""
+    """One frame's answers: per stage, (result or error, latency in seconds or None), and who
+    is nearest the borderline faces left unnamed there (lambda_image.camera_tracks)."""
 
     video: str
     filename: str
     answers: dict[str, tuple[str, float | None]]
     expected: tuple[str, ...] | None = None
+    borderline: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def correct(self, stage: str) -> bool | None:
-        if self.expected is None:
+        """True: one of the video's people; None: not judged, or `unconfirmed`; else False."""
+        if self.expected is None or self.unconfirmed(stage):
             return None
         return self.answers.get(stage, ("", None))[0] in self.expected
+
+    def unconfirmed(self, stage: str) -> bool:
+        """`unknown_person` for a borderline face nearest one of the video's people that the
+        camera's frames before could not confirm yet: not named, and not named wrongly."""
+        return (self.expected is not None
+                and self.answers.get(stage, ("", None))[0] == "unknown_person"
+                and any(n in self.expected for n in self.borderline.get(stage, ())))
 
 
 @dataclass(frozen=True)
@@ -81,14 +91,15 @@ def run_camera_demo(*, videos: Path, gallery: Path, students: Path,
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
                    **cloud.client_env()}
             per_stage: dict[str, dict[tuple[str, str], tuple[str, float | None]]] = {}
+            borderline: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {}
             exits: dict[str, int] = {}
             for stage, extra in ((STAGES[0], ["--url", camera.frame_url]),
                                  (STAGES[1], ["--url", camera.detect_url, "--response-queue",
                                               camera.response_queue_url])):
                 print(f"sending every {every}th frame of {len(files)} videos, {stage}...",
                       file=out, flush=True)
-                per_stage[stage], exits[stage] = _send(files, extra, every, timeout_s, env,
-                                                       scratch.path / f"{stage[:3]}.jsonl")
+                per_stage[stage], borderline[stage], exits[stage] = _send(
+                    files, extra, every, timeout_s, env, scratch.path / f"{stage[:3]}.jsonl")
     except BaseException:
         scratch.finish(False)
         raise
@@ -96,7 +107,9 @@ def run_camera_demo(*, videos: Path, gallery: Path, students: Path,
     rows = [FrameRow(video=video, filename=name,
                      answers={s: per_stage[s][(video, name)] for s in STAGES
                               if (video, name) in per_stage[s]},
-                     expected=expectations.get(video)) for video, name in frames]
+                     expected=expectations.get(video),
+                     borderline={s: borderline[s].get((video, name), ()) for s in STAGES})
+            for video, name in frames]
     report = CameraDemoReport(rows=rows, client_exits=exits)
     kept = scratch.finish(report.ok, announce=False)
     report = replace(report, log_dir=scratch.path if kept else None)
@@ -106,9 +119,12 @@ def run_camera_demo(*, videos: Path, gallery: Path, students: Path,
 
 def _send(files: list[Path], url_arguments: list[str], every: int, timeout_s: float,
           env: dict[str, str], json_out: Path,
-          ) -> tuple[dict[tuple[str, str], tuple[str, float | None]], int]:
-    """The camera client on each video in turn (a process each); its JSON lines, by frame."""
+          ) -> tuple[dict[tuple[str, str], tuple[str, float | None]],
+                     dict[tuple[str, str], tuple[str, ...]], int]:
+    """The camera client on each video in turn (a process each, the video one camera's stream);
+    its JSON lines, by frame: the answers, and the borderline faces' nearest names."""
     answers: dict[tuple[str, str], tuple[str, float | None]] = {}
+    borderline: dict[tuple[str, str], tuple[str, ...]] = {}
     worst = 0
     for video in files:
         json_out.unlink(missing_ok=True)
@@ -125,7 +141,9 @@ def _send(files: list[Path], url_arguments: list[str], every: int, timeout_s: fl
             shown = record["result"] if record["result"] is not None else \
                 f"error: {record['error']}"
             answers[(video.name, record["filename"])] = (shown, record["latency_s"])
-    return answers, worst
+            borderline[(video.name, record["filename"])] = tuple(
+                record.get("borderline_nearest") or ())
+    return answers, borderline, worst
 
 
 def render_camera_report(report: CameraDemoReport) -> str:
@@ -134,12 +152,15 @@ def render_camera_report(report: CameraDemoReport) -> str:
     for row in report.rows:
         results = [row.answers.get(s, ("(no answer)", None)) for s in STAGES]
         checks = [row.correct(s) for s in STAGES]
-        if all(c is None for c in checks):
-            check = ""
-        elif all(checks):
-            check = "ok"
-        else:
+        unconfirmed = [s for s in STAGES if row.unconfirmed(s)]
+        if any(c is False for c in checks):
             check = f"WRONG (want {' or '.join(row.expected or ())})"
+        elif unconfirmed:
+            check = f"unconfirmed ({' and '.join(unconfirmed)})"
+        elif all(c is None for c in checks):
+            check = ""
+        else:
+            check = "ok"
         table.append((row.filename, *(r for r, _ in results),
                       *("-" if s is None else f"{s:.3f}" for _, s in results), check))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
@@ -151,10 +172,14 @@ def render_camera_report(report: CameraDemoReport) -> str:
         latencies = sorted(r.answers[stage][1] for r in report.rows
                            if stage in r.answers and r.answers[stage][1] is not None)
         right = sum(r.correct(stage) is True for r in report.rows)
-        judged = sum(r.correct(stage) is not None for r in report.rows)
+        unsure = sum(r.unconfirmed(stage) for r in report.rows)
+        judged = sum(r.correct(stage) is not None for r in report.rows) + unsure
         average = f"{sum(latencies) / len(latencies):.3f} s" if latencies else "-"
         lines.append(f"{stage}: {len(latencies)}/{len(report.rows)} frames answered, "
-                     f"{right}/{judged} right, latency avg {average}")
+                     f"{right}/{judged} right"
+                     + (f" ({unsure} unknown_person: borderline, not yet confirmed by the "
+                        "camera's frames before)" if unsure else "")
+                     + f", latency avg {average}")
     lines.append("logs kept in " + str(report.log_dir) if report.log_dir is not None
                  else "logs removed (--keep-work-dir keeps them)")
     return "\n".join(lines)

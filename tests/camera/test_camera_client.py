@@ -14,7 +14,7 @@ from camera.cli import EXIT_USAGE, main
 from camera.expected import ExpectedError, expected_for, read_expected
 from camera.frames import Frame, image_frames, video_frames
 from camera.report import frame_line, summary
-from camera.run import FrameResult, RunReport
+from camera.run import CameraNumbering, FrameResult, RunReport, SendSettings
 from camera.transport import url_region
 
 
@@ -74,6 +74,47 @@ def test_the_summary_counts_and_latency_percentiles() -> None:
     assert "FAILED: HTTP 400: not an image" in frame_line(results[101])
 
 
+def test_an_unconfirmed_borderline_face_is_counted_apart_from_wrong_names() -> None:
+    def answered(result: str, decision: str, nearest: str) -> FrameResult:
+        r = _result(0.2, result, expected="floki")
+        r.answer = {"result": result, "faces": [{"decision": decision, "nearest": nearest}]}
+        return r
+
+    results = [answered("floki", "confirmed", "floki"),
+               answered("unknown_person", "unconfirmed", "floki"),  # not yet confirmed
+               answered("unknown_person", "above_threshold", "floki"),  # missed: wrong
+               answered("unknown_person", "unconfirmed", "vin_diesel")]  # someone else: wrong
+    report = RunReport(results=results, duration_s=1.0)
+    assert (report.correct, report.unconfirmed, report.wrong) == (1, 1, 2)
+    assert "Total number of unconfirmed predictions: 1" in summary(report)
+    assert "not yet confirmed" in frame_line(results[1])
+    assert "WRONG" not in frame_line(results[1]) and "WRONG" in frame_line(results[2])
+    assert "unconfirmed predictions" not in summary(RunReport(results=results[:1],
+                                                              duration_s=1.0))
+
+
+def _numbers(frames: list[Frame], **settings: object) -> list[tuple[str, int] | None]:
+    numbering = CameraNumbering(SendSettings(url="http://x", **settings),  # type: ignore[arg-type]
+                                frames)
+    return [numbering.number(f) for f in frames]
+
+
+def test_a_videos_frames_are_numbered_as_one_cameras_stream_and_stills_are_not() -> None:
+    video = [Frame(f"v_{i}.jpg", b"", "v", stream="v") for i in range(3)]
+    other = [Frame(f"w_{i}.jpg", b"", "w", stream="w") for i in range(2)]
+    stills = [Frame("a.jpg", b"", "a"), Frame("b.jpg", b"", "b")]
+
+    numbered = _numbers(video + other + video[:1])
+    assert [n[1] for n in numbered if n] == [0, 1, 2, 0, 1, 3]  # repeats go on counting
+    ids = {n[0] for n in numbered if n}
+    assert len(ids) == 2 and all(i.startswith(("v-", "w-")) for i in ids)
+    assert _numbers(video)[0] != _numbers(video)[0]  # a new camera id on every run
+    assert _numbers(stills) == [None, None]
+    assert _numbers(stills, camera_id="pi-1") == [("pi-1", 0), ("pi-1", 1)]
+    assert _numbers(video[:1] + other[:1], camera_id="pi") == [("pi/v", 0), ("pi/w", 0)]
+    assert _numbers(video, track=False) == [None, None, None]
+
+
 def test_a_foreign_answer_is_released_at_once_while_young_then_later_and_later() -> None:
     assert [release_delay_s(n, age_s=5, patience_s=30) for n in range(1, 7)] == [0] * 6
     assert [release_delay_s(n, age_s=31, patience_s=30) for n in range(1, 7)] == [
@@ -97,6 +138,7 @@ def own_logging() -> Iterator[None]:
     (["--video", "missing.mp4"], "no such video"),
     (["--images", "."], "no images in"),
     (["--images", ".", "--concurrency", "0"], "at least 1"),
+    (["--images", ".", "--camera-id", "pi", "--no-camera-id"], "exclude each other"),
 ])
 def test_usage_errors_exit_2_before_anything_is_sent(argv: list[str], message: str,
                                                      capsys: pytest.CaptureFixture[str],

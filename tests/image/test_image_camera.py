@@ -1,6 +1,7 @@
 """The camera path's three functions run from the built image, as Lambda runs container images:
 one image, the CMD picking each entry point, the one-stage URL and the two-stage URL with the
-request queue's trigger invoking the image's recognize stage."""
+request queue's trigger invoking the image's recognize stage; in both, the image's functions
+confirm floki's borderline face by the frame his camera sent before (CAMERA_TRACKS_TABLE)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def test_the_camera_path_through_the_image_one_and_two_stages(
     # functions served from the image (no worker process imports lambda_image)
     frames = [next(iter(video_frames(course_data / "videos" / f"{clip}.mp4", every=15)))
               for clip in CLIPS]
+    # AND floki's first two frames, one camera's stream: borderline on both
+    frames += list(video_frames(course_data / "videos" / "test_6.mp4", every=15))[:2]
     with LocalCloud(gallery=course_data / "encoding", students=course_data / "student_data.json",
                     video=False, camera=True, resources=SPEC, event_source_poll_wait_s=1,
                     image=function_image, work_dir=tmp_path) as cloud:
@@ -39,7 +42,10 @@ def test_the_camera_path_through_the_image_one_and_two_stages(
     # THEN both paths name both people, and each function is the image with its own CMD
     for report in (one, two):
         assert not report.failed, [(r.frame.filename, r.error) for r in report.failed]
-        assert {r.frame.source: r.result for r in report.results} == CLIPS
+        assert {r.frame.source: r.result for r in report.results[:2]} == CLIPS
+        # floki: nothing before his first frame; the first confirms the second
+        assert [(r.camera[1] if r.camera else None, r.result) for r in report.results[2:]] == [
+            (0, "unknown_person"), (1, "floki")]
         assert report.duplicates == 0
     for name, entry_point in SPEC.camera_functions().items():
         configuration = configurations[name]
