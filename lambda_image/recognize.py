@@ -67,8 +67,6 @@ class RecognitionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: frames sampled only to confirm borderline faces (0: decided as before)
     extra_frames: int = 0
-    #: the camera's earlier frames read to confirm a borderline face on a single frame
-    earlier_frames: int = 0
 
 
 class Timer:
@@ -282,13 +280,13 @@ class Recognizer:
             look.faces.append(face)
             look.sightings.append(sighting)
         per_frame, extra = pull(iter([look]), self.rule)
-        looked_back = look_back(look, per_frame, earlier, self.rule)
+        look_back(look, per_frame, earlier, self.rule)
         elapsed = (time.perf_counter() - started) * 1000.0
         return RecognitionResult(names=decide(per_frame), faces=per_frame[0],
                                  frames_sampled=1, embedder=self.embedder.name,
                                  timings_ms={"embed": round(elapsed, 2),
                                              "recognize": round(elapsed, 2)},
-                                 extra_frames=extra, earlier_frames=looked_back)
+                                 extra_frames=extra)
 
     def _run(self, frames: Iterable[Frame], timer: Timer, started: float, *,
              earlier: Lookback | None = None) -> RecognitionResult:
@@ -300,14 +298,15 @@ class Recognizer:
                 yield look
 
         per_frame, extra = pull(kept(self._looks(frames, timer)), self.rule)
-        looked_back = look_back(looks[0], per_frame, earlier, self.rule) if looks else 0
+        if looks:
+            look_back(looks[0], per_frame, earlier, self.rule)
         timer.ms["recognize"] = (time.perf_counter() - started) * 1000.0
         faces = [f for frame_faces in per_frame for f in frame_faces]
         return RecognitionResult(names=decide(per_frame), faces=faces,
                                  frames_sampled=len(per_frame) + extra,
                                  embedder=self.embedder.name,
                                  timings_ms={k: round(v, 2) for k, v in timer.ms.items()},
-                                 extra_frames=extra, earlier_frames=looked_back)
+                                 extra_frames=extra)
 
     def _looks(self, frames: Iterable[Frame], timer: Timer) -> Iterator[Look]:
         """Detect and identify each frame as it is pulled (the time between pulls not counted)."""
