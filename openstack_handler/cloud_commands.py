@@ -259,10 +259,13 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    if args.url_auth_type == "NONE":
+    if args.url_auth_type == "NONE" and args.image_uri:
         print("openstack-handler: warning: --url-auth-type NONE makes the camera URLs public: "
               "anyone who has them can invoke the functions (and run up the bill)",
               file=sys.stderr)
+    elif args.url_auth_type == "NONE":
+        print("openstack-handler: note: --url-auth-type applies to the camera URLs, which only "
+              "--image-uri makes: this run makes nothing public", file=sys.stderr)
     try:
         provisioned = provision(session, spec)
     except ProvisioningError as exc:

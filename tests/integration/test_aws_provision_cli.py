@@ -83,3 +83,14 @@ def test_aws_provision_warns_that_a_none_url_is_public(aws_env: str, tmp_path: P
     assert "makes the camera URLs public" in result.stderr
     assert "created lambda permission camera-frame/FunctionURLAllowPublicAccess" in result.stdout
     assert "(auth NONE)" in result.stdout
+
+
+def test_aws_provision_without_an_image_says_a_none_url_type_makes_nothing_public(
+        aws_env: str, tmp_path: Path) -> None:
+    result = provision_cli("--config-out", str(tmp_path / "h.toml"), "--prefix", "shut",
+                           "--url-auth-type", "NONE")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "makes the camera URLs public" not in result.stderr
+    assert "this run makes nothing public" in result.stderr
+    assert "lambda permission" not in result.stdout

@@ -158,6 +158,11 @@ def _bad_inputs(cloud: LocalCloud) -> dict[str, tuple[str, str, bytes | None]]:
         "50 megapixels": ("POST", "", body({"content": b64(huge.getvalue()),
                                             "request_id": "r-1"})),
         "request id not a string": ("POST", "", body({"content": b64(b"x"), "request_id": 7})),
+        "camera id without sequence": ("POST", "", body({"content": b64(b"x"),
+                                                          "request_id": "r-1",
+                                                          "camera_id": "pi-1"})),
+        "sequence not a number": ("GET", (f"bucket={cloud.camera.frames_bucket}&key=k.jpg"
+                                         "&camera_id=pi-1&sequence=first"), None),
         "GET without bucket/key": ("GET", "bucket=" + cloud.camera.frames_bucket, None),
         "object not there": ("GET", f"bucket={cloud.camera.frames_bucket}&key=nothing.jpg",
                              None),
