@@ -67,3 +67,23 @@ def test_camera_bench_quick_run_writes_results_and_its_report_section(
     # AND the report has its section
     report.main(["--out", str(tmp_path), "--no-plots"])
     assert "## The camera path" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_camera_streams_name_every_course_clip_and_nobody_wrongly(tmp_path: Path,
+                                                                   course_data: Path) -> None:
+    from bench import camera_streams
+
+    # GIVEN the 8 course clips as the Pi sent them, each judged frame by frame alone and as one
+    # camera's stream (the real CameraTracks on a moto server's provisioned table)
+    out = tmp_path / "streams.json"
+    # WHEN the measurement runs on them
+    assert camera_streams.main(["--data", str(course_data), "--sets", "course",
+                                "--out", str(out)]) == 0
+    # THEN as streams every clip's person is named (floki confirmed by his frame before),
+    # alone floki's clip is not; and no face is ever named wrongly
+    course = json.loads(out.read_text())["sets"]["course"]
+    alone, camera = course["alone"], course["camera"]
+    assert (alone["streams"], alone["streams_named"], camera["streams_named"]) == (8, 7, 8)
+    assert camera.get("decision:confirmed", 0) == 2 and "decision:confirmed" not in alone
+    assert camera["true_named"] == alone["true_named"] + 2
+    assert alone.get("wrong_named", 0) == camera.get("wrong_named", 0) == 0
