@@ -67,6 +67,8 @@ def judge_stream(recognizer: Any, tracks: Any, frames: list[bytes], source: str,
             else:
                 counts["wrong_named"] += 1
                 counts["bystander_named"] += label == "bystander"
+                print(json.dumps({"named_wrongly": source, "label": label, "sequence": sequence,
+                                  "camera": camera, **face.as_dict()}), file=sys.stderr)
     counts["streams_named"] += named_once
     return counts
 

@@ -9,7 +9,9 @@ camera sent its frames) has its faces kept for a short while in a DynamoDB table
 then named when `agree` of `window` frames (N, N-1, N-2, ...) show it nearest the same identity
 within the threshold, the face tracked by box overlap. The track ends at a frame that is not in
 the table: one with no face, one never sent or not yet answered, or one older than `max_age_s`
-(a stream paused and resumed may show somebody else in the same place).
+(a stream paused and resumed may show somebody else in the same place); and at a frame that shows
+the face again as it is now (lambda_image.confirm.same_look: a face held still repeats its
+embedding's error, so only a changed look is further evidence).
 
 Functions are stateless and run in many environments at once, so the table is the one place
 where every environment sees the camera's frames. Two frames of one camera judged at the same

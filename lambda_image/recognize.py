@@ -170,19 +170,14 @@ def look_back(look: Look, per_frame: list[list[FaceResult]], earlier: Lookback |
     frames = list(earlier(rule.window - 1))
     for i in pending:
         face, sighting = faces[i], look.sightings[i]
-        evidence = [confirm.FrameFaces(f.index, ()) if any(repeats(s, sighting) for s in f.faces)
-                    else f for f in frames]
+        # an earlier frame that shows this face again as it is now is no second look: it
+        # counts as a missing frame, ending the track (lambda_image.confirm.same_look)
+        evidence = [confirm.FrameFaces(f.index, ()) if any(
+            confirm.same_look(s, sighting, face.nearest) for s in f.faces) else f
+            for f in frames]
         faces[i] = face.settled_by(confirm.confirm(sighting, face.frame, face.nearest, evidence,
                                                    rule))
     return len(frames)
-
-
-def repeats(earlier: confirm.Sighting, now: confirm.Sighting) -> bool:
-    """The same pixels sent again (every kept distance equal to 5 decimals, as they are kept):
-    a repeated image is no second look, so it counts as a missing frame, ending the track."""
-    return bool(earlier.identities) and all(
-        name in now.identities and abs(now.identities[name] - distance) < 1e-5
-        for name, distance in earlier.identities.items())
 
 
 def detector_from_settings(settings: FunctionSettings) -> FaceDetector:

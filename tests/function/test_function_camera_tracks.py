@@ -5,7 +5,8 @@ paths' real handlers.
 floki (test_6) is borderline on every frame the Pi would send (nearest floki at 0.565-0.589,
 runner-up 0.13 further). His face moves between those frames: box overlap with the frame before
 is 0.60, 0.23 and 0.37. So with the rule's IoU of 0.3 his frames 1 and 3 are confirmed, frame 0
-has nothing before it, and frame 2's track is broken by the jump.
+has nothing before it, and frame 2's track is broken by the jump. An earlier frame that shows
+the face again as it is (nearly the same box and distance) is no second look.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _given(*frames: confirm.FrameFaces) -> Callable[[int], list[confirm.FrameFac
 
 @pytest.mark.parametrize(("earlier", "decision", "distances"), [
     # the frame before agrees: 2 of 3
-    ([_seen(4, floki=0.56)], confirm.CONFIRMED, (0.57, 0.56)),
+    ([_seen(4, floki=0.55)], confirm.CONFIRMED, (0.57, 0.55)),
     # confident on the frame before is agreement too
     ([_seen(4, floki=0.40)], confirm.CONFIRMED, (0.57, 0.40)),
     # the frame before was not kept (a gap): the track ends there, frame 3 is not reached
@@ -101,6 +102,12 @@ def _given(*frames: confirm.FrameFaces) -> Callable[[int], list[confirm.FrameFac
     # the same pixels sent again are no second look
     ([_seen(4, floki=0.57, vin_diesel=0.70), _seen(3, floki=0.5)], confirm.UNCONFIRMED,
      (0.57, None)),
+    # nor is the face held still: nearly the same box (IoU 0.96) at nearly the same distance
+    ([_seen(4, (101.0, 100.0, 201.0, 199.0), floki=0.575)], confirm.UNCONFIRMED, (0.57, None)),
+    # the same place at a clearly other distance is a second look ...
+    ([_seen(4, floki=0.54)], confirm.CONFIRMED, (0.57, 0.54)),
+    # ... and so is the same distance after the face moved (IoU 0.54)
+    ([_seen(4, (130.0, 100.0, 230.0, 200.0), floki=0.57)], confirm.CONFIRMED, (0.57, 0.57)),
     # no earlier frame at all (the stream's first)
     ([], confirm.UNCONFIRMED, (0.57,)),
 ])
