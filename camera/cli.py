@@ -16,7 +16,7 @@ from pathlib import Path
 from camera.expected import ExpectedError, read_expected
 from camera.frames import Frame, image_frames, video_frames
 from camera.report import frame_line, summary
-from camera.run import FrameResult, SendSettings, send_all
+from camera.run import MAX_CAMERA_ID_CHARS, FrameResult, SendSettings, send_all
 from camera.transport import AUTH_CHOICES, NoCredentials
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -110,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
     if args.camera_id is not None and args.no_camera_id:
         print("camera: --camera-id and --no-camera-id exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    if args.camera_id is not None and not (
+            0 < len(args.camera_id) <= MAX_CAMERA_ID_CHARS and args.camera_id.isprintable()):
+        print(f"camera: --camera-id must be 1 to {MAX_CAMERA_ID_CHARS} printable characters",
+              file=sys.stderr)
         return EXIT_USAGE
     if args.concurrency < 1 or args.every < 1 or args.interval < 0 or args.timeout <= 0:
         print("camera: --concurrency and --every must be at least 1, --interval at least 0 and "

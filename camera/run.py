@@ -171,6 +171,15 @@ def _frames_for(frames: list[Frame], duration_s: float | None) -> Iterator[Frame
     return itertools.cycle(frames) if duration_s else iter(frames)
 
 
+#: the longest camera id the function takes (lambda_image.camera_tracks)
+MAX_CAMERA_ID_CHARS = 128
+
+
+def _printable(text: str, limit: int) -> str:
+    """*text* as a camera id may hold it: printable characters only, at most *limit*."""
+    return "".join(c for c in text if c.isprintable())[:limit]
+
+
 class CameraNumbering:
     """Which camera each frame comes from and its number in that camera's stream, counted as
     the frames are handed to the senders (a repeated run of frames goes on counting)."""
@@ -186,8 +195,10 @@ class CameraNumbering:
         if not self._enabled or (frame.stream is None and self._given is None):
             return None
         if self._given is None:
-            return f"{frame.stream}-{self._run}"
-        return f"{self._given}/{frame.stream}" if self._several and frame.stream else self._given
+            return f"{_printable(frame.stream or '', MAX_CAMERA_ID_CHARS - 9)}-{self._run}"
+        if self._several and frame.stream:
+            return _printable(f"{self._given}/{frame.stream}", MAX_CAMERA_ID_CHARS)
+        return self._given
 
     def number(self, frame: Frame) -> tuple[str, int] | None:
         """Not thread-safe: called under the senders' lock."""

@@ -113,6 +113,9 @@ def test_a_videos_frames_are_numbered_as_one_cameras_stream_and_stills_are_not()
     assert _numbers(stills, camera_id="pi-1") == [("pi-1", 0), ("pi-1", 1)]
     assert _numbers(video[:1] + other[:1], camera_id="pi") == [("pi/v", 0), ("pi/w", 0)]
     assert _numbers(video, track=False) == [None, None, None]
+    long = [Frame("x.jpg", b"", "x", stream="\n".join(["a" * 80] * 3))]
+    (camera, _), = _numbers(long)  # type: ignore[misc]
+    assert len(camera) <= 128 and camera.isprintable()
 
 
 def test_a_foreign_answer_is_released_at_once_while_young_then_later_and_later() -> None:
@@ -139,6 +142,7 @@ def own_logging() -> Iterator[None]:
     (["--images", "."], "no images in"),
     (["--images", ".", "--concurrency", "0"], "at least 1"),
     (["--images", ".", "--camera-id", "pi", "--no-camera-id"], "exclude each other"),
+    (["--images", ".", "--camera-id", "p" * 129], "printable characters"),
 ])
 def test_usage_errors_exit_2_before_anything_is_sent(argv: list[str], message: str,
                                                      capsys: pytest.CaptureFixture[str],
