@@ -35,6 +35,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 #: The clip with a second, unenrolled person (a boy beside vin_diesel).
 BYSTANDER_CLIP = "test_5.mp4"
 SETS = ("course", "variants", "test5_late", "test5_first")
+#: the course data these measurements read ($SHARED_DATA, else ../shared/data beside the repo)
+DEFAULT_DATA = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data")) / "cse546-2023"
 UNKNOWN_NAME = "unknown_person"
 
 
@@ -182,9 +184,7 @@ def outcomes(replayed: dict[str, dict], expected: dict[str, str]) -> dict[str, A
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench.borderline")
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
-                        / "cse546-2023")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--variants", type=int, default=100)
     parser.add_argument("--test5", type=int, default=60, help="re-encoded copies of test_5.mp4")
     parser.add_argument("--seed", type=int, default=14, help="of the test_5 copies")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TORCH_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from bench.borderline import BYSTANDER_CLIP, face_label
+from bench.borderline import BYSTANDER_CLIP, DEFAULT_DATA, face_label
 
 WAYS = ("alone", "camera")
 SETS = ("course", "variants", "test5_first")
@@ -75,9 +75,7 @@ def judge_stream(recognizer: Any, tracks: Any, frames: list[bytes], source: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.camera_streams")
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
-                        / "cse546-2023")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--variants", type=int, default=100)
     parser.add_argument("--test5", type=int, default=100, help="first-frame copies of test_5")
     parser.add_argument("--seed", type=int, default=15, help="of the test_5 copies")
