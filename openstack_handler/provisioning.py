@@ -71,10 +71,9 @@ class ResourceSpec:
     output_dlq: str = ""
     response_queue: str = ""
     students_table: str = ""
-    #: the camera path's recent frames per camera (lambda_image.camera_tracks), kept
-    #: `camera_track_ttl_s` (DynamoDB's TTL removes them later)
+    #: the camera path's recent frames per camera (lambda_image.camera_tracks: the function
+    #: stamps each with `expires_at`, an hour on, and DynamoDB's TTL removes them later)
     camera_tracks_table: str = ""
-    camera_track_ttl_s: int = 3600
     function_name: str = "face-recognition"
     function_timeout_s: int = 60
     function_memory_mb: int = 2048
@@ -142,8 +141,6 @@ class ResourceSpec:
         problems += [f"queue name {q!r}" for q in self.queue_names() if not _QUEUE.match(q)]
         problems += [f"table name {t!r}" for t in (self.students_table, self.camera_tracks_table)
                      if not _TABLE.match(t)]
-        if not 60 <= self.camera_track_ttl_s <= 86400:
-            problems.append("camera_track_ttl_s must be 60..86400")
         if not 1 <= self.function_timeout_s <= 900:
             problems.append("function_timeout_s must be 1..900")
         if not 6 * self.function_timeout_s <= self.visibility_timeout_s <= 43200:
