@@ -129,9 +129,9 @@ class CameraTracks:
     def earlier(self, frame: CameraFrame, count: int) -> list[confirm.FrameFaces]:
         """Frames `sequence - 1` down to `sequence - count` of the camera, most recent first; a
         frame that is not kept, or is older than `max_age_s`, is there with no faces."""
-        first = max(0, frame.sequence - count)
         if count < 1 or frame.sequence == 0:
             return []
+        first = max(0, frame.sequence - count)
         response = self._client.query(
             TableName=self.table, ConsistentRead=True,
             KeyConditionExpression="#camera = :camera AND #sequence BETWEEN :first AND :last",
