@@ -10,7 +10,8 @@
   while it long-polled: :class:`~openstack_handler.receiver.Receiver`) hides what it gets only
   briefly.
 - The input message is deleted only after the function succeeded; by then the function has put
-  one result per record on the output queue (the drainer writes the files). A ``FunctionError``
+  one result per record on the output queue (the drainer writes the files), and the state DB
+  records each as owed, so that a stop waits for them (``StateDB.owe_result``). A ``FunctionError``
   or a failed invoke leaves the message to the visibility timeout and the redrive policy.
 - De-duplication on (bucket, key, eTag): the state DB remembers successes across restarts, and an
   in-memory claim covers a duplicate that arrives while the first delivery is still running (the
@@ -391,6 +392,7 @@ class InputConsumer:
             return
         flight = _Flight(message_id, receipt, tuple(accepted), receive_count,
                          delete_on_success=not local_failure)
+        self.state.expect_results(ref.identity for ref in accepted)
         with self._cond:
             self._flights[message_id] = flight
         self.heartbeat.track(message_id, receipt)
@@ -569,6 +571,8 @@ class InputConsumer:
             item = by_identity.get(ref.identity) or by_identity.get((ref.bucket, ref.key, None))
             status = str(item.get("status")) if item else "unknown"
             self.state.mark_processed(*ref.identity, status=status)
+            # its result is on the output queue now: owed to disk (the drainer's stop waits)
+            self.state.owe_result(*ref.identity, request_id=(item or {}).get("request_id"))
             if status == "error":
                 self.state.incr("videos_failed")
                 reason = (item or {}).get("error", {})
@@ -591,6 +595,7 @@ class InputConsumer:
             self._leave_for_redelivery(receipt, flight.started)
 
     def _finish(self, flight: _Flight) -> None:
+        self.state.drop_unfinished(ref.identity for ref in flight.refs)  # no result owed
         self.heartbeat.untrack(flight.message_id)
         with self._cond:
             self._flights.pop(flight.message_id, None)

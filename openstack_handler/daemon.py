@@ -4,8 +4,9 @@ Signal handlers only count signals. The main thread watches that count: the firs
 stops receiving at once — a long poll in progress is abandoned, not waited out — (the consumer
 releases received-but-unstarted messages), says so on the terminal when there is one, waits up to
 ``grace_period_s`` for in-flight invocations while the drainer keeps writing results, then stops
-the drainer after a final flush of the output queue, and exits 0; a second signal exits at once
-(130). If the grace period expires with invocations still running, the process exits 75
+the drainer once each invocation that succeeded has its result file (it waits for them for what
+is left of the grace period, at least ``FLUSH_MIN_S``, and names any still missing), and exits 0;
+a second signal exits at once (130). If the grace period expires with invocations still running, the process exits 75
 (EX_TEMPFAIL) — their messages reappear after the visibility timeout.
 
 OpenStack: at start the instance identity (Nova's metadata service, optional) is bound into every
@@ -58,7 +59,9 @@ log = structlog.get_logger(__name__)
 _MISSING_QUEUE_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 _TICK_S = 0.1
 _STATUS_EVERY_S = 2.0
-_FLUSH_MAX_S = 10.0
+#: the least time the drainer gets to write the results owed after the last invocation ended
+#: (what is left of the grace period when that is more)
+FLUSH_MIN_S = 5.0
 _CONSOLE_EVERY_S = 5.0
 
 
@@ -91,7 +94,7 @@ class Handler:
                 function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
         self.endpoints: dict[str, Endpoint] = {"sqs": sqs_endpoint, "lambda": lambda_endpoint}
         try:
-            self.state = StateDB(settings.state_db_path)
+            self.state = StateDB(settings.state_db_path, owner=settings.replica)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"state_dir {settings.state_dir} is not usable: {exc}") from exc
         self.store = ResultsStore(settings.results_dir, replica=settings.replica)
@@ -117,6 +120,7 @@ class Handler:
                                      receive_visibility_s=settings.receive_visibility_s)
         self.stop_event = threading.Event()  # the consumer's: stop receiving
         self.drainer_stop = threading.Event()  # set once in-flight invocations are done
+        self._flush_deadline = 0.0  # monotonic; set before drainer_stop
         self.ready = False
         self.identity: InstanceIdentity | None = None
         self.cloud_status: CloudStatusPublisher | None = None
@@ -185,14 +189,16 @@ class Handler:
             self.store.remove_stale_temp_files()
         except OSError as exc:  # the drainer reports an unusable results dir when it writes
             log.warning("results.stale_temp_scan_failed", error=str(exc))
+        earlier = self.state.forget_awaited()
+        if earlier:
+            log.info("results.owed_by_earlier_run", count=len(earlier),
+                     keys=[o.key for o in earlier[:20]],
+                     note="its invocations succeeded; their results are on the output queue "
+                          "and are drained as usual")
         threads = {
             "consumer": threading.Thread(target=self.consumer.run, name="consumer",
                                          args=(self.stop_event,), daemon=True),
-            "drainer": threading.Thread(
-                target=self.drainer.run, name="drainer", args=(self.drainer_stop,),
-                kwargs={"flush_on_stop": True,
-                        "flush_timeout_s": min(_FLUSH_MAX_S, max(1.0, self.settings.grace_period_s))},
-                daemon=True),
+            "drainer": threading.Thread(target=self._drain, name="drainer", daemon=True),
         }
         for thread in threads.values():
             thread.start()
@@ -212,6 +218,11 @@ class Handler:
             self.main_loop_tick()
             time.sleep(_TICK_S)
         return self._shutdown(threads, code)
+
+    def _drain(self) -> None:
+        """The drainer thread: drain until the consumer is done, then write what is owed."""
+        self.drainer.run(self.drainer_stop)
+        self.drainer.flush(timeout_s=self._flush_deadline - time.monotonic())
 
     def main_loop_tick(self) -> None:
         """One turn of the main loop's duties: READY once, the watchdog, STATUS when it changes."""
@@ -333,9 +344,11 @@ class Handler:
                           f"({max(0, round(grace_deadline - now))} s of the grace period left)")
             self.watchdog.tick()
             time.sleep(_TICK_S)
-        # Then the drainer: it abandons its poll, flushes what is on the output queue, stops.
+        # Then the drainer: it abandons its poll, writes every result still owed (for what is
+        # left of the grace period, at least FLUSH_MIN_S), stops.
+        self._flush_deadline = max(grace_deadline, time.monotonic() + FLUSH_MIN_S)
         self.drainer_stop.set()
-        flush_deadline = time.monotonic() + self.settings.sqs_read_timeout_s + _FLUSH_MAX_S + 5
+        flush_deadline = self._flush_deadline + self.settings.sqs_read_timeout_s + 5
         while threads["drainer"].is_alive():
             self._check_second_signal()
             if time.monotonic() >= flush_deadline:

@@ -21,9 +21,14 @@ the next one, so that the results of a burst of invocations come several to a re
 delete instead of one or two: a quarter fewer requests on the output queue at concurrency 32 (and
 less of a local SQS's CPU), for a result file at most 50 ms later.
 
-On stop, the long poll is abandoned at once (openstack_handler.receiver); with ``flush_on_stop``,
-the drainer then empties the output queue with short polls (bounded by ``flush_timeout_s``) so the
-results of invocations that finished during the grace period land.
+On stop, the long poll is abandoned at once (openstack_handler.receiver); then :meth:`flush`
+waits for what the daemon owes: every video whose invocation succeeded and whose result is not
+written yet (the state DB's ``awaited`` rows, settled by whichever drainer writes the result). It
+receives with long polls of a second until none is owed or its time is up, and then names each
+one still missing (they stay on the output queue for the next start). It does not stop at an
+empty receive: SQS may answer a receive with nothing while messages exist (a short poll samples
+a subset of its servers; a message may be briefly hidden by a receive abandoned on stop, or sent
+a little after its invocation returned).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from openstack_handler.deleter import SQS_MAX_BATCH, change_visibility, delete_b
 from openstack_handler.errors import InvalidResult
 from openstack_handler.receiver import Receiver
 from openstack_handler.results_store import ResultsStore
-from openstack_handler.state import StateDB
+from openstack_handler.state import OwedResult, StateDB
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +59,12 @@ BATCH_WINDOW_S = 0.05
 #: how long messages held during a results-dir outage stay hidden (the output queue's own
 #: visibility, which they had before receives asked for a short claim)
 HOLD_VISIBILITY_S = 60
+#: the flush's long poll: short enough to notice at once that nothing is owed any more
+FLUSH_POLL_S = 1
+#: the pause after a failed receive in the flush (SQS blipped: try again while time is left)
+FLUSH_RETRY_S = 0.5
+#: how many missing results the flush names in its log line (the count is always complete)
+MISSING_NAMED = 50
 
 
 @dataclass(frozen=True)
@@ -184,9 +195,9 @@ class OutputDrainer:
         self.last_progress = time.monotonic()
 
     def run(self, stop_event: threading.Event | None = None, *, max_messages: int | None = None,
-            max_idle: float | None = None, flush_on_stop: bool = False,
-            flush_timeout_s: float = 10.0) -> DrainerStats:
-        """Drain until *stop_event* is set (burst mode: *max_messages* / *max_idle* seconds)."""
+            max_idle: float | None = None) -> DrainerStats:
+        """Drain until *stop_event* is set (burst mode: *max_messages* / *max_idle* seconds);
+        the daemon then calls :meth:`flush`."""
         stop = stop_event or threading.Event()
         received = 0
         guard = PollGuard("drainer", sqs_state=self.sqs_state, queue_url=self.queue_url,
@@ -212,29 +223,41 @@ class OutputDrainer:
             elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                 break
         self.receiver.close()
-        if flush_on_stop:
-            self.flush(timeout_s=flush_timeout_s)
         log.info("drainer.stopped", **vars(self.stats))
         return self.stats
 
-    def flush(self, *, timeout_s: float) -> int:
-        """Write what is on the output queue now (short polls until one comes back empty)."""
+    def flush(self, *, timeout_s: float) -> list[OwedResult]:
+        """Write the results the daemon owes, waiting up to *timeout_s* for them (long polls of
+        :data:`FLUSH_POLL_S`, whatever else arrives is written too); returns those still missing
+        at the end, each named in the log (they stay on the output queue)."""
         deadline = time.monotonic() + timeout_s
         flushed = 0
-        while time.monotonic() < deadline and not self.disk_state.down:
+        failing = False
+        while owed := self.state.owed_results():
             self.last_progress = time.monotonic()
+            if time.monotonic() >= deadline or self.disk_state.down:
+                break
             try:
-                count = self.poll_once(wait_time_s=0)
+                flushed += self.poll_once(wait_time_s=FLUSH_POLL_S)
             except (BotoCoreError, ClientError) as exc:
-                log.warning("drainer.flush_failed", error=str(exc),
-                            note="the results stay on the output queue for the next start")
-                break
-            if not count:
-                break
-            flushed += count
+                if not failing:
+                    log.warning("drainer.flush_receive_failed", error=str(exc),
+                                note="trying again while the flush has time")
+                failing = True
+                time.sleep(min(FLUSH_RETRY_S, max(0.0, deadline - time.monotonic())))
+                continue
+            failing = False
         if flushed:
             log.info("drainer.flushed", messages=flushed)
-        return flushed
+        if owed:
+            why = "the results dir failed" if self.disk_state.down else \
+                f"not on the output queue within {timeout_s:.1f} s"
+            log.warning("drainer.results_missing", count=len(owed), why=why,
+                        missing=[{"bucket": o.bucket, "key": o.key, "etag": o.etag,
+                                  "request_id": o.request_id} for o in owed[:MISSING_NAMED]],
+                        note="left on the output queue: written at the next start, or by "
+                             "another replica")
+        return owed
 
     # -- results dir outage ------------------------------------------------------------------
 
@@ -307,6 +330,7 @@ class OutputDrainer:
                     log.info("result.for_unknown_video", etag=result.etag,
                              note="written anyway: another handler, a direct S3 trigger or an "
                                   "earlier run of this one may have invoked the function")
+                self.state.settle_result(result.bucket, result.key, result.etag)
                 if outcome.changed:
                     self.stats.written += 1
                     self.state.incr("results_written")

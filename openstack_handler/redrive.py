@@ -22,6 +22,9 @@ log = structlog.get_logger(__name__)
 
 #: how long a received dead letter stays hidden while we move it (a crash makes it reappear).
 MOVE_VISIBILITY_S = 60
+#: empty receives in a row after which a redrive ends even though the DLQ still counts visible
+#: messages (its counts are approximate, and may lag)
+EMPTY_RECEIVES_MAX = 3
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,12 @@ def move_messages(sqs: Any, dlq_url: str, source_url: str, *, queue: str = "inpu
                   limit: int | None = None, wait_time_s: int = 1) -> RedriveResult:
     """Move every message (or *limit*) from *dlq_url* to *source_url*; see the module docstring.
 
-    Stops when a receive comes back empty (every message was seen once: the ones we move are
-    gone and a failed one stays hidden for :data:`MOVE_VISIBILITY_S`).
+    Stops when a receive comes back empty and the DLQ counts no visible message (every message
+    was seen once: the ones we move are gone and a failed one stays hidden for
+    :data:`MOVE_VISIBILITY_S`). An empty receive alone does not end it: SQS may answer one with
+    nothing while messages exist.
     """
-    moved = failed = 0
+    moved = failed = empty = 0
     while limit is None or moved + failed < limit:
         batch = 10 if limit is None else min(10, limit - moved - failed)
         messages = sqs.receive_message(
@@ -60,7 +65,11 @@ def move_messages(sqs: Any, dlq_url: str, source_url: str, *, queue: str = "inpu
             VisibilityTimeout=MOVE_VISIBILITY_S, MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
         if not messages:
-            break
+            empty += 1
+            if empty >= EMPTY_RECEIVES_MAX or not _visible(sqs, dlq_url):
+                break
+            continue
+        empty = 0
         sent = _send(sqs, source_url, messages)
         failed += len(messages) - len(sent)
         if sent:
@@ -75,6 +84,13 @@ def move_messages(sqs: Any, dlq_url: str, source_url: str, *, queue: str = "inpu
     log.info("redrive.done", queue=queue, moved=moved, failed=failed, dlq_url=dlq_url,
              source_url=source_url)
     return RedriveResult(queue, dlq_url, source_url, moved=moved, failed=failed)
+
+
+def _visible(sqs: Any, url: str) -> int:
+    """The queue's count of visible messages (approximate, as SQS gives it)."""
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages"])["Attributes"]
+    return int(attributes.get("ApproximateNumberOfMessages", 0))
 
 
 def _send(sqs: Any, source_url: str, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -6,6 +6,10 @@
 - ``counters``: what this daemon did (videos ok/failed, results written, …), shown by ``status``.
 - ``last_error``: the latest failure with its time.
 - ``last_duplicate``: the latest delivery dropped as a duplicate, and why (``status`` shows it).
+- ``awaited``: the results owed to the results dir. A video is expected before its invocation
+  starts and owed once the invocation succeeded; whichever drainer writes its result (the
+  replicas of a VM share this DB and the output queue) settles it. On stop the drainer waits for
+  what its daemon owes (openstack_handler.drainer), instead of guessing from an empty receive.
 
 ``openstack-handler forget`` deletes a key's ``processed`` rows, so that its next upload (or
 event) is processed again.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -35,6 +40,11 @@ CREATE TABLE IF NOT EXISTS last_error (
     id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, source TEXT NOT NULL,
     message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS awaited (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, etag TEXT NOT NULL,
+    owner TEXT NOT NULL, state TEXT NOT NULL, request_id TEXT, since REAL NOT NULL,
+    PRIMARY KEY (bucket, key, etag)
+);
 CREATE TABLE IF NOT EXISTS last_duplicate (
     id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, bucket TEXT NOT NULL,
     key TEXT NOT NULL, etag TEXT NOT NULL, why TEXT NOT NULL
@@ -51,6 +61,17 @@ class ProcessedRecord:
     etag: str
     status: str
     processed_at: float
+
+
+@dataclass(frozen=True)
+class OwedResult:
+    """A video whose invocation succeeded and whose result file is not written yet."""
+
+    bucket: str
+    key: str
+    etag: str
+    request_id: str | None
+    since: float  #: when the invocation started (wall clock)
 
 
 @dataclass(frozen=True)
@@ -77,10 +98,15 @@ class StateSnapshot:
 
 
 class StateDB:
-    """Thread-safe access to the state DB; use as a context manager or call :meth:`close`."""
+    """Thread-safe access to the state DB; use as a context manager or call :meth:`close`.
 
-    def __init__(self, path: str | Path, *, clock=time.time) -> None:
+    *owner* names this daemon among those that share the DB (its replica name; "" alone): the
+    results it owes are its own, whoever writes them.
+    """
+
+    def __init__(self, path: str | Path, *, clock=time.time, owner: str = "") -> None:
         self.path = Path(path)
+        self.owner = owner
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.Lock()
@@ -131,6 +157,62 @@ class StateDB:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO last_duplicate VALUES (1, ?, ?, ?, ?, ?)",
                                (self._clock(), bucket, key, etag, why[:2000]))
+
+    # -- results owed to the results dir ----------------------------------------------------
+
+    def expect_results(self, identities: Iterable[tuple[str, str, str]]) -> None:
+        """Before invoking: these videos' results may come (the function sends each one before
+        its invocation returns, so a drainer may write it before the invoke's answer is in)."""
+        now = self._clock()
+        with self._lock:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO awaited VALUES (?, ?, ?, ?, 'invoking', NULL, ?)",
+                [(bucket, key, etag, self.owner, now) for bucket, key, etag in identities])
+
+    def owe_result(self, bucket: str, key: str, etag: str, request_id: str | None) -> bool:
+        """The invocation succeeded: its result is owed, unless a drainer wrote it already
+        (returns whether it is still owed)."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE awaited SET state = 'owed', request_id = ? WHERE bucket = ? AND key = ? "
+                "AND etag = ? AND owner = ? AND state = 'invoking'",
+                (request_id, bucket, key, etag, self.owner))
+        return cursor.rowcount == 1
+
+    def settle_result(self, bucket: str, key: str, etag: str | None) -> int:
+        """A result file was written (by any drainer sharing this DB); a result without an eTag
+        settles every version of the key. Returns how many expected or owed rows it settled."""
+        etag = str(etag).strip('"') if etag else ""
+        with self._lock:
+            cursor = self._conn.execute(
+                "DELETE FROM awaited WHERE bucket = ? AND key = ? AND (etag = ? OR ? = '')",
+                (bucket, key, etag, etag))
+        return cursor.rowcount
+
+    def drop_unfinished(self, identities: Iterable[tuple[str, str, str]]) -> None:
+        """The invocation ended without success: no result is owed for it."""
+        with self._lock:
+            self._conn.executemany(
+                "DELETE FROM awaited WHERE bucket = ? AND key = ? AND etag = ? AND owner = ? "
+                "AND state = 'invoking'",
+                [(bucket, key, etag, self.owner) for bucket, key, etag in identities])
+
+    def owed_results(self) -> list[OwedResult]:
+        """What this daemon owes now, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT bucket, key, etag, request_id, since FROM awaited "
+                "WHERE owner = ? AND state = 'owed' ORDER BY since", (self.owner,)).fetchall()
+        return [OwedResult(*row) for row in rows]
+
+    def forget_awaited(self) -> list[OwedResult]:
+        """At start: clear what an earlier life of this daemon expected (its invocations are
+        over); returns what it still owed (their results, if they came, are on the output
+        queue and are drained as usual)."""
+        owed = self.owed_results()
+        with self._lock:
+            self._conn.execute("DELETE FROM awaited WHERE owner = ?", (self.owner,))
+        return owed
 
     # -- counters and errors -----------------------------------------------------------------
 

@@ -290,17 +290,60 @@ def test_consumer_knows_claimed_and_processed_videos(make_consumer, state) -> No
     assert not consumer.knows("videos", "never.mp4", "e1")
 
 
-# -- graceful stop: the drainer flushes ----------------------------------------------------------
+# -- graceful stop: the drainer writes what the daemon owes --------------------------------------
 
-def test_drainer_flushes_the_output_queue_on_stop(make_drainer, sqs, queues,
-                                                  store: ResultsStore) -> None:
-    for i in range(13):
-        sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body(f"f{i}.mp4"))
+def _owe(state, *keys: str) -> None:
+    """As the consumer does: expected before the invocation, owed once it succeeded."""
+    state.expect_results(("videos", key, "e") for key in keys)
+    for key in keys:
+        assert state.owe_result("videos", key, "e", request_id=f"req-{key}")
+
+
+def test_the_flush_writes_every_owed_result_even_one_that_shows_up_late(
+        make_drainer, sqs, queues, state, store: ResultsStore) -> None:
+    # GIVEN 13 results owed: 12 on the output queue, and one sent a little after its invocation
+    # returned (delivery delay 2 s: every receive until then comes back empty)
+    keys = [f"f{i}.mp4" for i in range(13)]
+    _owe(state, *keys)
+    for key in keys[:12]:
+        sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body(key))
+    sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body(keys[12]), DelaySeconds=2)
     stop = threading.Event()
     stop.set()  # stopped before its first poll: only the flush runs
-    stats = make_drainer().run(stop, flush_on_stop=True, flush_timeout_s=10)
-    assert stats.deleted == 13 and len(list(store.root.glob("*.csv"))) == 13
+    drainer = make_drainer()
+    drainer.run(stop)
+    # WHEN it flushes, THEN it waits for the late one instead of ending on an empty receive
+    started = time.monotonic()
+    assert drainer.flush(timeout_s=10) == []
+    assert time.monotonic() - started >= 1.0
+    assert drainer.stats.deleted == 13 and len(list(store.root.glob("*.csv"))) == 13
     assert queue_counts(sqs, queues.output) == (0, 0)
+    assert state.owed_results() == []
+
+
+def test_the_flush_names_what_is_still_missing_when_its_time_is_up(
+        make_drainer, sqs, queues, state, store: ResultsStore) -> None:
+    _owe(state, "here.mp4", "never sent.mp4")
+    sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body("here.mp4"))
+    with capture_logs() as logs:
+        started = time.monotonic()
+        missing = make_drainer().flush(timeout_s=2)
+        elapsed = time.monotonic() - started
+    assert [(o.key, o.request_id) for o in missing] == [("never sent.mp4", "req-never sent.mp4")]
+    assert 2.0 <= elapsed < 4.5
+    (line,) = _events(logs, "drainer.results_missing")
+    assert line["count"] == 1 and line["missing"] == [
+        {"bucket": "videos", "key": "never sent.mp4", "etag": "e",
+         "request_id": "req-never sent.mp4"}]
+    assert (store.root / "here.csv").exists()
+
+
+def test_with_nothing_owed_the_flush_returns_at_once(make_drainer, sqs, queues, state) -> None:
+    sqs.send_message(QueueUrl=queues.output, MessageBody=_result_body("not owed.mp4"))
+    started = time.monotonic()
+    assert make_drainer().flush(timeout_s=10) == []
+    assert time.monotonic() - started < 0.5
+    assert queue_counts(sqs, queues.output) == (1, 0)  # left for the next start
 
 
 # -- redrive -------------------------------------------------------------------------------------
@@ -317,6 +360,31 @@ def test_move_messages_sends_back_body_and_attributes_then_deletes(sqs, queues) 
                                        MessageAttributeNames=["All"]).get("Messages"):
         got += [(m["Body"], m["MessageAttributes"]["origin"]["StringValue"]) for m in batch]
     assert sorted(got) == sorted((f"body {i}", f"o{i}") for i in range(12))
+
+
+def test_move_messages_does_not_end_on_an_empty_receive_while_the_dlq_counts_messages(
+        sqs, queues) -> None:
+    # GIVEN a DLQ whose first receive comes back empty although it holds 3 messages (SQS may
+    # answer so: a receive samples its servers)
+    for i in range(3):
+        sqs.send_message(QueueUrl=queues.input_dlq, MessageBody=f"body {i}")
+
+    class FirstReceiveEmpty:
+        def __init__(self, client: Any) -> None:
+            self.client, self.receives = client, 0
+
+        def receive_message(self, **params: Any) -> dict[str, Any]:
+            self.receives += 1
+            return {} if self.receives == 1 else self.client.receive_message(**params)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.client, name)
+
+    # WHEN they are redriven, THEN all three move
+    result = move_messages(FirstReceiveEmpty(sqs), queues.input_dlq, queues.input, wait_time_s=0)
+    assert (result.moved, result.failed) == (3, 0)
+    assert queue_counts(sqs, queues.input_dlq) == (0, 0)
+    assert queue_counts(sqs, queues.input) == (3, 0)
 
 
 def test_redrive_command_moves_each_queue_and_status_points_at_it(

@@ -42,3 +42,54 @@ def test_concurrent_writers(tmp_path: Path) -> None:
             t.join()
         snap = db.snapshot()
         assert snap.counters["n"] == 200 and snap.processed_total == 200
+
+
+# -- results owed to the results dir ---------------------------------------------------------------
+
+def test_a_result_written_before_its_invocation_returned_is_not_owed(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "state.sqlite3") as db:
+        db.expect_results([("b", "early.mp4", "e1"), ("b", "late.mp4", "e2")])
+        assert db.settle_result("b", "early.mp4", '"e1"') == 1  # the drainer was first
+        assert db.owe_result("b", "early.mp4", "e1", request_id="r1") is False
+        assert db.owe_result("b", "late.mp4", "e2", request_id="r2") is True
+        assert [(o.key, o.request_id) for o in db.owed_results()] == [("late.mp4", "r2")]
+        assert db.settle_result("b", "late.mp4", "e2") == 1
+        assert db.owed_results() == []
+
+
+def test_an_invocation_that_failed_owes_nothing_and_a_settled_one_stays_settled(
+        tmp_path: Path) -> None:
+    with StateDB(tmp_path / "state.sqlite3") as db:
+        db.expect_results([("b", "failed.mp4", "e1"), ("b", "ok.mp4", "e2")])
+        assert db.owe_result("b", "ok.mp4", "e2", request_id=None)
+        db.drop_unfinished([("b", "failed.mp4", "e1"), ("b", "ok.mp4", "e2")])
+        assert db.owe_result("b", "failed.mp4", "e1", request_id=None) is False
+        assert [o.key for o in db.owed_results()] == ["ok.mp4"]  # owed stays owed
+        assert db.settle_result("b", "ok.mp4", None) == 1  # a result without an eTag: any
+
+
+def test_a_replica_owes_its_own_results_and_any_replica_s_drainer_settles_them(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with StateDB(path, owner="1") as one, StateDB(path, owner="2") as two:
+        one.expect_results([("b", "v.mp4", "e")])
+        assert one.owe_result("b", "v.mp4", "e", request_id="r")
+        assert two.owed_results() == [] and len(one.owed_results()) == 1
+        assert two.settle_result("b", "v.mp4", "e") == 1  # replica 2's drainer wrote it
+        assert one.owed_results() == []
+
+
+def test_a_restart_clears_what_its_earlier_life_expected_and_says_what_it_owed(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with StateDB(path, owner="1") as db:
+        db.expect_results([("b", "running.mp4", "e1"), ("b", "owed.mp4", "e2")])
+        db.owe_result("b", "owed.mp4", "e2", request_id="r2")
+    with StateDB(path, owner="2") as other:
+        other.expect_results([("b", "theirs.mp4", "e3")])
+        other.owe_result("b", "theirs.mp4", "e3", request_id="r3")
+    with StateDB(path, owner="1") as again:
+        assert [o.key for o in again.forget_awaited()] == ["owed.mp4"]
+        assert again.owe_result("b", "running.mp4", "e1", request_id=None) is False
+    with StateDB(path, owner="2") as other:
+        assert [o.key for o in other.owed_results()] == ["theirs.mp4"]

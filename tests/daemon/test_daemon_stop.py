@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import queue_counts, s3_event
+from daemon_helpers import json_log_lines, queue_counts, s3_event
 from fake_lambda import FakeLambda, ok
 
 from openstack_handler.exit_codes import ExitCode
@@ -214,3 +214,52 @@ def test_a_finished_consumer_leaves_no_receive_thread_behind(make_consumer, sqs,
     while consumer.receiver.running and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not consumer.receiver.running
+
+
+# -- the stop waits for the results it owes (issue 25) ---------------------------------------------
+
+def test_a_result_that_shows_up_after_its_invocation_returned_is_on_disk_before_exit_0(
+        terminal_daemon, sqs, queues, fake_lambda: FakeLambda, tmp_path: Path) -> None:
+    # GIVEN a function whose result becomes visible on the output queue 2 s after its
+    # invocation returned (SQS's delivery delay: every receive until then comes back empty)
+    def late_result(name: str, payload: dict[str, Any]) -> Any:
+        reply = ok(payload)
+        (result,) = reply.body["results"]
+        sqs.send_message(QueueUrl=queues.output, MessageBody=json.dumps(result), DelaySeconds=2)
+        return reply
+
+    fake_lambda.behaviour = late_result
+    daemon = terminal_daemon(grace_period_s=10)
+    daemon.wait_for('"handler.started"')
+    sqs.send_message(QueueUrl=queues.input,
+                     MessageBody=json.dumps(s3_event("videos", "dir/late clip.mp4")))
+    # WHEN it is stopped as soon as the invocation has returned
+    daemon.wait_for('"video.processed"')
+    daemon.interrupt()
+    # THEN it exits 0 with the result written and its message gone from the output queue
+    assert daemon.proc.wait(timeout=30) == ExitCode.OK
+    assert (tmp_path / "results" / "dir" / "late clip.csv").read_text() == \
+        "president_trump,physics,junior\n"
+    assert queue_counts(sqs, queues.output) == (0, 0)
+    assert '"drainer.results_missing"' not in daemon.text
+
+
+def test_a_result_that_never_comes_is_named_when_the_wait_ends_and_stays_owed_to_the_queue(
+        terminal_daemon, sqs, queues, fake_lambda: FakeLambda, tmp_path: Path) -> None:
+    # GIVEN a function that answers success but whose result never reaches the output queue
+    daemon = terminal_daemon(grace_period_s=1)
+    daemon.wait_for('"handler.started"')
+    sqs.send_message(QueueUrl=queues.input, MessageBody=json.dumps(s3_event("videos", "lost.mp4")))
+    daemon.wait_for('"video.processed"')
+    # WHEN it is stopped
+    sent = daemon.interrupt()
+    assert daemon.proc.wait(timeout=30) == ExitCode.OK
+    elapsed = time.monotonic() - sent
+    # THEN it waited for it (at least FLUSH_MIN_S, the grace period being shorter), then named it
+    daemon._reader.join(timeout=5)
+    (missing,) = [line for line in json_log_lines(daemon.text)
+                  if line.get("event") == "drainer.results_missing"]
+    assert missing["missing"] == [{"bucket": "videos", "key": "lost.mp4", "etag": "0123abcd",
+                                   "request_id": "fake-req"}]
+    assert 5.0 <= elapsed < 12.0, elapsed
+    assert not (tmp_path / "results" / "lost.csv").exists()
