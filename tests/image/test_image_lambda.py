@@ -238,7 +238,7 @@ def test_the_course_clips_via_the_daemon_through_the_image_8_of_8(
         tmp_path: Path) -> None:
     # GIVEN the local cloud running the function from its image, and the daemon
     pipeline = Pipeline(image_cloud, tmp_path)
-    pipeline.empty_queues()
+    pipeline.shared_queues().begin()
     videos = sorted((course_data / "videos").glob("*.mp4"))
     # WHEN the course clips are uploaded
     with pipeline.daemon():

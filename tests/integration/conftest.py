@@ -21,7 +21,10 @@ def course_cloud(course_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture()
-def pipeline(course_cloud: LocalCloud, tmp_path: Path) -> Pipeline:
+def pipeline(course_cloud: LocalCloud, tmp_path: Path) -> Iterator[Pipeline]:
+    """The shared cloud for one test: empty queues before it, and it must leave them empty."""
     pipe = Pipeline(course_cloud, tmp_path)
-    pipe.empty_queues()
-    return pipe
+    shared = pipe.shared_queues()
+    shared.begin()
+    yield pipe
+    shared.end()

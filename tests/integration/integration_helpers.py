@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from queue_hygiene import SharedQueues
+
 from localcloud.cloud import EndpointSession, LocalCloud
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,15 +32,13 @@ class Pipeline:
         self.sqs = session.client("sqs")
         self.bucket = cloud.provisioned.input_bucket
 
-    def empty_queues(self) -> None:
-        """Delete whatever an earlier test left (PurgeQueue allows one call a minute)."""
+    def shared_queues(self) -> SharedQueues:
+        """The cloud's queues, which the tests of the session share (see queue_hygiene)."""
         p = self.cloud.provisioned
-        for url in (p.input_queue_url, p.output_queue_url, p.input_dlq_url, p.output_dlq_url):
-            while messages := self.sqs.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages"):
-                self.sqs.delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)])
+        return SharedQueues.of(self.cloud, {
+            "input": p.input_queue_url, "output": p.output_queue_url,
+            "input DLQ": p.input_dlq_url, "output DLQ": p.output_dlq_url},
+            must_end_empty=("input", "output"))
 
     def invocations(self) -> int:
         stats = self.cloud.endpoint.health()["functions"][self.cloud.resources.function_name]

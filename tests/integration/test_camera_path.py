@@ -29,6 +29,7 @@ import pytest
 from camera_helpers import depth, drain, http, queued_requests, set_trigger, wait_for
 from integration_helpers import REPO
 from PIL import Image
+from queue_hygiene import SharedQueues
 
 from camera.frames import Frame, video_frames
 from camera.run import SendSettings, send_all
@@ -56,17 +57,19 @@ def camera_cloud(course_data: Path, tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture()
 def cloud(camera_cloud: LocalCloud) -> Iterator[LocalCloud]:
-    """The shared cloud with its trigger on and the camera queues empty before and after."""
+    """The shared cloud with its trigger on, the camera queues empty before each test, and the
+    request and response queues left empty by it (queue_hygiene)."""
     set_trigger(camera_cloud, True)
-    sqs = camera_cloud.session().client("sqs")
     p = camera_cloud.provisioned
-    queues = (p.request_queue_url, p.request_dlq_url, p.response_queue_url, p.response_dlq_url)
-    for url in queues:
-        drain(sqs, url)
+    shared = SharedQueues.of(camera_cloud, {
+        "request": p.request_queue_url, "request DLQ": p.request_dlq_url,
+        "response": p.response_queue_url, "response DLQ": p.response_dlq_url},
+        must_end_empty=("request", "response"),
+        functions=tuple(SPEC.camera_functions()))
+    shared.begin()
     yield camera_cloud
     set_trigger(camera_cloud, True)
-    for url in queues:
-        drain(sqs, url)
+    shared.end()
 
 
 @pytest.fixture(scope="module")

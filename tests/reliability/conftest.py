@@ -16,6 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from queue_hygiene import SharedQueues
 from reliability_helpers import CLIPS, Rig, Row
 
 from localcloud.cloud import DUMMY_CREDENTIALS, LocalCloud
@@ -69,14 +70,19 @@ def expected_csv(rel_cloud: LocalCloud, course_data: Path,
 def make_rig(rel_cloud: LocalCloud, expected_csv: dict[str, str],
              tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     """Factory: a fresh view of the shared cloud (empty queues, no faults, maxReceiveCount 10)
-    with the daemon settings given; daemons it started are killed at the end."""
+    with the daemon settings given. At the end its daemons are killed, and the test fails if it
+    left messages on the input or output queue; every queue is emptied for the next test."""
     rel_cloud.set_faults(None)
+    p = rel_cloud.provisioned
+    shared = SharedQueues.of(rel_cloud, {
+        "input": p.input_queue_url, "output": p.output_queue_url, "input DLQ": p.input_dlq_url,
+        "output DLQ": p.output_dlq_url}, must_end_empty=("input", "output"))
+    shared.begin()
     made: list[Rig] = []
 
     def factory(**settings: object) -> Rig:
         r = Rig(rel_cloud, tmp_path, expected_csv, **settings)
         r.set_max_receive_count(10)
-        r.empty_queues()
         made.append(r)
         return r
 
@@ -84,6 +90,7 @@ def make_rig(rel_cloud: LocalCloud, expected_csv: dict[str, str],
     for r in made:
         r.kill_all()
     rel_cloud.set_faults(None)
+    shared.end()
 
 
 @pytest.fixture()

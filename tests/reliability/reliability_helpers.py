@@ -93,15 +93,6 @@ class Rig:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     # -- queues ------------------------------------------------------------------------------
-    def empty_queues(self) -> None:
-        for url in (self.p.input_queue_url, self.p.output_queue_url, self.p.input_dlq_url,
-                    self.p.output_dlq_url):
-            while messages := self.sqs.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages"):
-                self.sqs.delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)])
-
     def set_max_receive_count(self, count: int, output_visibility_s: int = 6) -> None:
         """Both queues' maxReceiveCount; the output queue's own visibility timeout short too
         (the drainer receives with the queue's default)."""
