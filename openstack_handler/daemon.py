@@ -6,8 +6,8 @@ releases received-but-unstarted messages), says so on the terminal when there is
 ``grace_period_s`` for in-flight invocations while the drainer keeps writing results, then stops
 the drainer once each invocation that succeeded has its result file (it waits for them for what
 is left of the grace period, at least ``FLUSH_MIN_S``, and names any still missing), and exits 0;
-a second signal exits at once (130). If the grace period expires with invocations still running, the process exits 75
-(EX_TEMPFAIL) — their messages reappear after the visibility timeout.
+a second signal exits at once (130). If the grace period expires with invocations still running,
+the process exits 75 (EX_TEMPFAIL) — their messages reappear after the visibility timeout.
 
 OpenStack: at start the instance identity (Nova's metadata service, optional) is bound into every
 log line; with ``cloud_name`` set, a heartbeat thread publishes the daemon's state to its server's
