@@ -66,7 +66,8 @@ def move_messages(sqs: Any, dlq_url: str, source_url: str, *, queue: str = "inpu
             MessageSystemAttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
         if not messages:
             empty += 1
-            if empty >= EMPTY_RECEIVES_MAX or not _visible(sqs, dlq_url):
+            if empty >= EMPTY_RECEIVES_MAX or \
+                    not queue_depth(sqs, f"{queue} DLQ", dlq_url).visible:
                 break
             continue
         empty = 0
@@ -84,13 +85,6 @@ def move_messages(sqs: Any, dlq_url: str, source_url: str, *, queue: str = "inpu
     log.info("redrive.done", queue=queue, moved=moved, failed=failed, dlq_url=dlq_url,
              source_url=source_url)
     return RedriveResult(queue, dlq_url, source_url, moved=moved, failed=failed)
-
-
-def _visible(sqs: Any, url: str) -> int:
-    """The queue's count of visible messages (approximate, as SQS gives it)."""
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages"])["Attributes"]
-    return int(attributes.get("ApproximateNumberOfMessages", 0))
 
 
 def _send(sqs: Any, source_url: str, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
