@@ -10,9 +10,10 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements" / "lock.txt"
-#: the parts of the lock that other installs use: the image's and the daemon's on a VM
-SUBSETS = (REPO / "lambda_image" / "requirements.txt", REPO / "requirements" / "daemon.txt",
-           REPO / "requirements" / "daemon-openstack.txt")
+#: the daemon's parts of the lock, which the handler role installs on a VM (the image's part,
+#: lambda_image/requirements.txt, has a test of its own in tests/image)
+DAEMON_SUBSETS = (REPO / "requirements" / "daemon.txt",
+                  REPO / "requirements" / "daemon-openstack.txt")
 
 
 @dataclass(frozen=True)
@@ -45,4 +46,18 @@ def read_pins(path: Path) -> dict[str, Pin]:
         hashes = frozenset(o.removeprefix("--hash=") for o in options if o.startswith("--hash="))
         assert len(hashes) == len(options), f"{path.name}: unexpected options in {entry!r}"
         pins[canonicalize_name(name)] = Pin(canonicalize_name(name), version, hashes)
+    return pins
+
+
+def assert_subset_of_lock(subset: Path) -> dict[str, Pin]:
+    """Every pin of *subset* is the lock's version, with hashes among the lock's; returns them."""
+    lock = read_pins(LOCK)
+    pins = read_pins(subset)
+    assert pins, subset
+    for name, pin in pins.items():
+        assert name in lock, f"{subset.name}: {name} is not in the lock: run `make lock`"
+        assert pin.version == lock[name].version, (
+            f"{subset.name}: {name}=={pin.version}, the lock has {lock[name].version}: "
+            "run `make lock`")
+        assert pin.hashes and pin.hashes <= lock[name].hashes, f"{subset.name}: {name} hashes"
     return pins

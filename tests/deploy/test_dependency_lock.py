@@ -9,12 +9,17 @@ import re
 from pathlib import Path
 
 import pytest
-from lock_helpers import LOCK, REPO, SUBSETS, read_pins
+from lock_helpers import DAEMON_SUBSETS, LOCK, REPO, assert_subset_of_lock, read_pins
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 #: what the venv holds beyond the lock: the project itself (installed editable, from the checkout)
 PROJECT = "openstack-handler"
+
+
+def _requirements(lines: list[str]) -> list[Requirement]:
+    """The requirements among *lines* (comments and blank lines left out)."""
+    return [Requirement(line) for line in (raw.split("#", 1)[0].strip() for raw in lines) if line]
 
 
 def _setup_cfg_requirements() -> list[Requirement]:
@@ -23,12 +28,11 @@ def _setup_cfg_requirements() -> list[Requirement]:
     lines = config["options"]["install_requires"].splitlines()
     for extra in config["options.extras_require"].values():
         lines += extra.splitlines()
-    return [Requirement(line) for line in (raw.split("#", 1)[0].strip() for raw in lines) if line]
+    return _requirements(lines)
 
 
 def _input_requirements(path: Path) -> list[Requirement]:
-    return [Requirement(line) for line in (raw.split("#", 1)[0].strip()
-                                           for raw in path.read_text().splitlines()) if line]
+    return _requirements(path.read_text().splitlines())
 
 
 def test_every_locked_package_is_pinned_with_its_hashes() -> None:
@@ -67,18 +71,9 @@ def test_the_venv_holds_exactly_the_lock() -> None:
     assert set(installed) - set(pins) == {PROJECT}, "installed beside the lock"
 
 
-@pytest.mark.parametrize("subset", SUBSETS, ids=lambda p: str(p.relative_to(REPO)))
-def test_each_subset_is_the_lock_s_own_pins_and_hashes(subset: Path) -> None:
-    # (the image test names the image's packages; here: nothing in a subset is off the lock)
-    lock = read_pins(LOCK)
-    pins = read_pins(subset)
-    assert pins, subset
-    for name, pin in pins.items():
-        assert name in lock, f"{subset.name}: {name} is not in the lock: run `make lock`"
-        assert pin.version == lock[name].version, (
-            f"{subset.name}: {name}=={pin.version}, the lock has {lock[name].version}: "
-            "run `make lock`")
-        assert pin.hashes and pin.hashes <= lock[name].hashes, f"{subset.name}: {name} hashes"
+@pytest.mark.parametrize("subset", DAEMON_SUBSETS, ids=lambda p: str(p.relative_to(REPO)))
+def test_each_daemon_subset_is_the_lock_s_own_pins_and_hashes(subset: Path) -> None:
+    assert_subset_of_lock(subset)
 
 
 def test_the_daemon_s_subsets_are_setup_cfg_s_install_requires_without_torch() -> None:
