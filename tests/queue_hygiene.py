@@ -113,3 +113,12 @@ class SharedQueues:
                     if "PurgeQueueInProgress" not in code or time.monotonic() > deadline:
                         raise
                     time.sleep(1.0)
+
+
+def video_path_queues(cloud: LocalCloud) -> SharedQueues:
+    """The daemon's queues of *cloud* (input, output and their DLQs), left empty by a test."""
+    p = cloud.provisioned
+    return SharedQueues.of(cloud, {
+        "input": p.input_queue_url, "output": p.output_queue_url,
+        "input DLQ": p.input_dlq_url, "output DLQ": p.output_dlq_url},
+        must_end_empty=("input", "output"))

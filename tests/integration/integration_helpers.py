@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from queue_hygiene import SharedQueues
+from queue_hygiene import SharedQueues, video_path_queues
 
 from localcloud.cloud import EndpointSession, LocalCloud
 
@@ -34,11 +34,7 @@ class Pipeline:
 
     def shared_queues(self) -> SharedQueues:
         """The cloud's queues, which the tests of the session share (see queue_hygiene)."""
-        p = self.cloud.provisioned
-        return SharedQueues.of(self.cloud, {
-            "input": p.input_queue_url, "output": p.output_queue_url,
-            "input DLQ": p.input_dlq_url, "output DLQ": p.output_dlq_url},
-            must_end_empty=("input", "output"))
+        return video_path_queues(self.cloud)
 
     def invocations(self) -> int:
         stats = self.cloud.endpoint.health()["functions"][self.cloud.resources.function_name]

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from queue_hygiene import SharedQueues
+from queue_hygiene import video_path_queues
 from reliability_helpers import CLIPS, Rig, Row
 
 from localcloud.cloud import DUMMY_CREDENTIALS, LocalCloud
@@ -73,10 +73,7 @@ def make_rig(rel_cloud: LocalCloud, expected_csv: dict[str, str],
     with the daemon settings given. At the end its daemons are killed, and the test fails if it
     left messages on the input or output queue; every queue is emptied for the next test."""
     rel_cloud.set_faults(None)
-    p = rel_cloud.provisioned
-    shared = SharedQueues.of(rel_cloud, {
-        "input": p.input_queue_url, "output": p.output_queue_url, "input DLQ": p.input_dlq_url,
-        "output DLQ": p.output_dlq_url}, must_end_empty=("input", "output"))
+    shared = video_path_queues(rel_cloud)
     shared.begin()
     made: list[Rig] = []
 
