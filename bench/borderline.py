@@ -4,7 +4,7 @@ give (no early stop), for the course clips, bench/variants.py's variants and re-
 test_5.mp4 (whose unenrolled bystander is the face a wrong name would be given to).
 
     .venv/bin/python -m bench.borderline --data ../shared/data/cse546-2023 --out bench/out/borderline.json
-    .venv/bin/python -m bench.borderline --replay bench/out/borderline.json [--band 0.1 ...]
+    .venv/bin/python -m bench.borderline --replay bench/out/borderline.json [--fraction 0.8 ...]
 
 The second form replays lambda_image.recognize.pull (the function's own sampling and rule) on the
 measured faces, for the rule as configured and for one frame deciding (band 0), and prints per set
@@ -125,9 +125,11 @@ def summary(rows: list[FaceRow]) -> dict:
 
 # -- replaying the rule on the measured faces ----------------------------------------------------
 
-def replay(faces: list[dict], rule, max_frames: int = 8) -> dict[str, dict]:
+def replay(faces: list[dict], rule, spacing: dict[str, float],
+           max_frames: int = 8) -> dict[str, dict]:
     """Run lambda_image.recognize.pull (the function's own sampling and rule) on measured faces:
-    per video, the names it would report, its decisions and the extra frames it would sample."""
+    per video, the names it would report, its decisions and the extra frames it would sample.
+    *spacing*: each identity's (lambda_image.matching.spacing)."""
     from collections import defaultdict
 
     from lambda_image import confirm
@@ -144,13 +146,13 @@ def replay(faces: list[dict], rule, max_frames: int = 8) -> dict[str, dict]:
             rows = frames.get(sample, [])
             look = Look(rows[0]["index"] if rows else sample, [], [])
             for r in rows:
-                margin = r["runner_up_distance"] - r["distance"]
                 look.faces.append(FaceResult(
                     name=r["nearest"] if r["distance"] <= rule.threshold else UNKNOWN,
                     distance=r["distance"], frame=look.index, box=tuple(r["box"]),
                     nearest=r["nearest"], runner_up=r["runner_up"],
                     runner_up_distance=r["runner_up_distance"],
-                    decision=confirm.first_look(r["distance"], margin, rule),
+                    decision=confirm.first_look(r["distance"], spacing[r["nearest"]], rule),
+                    bound=rule.bound(spacing[r["nearest"]]),
                     frames=(look.index,), distances=(r["distance"],)))
                 look.sightings.append(confirm.Sighting(
                     box=tuple(float(v) for v in r["box"]),
@@ -195,8 +197,7 @@ def main() -> int:
     parser.add_argument("--replay", nargs="+", type=Path, metavar="JSON",
                         help="no measuring: replay the rule on these measurements and print the "
                              "outcomes (the function's defaults, or the options below)")
-    parser.add_argument("--band", type=float, default=None)
-    parser.add_argument("--margin", type=float, default=None)
+    parser.add_argument("--fraction", type=float, default=None)
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--agree", type=int, default=None)
     args = parser.parse_args()
@@ -244,22 +245,24 @@ def main() -> int:
 def print_replay(args: argparse.Namespace) -> int:
     from bench.variants import course_expectations
     from lambda_image import confirm
+    from lambda_image.gallery import load_gallery
+    from lambda_image.matching import Matcher
 
     expected = course_expectations(args.data)
+    spacing = Matcher(load_gallery(args.data / "encoding")).spacing
     for path in args.replay:
         measured = json.loads(path.read_text())
-        rules = {"one frame decides (band 0)": confirm.ConfirmRule(measured["threshold"], 0.0, 0.0)}
-        rules["the rule"] = confirm.ConfirmRule.relative(
+        rules = {"one frame decides (the threshold alone)": confirm.ConfirmRule(
+            measured["threshold"], fraction=float("inf"))}
+        rules["the rule"] = confirm.ConfirmRule(
             measured["threshold"],
-            band=confirm.DEFAULT_BAND if args.band is None else args.band,
-            margin=confirm.DEFAULT_MARGIN if args.margin is None else args.margin,
+            fraction=confirm.DEFAULT_FRACTION if args.fraction is None else args.fraction,
             window=args.frames or confirm.DEFAULT_WINDOW, agree=args.agree or confirm.DEFAULT_AGREE)
         for name, part in measured["sets"].items():
             for label, rule in rules.items():
-                counts = outcomes(replay(part["faces"], rule), expected)
+                counts = outcomes(replay(part["faces"], rule, spacing), expected)
                 print(json.dumps({"file": path.name, "seed": measured.get("seed"), "set": name,
-                                  "rule": label, "band": round(rule.band, 4),
-                                  "margin": round(rule.margin, 4), **counts}))
+                                  "rule": label, "fraction": rule.fraction, **counts}))
     return 0
 
 

@@ -11,9 +11,9 @@ The answer, over HTTP and on the response queue (docs/contracts.md, "The camera 
 `result` is exactly the string the course's clients compare: the most prominent person's name,
 `unknown_person` or `no_persons_found`. Bad input is answered, never guessed at: over HTTP a 4xx
 `{"request_id", "error": {"type", "reason"}}`; on the queue `{"request_id", "status": "error",
-"error"}` (no `result`). On a single frame a borderline face is `unknown_person` unless its
-margin to the runner-up is clear (lambda_image.confirm), or the frames its camera sent just before
-it confirm it, when the request names its camera (`camera_id`, `sequence`:
+"error"}` (no `result`). One frame names a face whose evidence is
+clear (lambda_image.confirm); a borderline one is `unknown_person` unless the frames its camera
+sent just before it confirm it, when the request names its camera (`camera_id`, `sequence`:
 lambda_image.camera_tracks): both paths judge it the same way.
 """
 

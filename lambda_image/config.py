@@ -77,11 +77,11 @@ class FunctionSettings:
     min_face_px: int = 24
     #: MTCNN's image-pyramid step (facenet's default 0.709); smaller = fewer scales, faster.
     detect_factor: float = 0.709
-    #: The borderline rule (lambda_image.confirm), band and margin as fractions of the threshold:
-    #: a face within `confirm_band` below it is named only with a runner-up `confirm_margin`
-    #: further, or when `confirm_agree` of `confirm_frames` sampled frames agree. Band 0: off.
-    confirm_band: float = confirm.DEFAULT_BAND
-    confirm_margin: float = confirm.DEFAULT_MARGIN
+    #: The decision rule (lambda_image.confirm): a face within the threshold and within
+    #: `confirm_fraction` of its identity's spacing in the gallery is named at once; any other
+    #: face within the threshold only when `confirm_agree` of `confirm_frames` sampled frames
+    #: agree. inf: the threshold alone decides (the rule off).
+    confirm_fraction: float = confirm.DEFAULT_FRACTION
     confirm_frames: int = confirm.DEFAULT_WINDOW
     confirm_agree: int = confirm.DEFAULT_AGREE
     #: Log lines as JSON (LOG_FORMAT=json|console; JSON by default under a Lambda runtime,
@@ -124,9 +124,11 @@ class FunctionSettings:
         factor = float(num("DETECT_FACTOR", float, 0.709))
         if factor >= 1:
             raise ConfigError(f"DETECT_FACTOR must be below 1, got {factor}")
-        band = float(num("CONFIRM_BAND", float, confirm.DEFAULT_BAND, zero=True))
-        if band >= 1:
-            raise ConfigError(f"CONFIRM_BAND is a fraction of the threshold, below 1; got {band}")
+        for retired in ("CONFIRM_BAND", "CONFIRM_MARGIN"):
+            if opt(retired) is not None:
+                raise ConfigError(f"{retired} is gone: the decision rule scales with the gallery "
+                                  "now (CONFIRM_FRACTION, docs/decision-rule.md)")
+        fraction = float(num("CONFIRM_FRACTION", float, confirm.DEFAULT_FRACTION))
         window = int(num("CONFIRM_FRAMES", int, confirm.DEFAULT_WINDOW))
         agree = int(num("CONFIRM_AGREE", int, min(confirm.DEFAULT_AGREE, window)))
         if agree > window:
@@ -168,8 +170,7 @@ class FunctionSettings:
             detect_max_side=int(num("DETECT_MAX_SIDE", int, 400)),
             min_face_px=int(num("MIN_FACE_PX", int, 24)),
             detect_factor=factor,
-            confirm_band=band,
-            confirm_margin=float(num("CONFIRM_MARGIN", float, confirm.DEFAULT_MARGIN, zero=True)),
+            confirm_fraction=fraction,
             confirm_frames=window,
             confirm_agree=agree,
             log_json=log_format == "json",

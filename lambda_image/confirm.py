@@ -1,45 +1,46 @@
-"""The borderline rule: a face that matches only just below the threshold is named only when more
-evidence agrees (README "Recognition"; the figures are measured by bench/borderline.py).
+"""The decision rule: when one face is named at once, when it needs more frames, and when it is
+`unknown_person` (docs/decision-rule.md; the figures are measured by bench/open_set.py).
 
-One frame cannot tell a borderline true match from an unenrolled face that happens to land near
-somebody: on the course data the unenrolled boy beside vin_diesel in test_5 comes within 0.54 of
-president_trump on some re-encodings of the first frame, with a runner-up up to 0.15 further, while
-floki matches at 0.57 with a runner-up 0.13 further. So:
+A wrong name is worse than `unknown_person`. One face's distance to its nearest identity says too
+little on its own: test_5's unenrolled boy comes within 0.54 of president_trump while floki, an
+enrolled student, matches at 0.57. What separates them is how that distance compares with the
+gallery's own spread: president_trump's nearest other identity (president_biden) is 0.646 from
+him, floki's 0.761. A face is evidence for an identity only when it lies well inside the distance
+at which that identity's neighbour already lies, so:
 
-* `confident`: the best distance is at most threshold - band: named at once, as before;
-* `margin`: in the band, but the runner-up identity is at least `margin` further: named at once;
-* otherwise the face is tracked by box overlap over the next sampled frames (its own frame plus
-  `window - 1` more, the track ending where the face is not found) and named only when `agree` of
-  those frames put the same identity nearest and within the threshold (`confirmed`); else it is
-  `unknown_person` (`unconfirmed`);
-* above the threshold it is `unknown_person` as before (`above_threshold`).
+* `confident`: the best distance is at most `fraction` × the identity's spacing (its distance to
+  the nearest other identity in the gallery, lambda_image.matching.spacing), and within the
+  threshold: named at once, on its one frame;
+* `above_threshold`: above the threshold: `unknown_person`;
+* otherwise the face is borderline: tracked by box overlap over the next sampled frames (its own
+  frame plus `window - 1` more, the track ending where the face is not found) and named only when
+  `agree` of those frames put the same identity nearest and within the threshold (`confirmed`);
+  else, or on a single frame with nothing before it, `unknown_person` (`unconfirmed`).
 
 Everything here is pure: the recognizer feeds it distances and boxes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 
 CONFIDENT = "confident"
-MARGIN = "margin"
 CONFIRMED = "confirmed"
 UNCONFIRMED = "unconfirmed"
 ABOVE_THRESHOLD = "above_threshold"
 #: a first look only, settled by `confirm` into CONFIRMED or UNCONFIRMED
 BORDERLINE = "borderline"
 
-#: Defaults, as fractions of the embedder's threshold (dlib 0.6: band 0.09, i.e. (0.51, 0.6], and
-#: margin 0.18), chosen from bench/borderline.py's measurements (README "Recognition"): test_5's
-#: unenrolled boy came within 0.541 of president_trump on the first frame of 160 re-encoded copies
-#: (mean 0.615, sd 0.027: the band's lower edge is 3.9 sd below it) and his runner-up at most
-#: 0.155 further when within the threshold; floki, the course's closest true match, is at 0.57
-#: with a runner-up 0.13 further, so no single-frame cut separates the two.
-DEFAULT_BAND = 0.15
-DEFAULT_MARGIN = 0.30
+#: Chosen by bench/open_set.py (docs/decision-rule.md): of 1,162 calibration faces, every
+#: enrolled one within the threshold and nearest its own identity lies at most 0.798 of that
+#: identity's spacing from it, and no unenrolled one nearer than 0.814 (a stranger in insightface's
+#: group photo, 0.549 from johnny_dep). 0.80 names the former and keeps the wider cushion to the
+#: latter: a wrong name is worse than `unknown_person`.
+DEFAULT_FRACTION = 0.80
 DEFAULT_WINDOW = 3
 DEFAULT_AGREE = 2
 #: Box overlap (intersection over union) that makes a face on a later sampled frame the same face.
@@ -56,47 +57,41 @@ SAME_LOOK_DISTANCE = 0.01
 
 @dataclass(frozen=True)
 class ConfirmRule:
-    """The rule's numbers in distance units of one embedder."""
+    """The rule's numbers: the threshold in distance units of one embedder, the rest unitless."""
 
     threshold: float
-    band: float  # a face at threshold - band < distance <= threshold is borderline (0: none)
-    margin: float  # ... and named at once when its runner-up is at least this much further
+    #: a face is confident within this fraction of its identity's spacing (inf: the threshold
+    #: alone decides, one frame naming every face within it: the rule off)
+    fraction: float = DEFAULT_FRACTION
     window: int = DEFAULT_WINDOW  # frames a borderline face is judged on, its own included
     agree: int = DEFAULT_AGREE  # of which this many must agree
     min_iou: float = DEFAULT_MIN_IOU
 
     def __post_init__(self) -> None:
-        if not 0 <= self.band <= self.threshold:
-            raise ValueError(f"band {self.band} must lie in [0, threshold {self.threshold}]")
-        if self.margin < 0:
-            raise ValueError(f"margin {self.margin} must not be negative")
+        if not self.threshold > 0:
+            raise ValueError(f"threshold {self.threshold} must be positive")
+        if not self.fraction > 0:
+            raise ValueError(f"fraction {self.fraction} must be positive")
         if not 1 <= self.agree <= self.window:
             raise ValueError(f"agree {self.agree} must lie in [1, window {self.window}]")
         if not 0 < self.min_iou <= 1:
             raise ValueError(f"min_iou {self.min_iou} must lie in (0, 1]")
 
-    @classmethod
-    def relative(cls, threshold: float, *, band: float = DEFAULT_BAND,
-                 margin: float = DEFAULT_MARGIN, window: int = DEFAULT_WINDOW,
-                 agree: int = DEFAULT_AGREE, min_iou: float = DEFAULT_MIN_IOU) -> ConfirmRule:
-        """`band` and `margin` as fractions of `threshold`: one setting fits every embedder."""
-        return cls(threshold=threshold, band=band * threshold, margin=margin * threshold,
-                   window=window, agree=agree, min_iou=min_iou)
-
-    @property
-    def lower_edge(self) -> float:
-        return self.threshold - self.band
+    def bound(self, spacing: float) -> float:
+        """The distance within which a face of an identity this far from its nearest neighbour
+        is named at once."""
+        if math.isinf(self.fraction) or math.isinf(spacing):
+            return self.threshold
+        return min(self.threshold, self.fraction * spacing)
 
 
-def first_look(distance: float, margin: float, rule: ConfirmRule) -> str:
-    """One frame's verdict on a face: ABOVE_THRESHOLD, CONFIDENT, MARGIN or BORDERLINE (needs
-    frames)."""
+def first_look(distance: float, spacing: float, rule: ConfirmRule) -> str:
+    """One frame's verdict on a face at *distance* from its nearest identity, whose spacing is
+    *spacing*: ABOVE_THRESHOLD, CONFIDENT or BORDERLINE (needs frames)."""
     if distance > rule.threshold:
         return ABOVE_THRESHOLD
-    if distance <= rule.lower_edge:
+    if distance <= rule.bound(spacing):
         return CONFIDENT
-    if margin >= rule.margin:
-        return MARGIN
     return BORDERLINE
 
 
@@ -189,9 +184,14 @@ def confirm(first: Sighting, frame: int, candidate: str, later: Sequence[FrameFa
     The face is followed from frame to frame by box overlap with its box on the frame before. A
     frame where no face overlaps it ends the track: a face found again after a gap may as well be
     someone else (measured: test_5's boy, undetected on one frame, back in the band on the next).
-    Frames are read only until the verdict is settled, at most `rule.window - 1`.
+    So does a frame that shows the face again as the track already saw it (`same_look`): a face
+    held still repeats its embedding's error (measured: a stranger in a clip filmed from a still
+    photo, 0.590 and 0.589 from johnny_dep three frames apart). Frames are read only until the
+    verdict is settled, at most `rule.window - 1`; the video path reads them forwards, a camera's
+    backwards (lambda_image.recognize.look_back).
     """
     box = first.box
+    track = [first]
     frames, distances = [frame], [first.identities.get(candidate)]
     agreeing = int(agrees(first, candidate, rule.threshold))
     verdict = Verdict(candidate, tuple(frames), tuple(distances), agreeing, rule)
@@ -199,7 +199,11 @@ def confirm(first: Sighting, frame: int, candidate: str, later: Sequence[FrameFa
         if verdict.settled:
             break
         seen = follow(box, look.faces, rule.min_iou)
-        box = seen.box if seen is not None else box
+        if seen is not None and any(same_look(s, seen, candidate) for s in track):
+            seen = None  # the face held still: no second look, and the track ends here
+        if seen is not None:
+            box = seen.box
+            track.append(seen)
         frames.append(look.index)
         distances.append(seen.identities.get(candidate) if seen is not None else None)
         agreeing += agrees(seen, candidate, rule.threshold)

@@ -30,6 +30,9 @@ class Match:
     runner_up_distance: float = float("inf")
     #: every identity's nearest-entry distance: what tracking a face over frames compares
     identities: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
+    #: how far the nearest identity's gallery entries lie from any other identity's
+    #: (Matcher.spacing; inf: a one-person gallery): what the decision rule scales with
+    spacing: float = float("inf")
 
     @property
     def known(self) -> bool:
@@ -49,6 +52,7 @@ class Matcher:
         self._people = gallery.people
         names = np.asarray(gallery.names)
         self._columns = [np.flatnonzero(names == person) for person in self._people]
+        self.spacing = spacing(self._rows, self._columns, self._people)
 
     def match(self, embeddings: np.ndarray) -> list[Match]:
         if len(embeddings) == 0 or len(self._rows) == 0:
@@ -66,5 +70,23 @@ class Matcher:
                 nearest if d <= self.threshold else UNKNOWN, d, nearest,
                 runner_up=self._people[second] if second is not None else "",
                 runner_up_distance=float(row[second]) if second is not None else float("inf"),
-                identities=dict(zip(self._people, (float(v) for v in row), strict=True))))
+                identities=dict(zip(self._people, (float(v) for v in row), strict=True)),
+                spacing=self.spacing[nearest]))
         return out
+
+
+def spacing(rows: np.ndarray, columns: list[np.ndarray], people: list[str]) -> dict[str, float]:
+    """Each identity's distance to the nearest entry of any *other* identity in the gallery.
+
+    The gallery's own spread: a face as far from its identity as that identity's nearest
+    neighbour is no nearer to it than the neighbour is, so the decision rule
+    (lambda_image.confirm) names a face at once only well inside that distance."""
+    if len(people) < 2:
+        return {person: float("inf") for person in people}
+    between = np.linalg.norm(rows[:, None, :] - rows[None, :, :], axis=2)
+    owner = np.empty(len(rows), dtype=int)
+    for i, cols in enumerate(columns):
+        owner[cols] = i
+    between[owner[:, None] == owner[None, :]] = np.inf
+    return {person: float(between[cols].min()) for person, cols in zip(people, columns,
+                                                                       strict=True)}

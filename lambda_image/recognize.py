@@ -34,9 +34,11 @@ class FaceResult:
     nearest: str
     runner_up: str = ""
     runner_up_distance: float = float("inf")
-    #: how the name was decided (lambda_image.confirm: confident, margin, confirmed, unconfirmed,
+    #: how the name was decided (lambda_image.confirm: confident, confirmed, unconfirmed,
     #: above_threshold), and on which frames with which distances to `nearest` (None: face not found)
     decision: str = confirm.ABOVE_THRESHOLD
+    #: the distance to `nearest` within which one frame names the face (ConfirmRule.bound)
+    bound: float = float("inf")
     frames: tuple[int, ...] = ()
     distances: tuple[float | None, ...] = ()
 
@@ -46,7 +48,8 @@ class FaceResult:
 
         return {"name": self.name, "distance": round(self.distance, 4), "frame": self.frame,
                 "box": list(self.box), "nearest": self.nearest, "runner_up": self.runner_up,
-                "runner_up_distance": num(self.runner_up_distance), "decision": self.decision,
+                "runner_up_distance": num(self.runner_up_distance), "bound": num(self.bound),
+                "decision": self.decision,
                 "frames": list(self.frames), "distances": [num(d) for d in self.distances]}
 
     def settled_by(self, verdict: confirm.Verdict) -> FaceResult:
@@ -169,14 +172,9 @@ def look_back(look: Look, per_frame: list[list[FaceResult]], earlier: Lookback |
         return 0
     frames = list(earlier(rule.window - 1))
     for i in pending:
-        face, sighting = faces[i], look.sightings[i]
-        # an earlier frame that shows this face again as it is now is no second look: it
-        # counts as a missing frame, ending the track (lambda_image.confirm.same_look)
-        evidence = [confirm.FrameFaces(f.index, ()) if any(
-            confirm.same_look(s, sighting, face.nearest) for s in f.faces) else f
-            for f in frames]
-        faces[i] = face.settled_by(confirm.confirm(sighting, face.frame, face.nearest, evidence,
-                                                   rule))
+        face = faces[i]
+        faces[i] = face.settled_by(confirm.confirm(look.sightings[i], face.frame, face.nearest,
+                                                   frames, rule))
     return len(frames)
 
 
@@ -198,8 +196,7 @@ class Recognizer:
     def __init__(self, gallery: Gallery, *, detector: FaceDetector, embedder: Embedder,
                  threshold: float | None = None, max_frames: int = 8,
                  max_decode_s: float = 2.0, detect_max_side: int = 400,
-                 confirm_band: float = confirm.DEFAULT_BAND,
-                 confirm_margin: float = confirm.DEFAULT_MARGIN,
+                 confirm_fraction: float = confirm.DEFAULT_FRACTION,
                  confirm_window: int = confirm.DEFAULT_WINDOW,
                  confirm_agree: int = confirm.DEFAULT_AGREE,
                  max_image_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -209,9 +206,8 @@ class Recognizer:
         self.detector = detector
         self.embedder = embedder
         self.matcher = Matcher(gallery, threshold)
-        self.rule = confirm.ConfirmRule.relative(self.matcher.threshold, band=confirm_band,
-                                                 margin=confirm_margin, window=confirm_window,
-                                                 agree=confirm_agree)
+        self.rule = confirm.ConfirmRule(self.matcher.threshold, fraction=confirm_fraction,
+                                        window=confirm_window, agree=confirm_agree)
         self.max_frames = max_frames
         self.max_decode_s = max_decode_s
         self.detect_max_side = detect_max_side
@@ -233,7 +229,7 @@ class Recognizer:
                    threshold=settings.match_threshold, max_frames=settings.max_frames,
                    max_decode_s=settings.max_decode_seconds,
                    detect_max_side=settings.detect_max_side,
-                   confirm_band=settings.confirm_band, confirm_margin=settings.confirm_margin,
+                   confirm_fraction=settings.confirm_fraction,
                    confirm_window=settings.confirm_frames, confirm_agree=settings.confirm_agree,
                    max_image_pixels=settings.max_image_pixels)
 
@@ -252,8 +248,8 @@ class Recognizer:
     def recognize_image(self, data: bytes, *, index: int = 0,
                         earlier: Lookback | None = None) -> RecognitionResult:
         """One still image (the function-URL frame request): with no further frame, a borderline
-        face is named only on a clear margin, or when *earlier* (the same camera's frames before
-        this one, frame *index* of its stream) confirms it. Raises InvalidImage (ImageTooLarge)."""
+        face is named only when *earlier* (the same camera's frames before this one, frame
+        *index* of its stream) confirms it. Raises InvalidImage (ImageTooLarge)."""
         started = time.perf_counter()
         image = decode_image(data, max_pixels=self.max_image_pixels)
         timer = Timer()
@@ -331,6 +327,7 @@ class Recognizer:
             name=m.name, distance=m.distance, frame=index,
             box=tuple(round(v) for v in f.box), nearest=m.nearest, runner_up=m.runner_up,
             runner_up_distance=m.runner_up_distance,
-            decision=confirm.first_look(m.distance, m.margin, self.rule),
+            decision=confirm.first_look(m.distance, m.spacing, self.rule),
+            bound=self.rule.bound(m.spacing),
             frames=(index,), distances=(m.distance,))
         return face, confirm.Sighting(box=f.box, identities=m.identities)

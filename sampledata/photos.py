@@ -1,7 +1,8 @@
 """Real face photos obtained from packages on PyPI (cached after the first fetch).
 
 These machines reach PyPI and nothing else, so the photos come out of published distributions:
-the `face_recognition` sdist's test images, matplotlib's sample data and scikit-image's data.
+the `face_recognition` sdist's test images, matplotlib's sample data, scikit-image's data and
+insightface's sample images.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class PhotoSource:
 
 _FR = "face_recognition==1.3.0"
 _FR_IMAGES = "face_recognition-1.3.0/tests/test_images"
+_IF = "insightface==2.1"
 SOURCES: dict[str, PhotoSource] = {
     "obama": PhotoSource(_FR, f"{_FR_IMAGES}/obama.jpg", binary=False),
     "obama2": PhotoSource(_FR, f"{_FR_IMAGES}/obama2.jpg", binary=False),
@@ -44,6 +46,9 @@ SOURCES: dict[str, PhotoSource] = {
     "grace_hopper": PhotoSource(
         "matplotlib==3.10.7", "matplotlib/mpl-data/sample_data/grace_hopper.jpg", binary=True),
     "astronaut": PhotoSource("scikit-image==0.25.2", "skimage/data/astronaut.png", binary=True),
+    # insightface's sample images: a portrait and a group of six, none of them in any gallery here
+    "tom_hanks": PhotoSource(_IF, "insightface/data/images/Tom_Hanks_54745.png", binary=True),
+    "group": PhotoSource(_IF, "insightface/data/images/t1.jpg", binary=True),
 }
 
 

@@ -10,14 +10,13 @@ from lambda_image.confirm import (
     BORDERLINE,
     CONFIDENT,
     CONFIRMED,
-    MARGIN,
     UNCONFIRMED,
     ConfirmRule,
     FrameFaces,
     Sighting,
 )
 
-RULE = ConfirmRule(threshold=0.6, band=0.07, margin=0.18, window=3, agree=2, min_iou=0.3)
+RULE = ConfirmRule(threshold=0.6, fraction=0.8, window=3, agree=2, min_iou=0.3)
 BOX = (100.0, 100.0, 200.0, 220.0)
 
 
@@ -33,41 +32,41 @@ def frames(*faces_per_frame: tuple[Sighting, ...], start: int = 10) -> list[Fram
     return [FrameFaces(start + 10 * i, faces) for i, faces in enumerate(faces_per_frame)]
 
 
-@pytest.mark.parametrize("distance,margin,expected", [
-    (0.45, 0.01, CONFIDENT),            # far below the band: a thin margin does not matter
-    (0.5299, 0.01, CONFIDENT),          # the band is (0.53, 0.6]
-    (0.5301, 0.01, BORDERLINE),
-    (0.59, 0.1799, BORDERLINE),         # margin just short
-    (0.59, 0.18, MARGIN),               # margin reached
-    (0.60, 0.05, BORDERLINE),           # the threshold itself still matches, so it is borderline
-    (0.6001, 0.5, ABOVE_THRESHOLD),     # above the threshold no margin names a face
+@pytest.mark.parametrize("distance,spacing,expected", [
+    (0.45, 0.646, CONFIDENT),           # well inside president_trump's bound (0.8 × 0.646)
+    (0.5168, 0.646, CONFIDENT),         # the bound itself names
+    (0.5169, 0.646, BORDERLINE),        # just past it: test_5's boy came within 0.541
+    (0.567, 0.761, CONFIDENT),          # floki on test_6's first frame: 0.567 < 0.8 × 0.761
+    (0.60, 0.74, BORDERLINE),           # the bound 0.592
+    (0.60, 0.761, CONFIDENT),           # the bound 0.609, capped by the threshold, which matches
+    (0.6001, 2.0, ABOVE_THRESHOLD),     # above the threshold no spacing names a face
+    (0.59, float("inf"), CONFIDENT),    # a one-person gallery: the threshold alone
 ])
-def test_first_look_band_edges(distance: float, margin: float, expected: str) -> None:
-    assert confirm.first_look(distance, margin, RULE) == expected
+def test_first_look_bound_edges(distance: float, spacing: float, expected: str) -> None:
+    assert confirm.first_look(distance, spacing, RULE) == expected
 
 
-def test_relative_rule_scales_with_the_threshold() -> None:
-    dlib = ConfirmRule.relative(0.6)  # the defaults: band 0.15, margin 0.30 of the threshold
-    facenet = ConfirmRule.relative(0.9)
+def test_the_bound_scales_with_the_gallery_not_the_embedder() -> None:
+    dlib = ConfirmRule(threshold=0.6)
+    facenet = ConfirmRule(threshold=0.9)
 
-    assert (dlib.band, dlib.margin) == pytest.approx((0.09, 0.18))
-    assert (facenet.band, facenet.margin) == pytest.approx((0.135, 0.27))
-    assert confirm.first_look(0.55, 0.0, dlib) == BORDERLINE
-    assert confirm.first_look(0.55 * 1.5, 0.0, facenet) == BORDERLINE
-
-
-def test_band_zero_turns_the_rule_off() -> None:
-    off = ConfirmRule(threshold=0.6, band=0.0, margin=0.18)
-
-    assert confirm.first_look(0.6, 0.0, off) == CONFIDENT
-    assert confirm.first_look(0.6001, 0.0, off) == ABOVE_THRESHOLD
+    assert dlib.bound(0.646) == pytest.approx(confirm.DEFAULT_FRACTION * 0.646)
+    assert facenet.bound(0.646 * 1.5) == pytest.approx(1.5 * dlib.bound(0.646))
+    assert (dlib.bound(5.0), facenet.bound(5.0)) == (0.6, 0.9)  # capped by the threshold
 
 
-@pytest.mark.parametrize("kwargs", [{"band": -0.1}, {"band": 0.7}, {"margin": -1},
+def test_an_infinite_fraction_turns_the_rule_off() -> None:
+    off = ConfirmRule(threshold=0.6, fraction=float("inf"))
+
+    assert confirm.first_look(0.6, 0.01, off) == CONFIDENT
+    assert confirm.first_look(0.6001, 0.01, off) == ABOVE_THRESHOLD
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 0}, {"fraction": 0}, {"fraction": -1},
                                     {"agree": 4}, {"agree": 0}, {"min_iou": 0}])
 def test_rule_rejects_nonsense(kwargs: dict) -> None:
     with pytest.raises(ValueError):
-        ConfirmRule(**{"threshold": 0.6, "band": 0.07, "margin": 0.18, **kwargs})
+        ConfirmRule(**{"threshold": 0.6, **kwargs})
 
 
 def test_iou() -> None:
@@ -118,11 +117,26 @@ def test_threshold_itself_agrees_just_above_does_not() -> None:
 
 def test_another_identity_nearest_on_a_later_frame_disagrees() -> None:
     # within the threshold of the candidate, but someone else is nearer on those frames
-    later = frames((seen(trump=0.59, floki=0.55),), (seen(trump=0.58, floki=0.57),))
+    later = frames((seen(shifted(20), trump=0.59, floki=0.55),),
+                   (seen(shifted(40), trump=0.58, floki=0.57),))
 
     verdict = confirm.confirm(seen(trump=0.58), 0, "trump", later, RULE)
 
     assert verdict.decision == UNCONFIRMED and verdict.distances == (0.58, 0.59, 0.58)
+
+
+def test_a_face_held_still_is_no_second_look() -> None:
+    # a stranger in a clip filmed from a still photo: 0.590 from johnny_dep, above the threshold
+    # on the next sampled frame, then 0.589 at nearly the same place (IoU 0.96)
+    later = frames((seen(shifted(2), trump=0.603),), (seen(shifted(2), trump=0.589),))
+
+    verdict = confirm.confirm(seen(trump=0.590), 0, "trump", later, RULE)
+
+    assert verdict.decision == UNCONFIRMED
+    assert verdict.distances == (0.590, 0.603, None), "the repeated look ends the track"
+    # the same distances after the face moved (IoU 0.54 with the first) are a second look
+    moved = frames((seen(shifted(15), trump=0.603),), (seen(shifted(30), trump=0.589),))
+    assert confirm.confirm(seen(trump=0.590), 0, "trump", moved, RULE).decision == CONFIRMED
 
 
 def test_tracking_mismatch_a_face_elsewhere_is_not_evidence() -> None:
@@ -174,7 +188,7 @@ def test_frames_without_faces_and_too_few_frames() -> None:
 
 def test_window_caps_the_frames_read() -> None:
     later = frames(*[(seen(trump=0.7),)] * 5)
-    rule = ConfirmRule(threshold=0.6, band=0.07, margin=0.18, window=5, agree=4)
+    rule = ConfirmRule(threshold=0.6, window=5, agree=4)
 
     verdict = confirm.confirm(seen(trump=0.58), 0, "trump", later, rule)
 
@@ -183,7 +197,7 @@ def test_window_caps_the_frames_read() -> None:
 
 
 def test_agree_one_confirms_on_its_own_frame() -> None:
-    rule = ConfirmRule(threshold=0.6, band=0.07, margin=0.18, window=3, agree=1)
+    rule = ConfirmRule(threshold=0.6, window=3, agree=1)
 
     verdict = confirm.confirm(seen(trump=0.58), 0, "trump", frames((seen(trump=0.9),),), rule)
 

@@ -38,10 +38,11 @@ def test_course_clips_give_people_and_records(cloud: Cloud, course_data: Path,
                                     "key": result["key"].removesuffix(".mp4") + ".csv"}
         assert cloud.csv_object(result["output"]["key"]) == result["csv"]
         assert result["faces"] and {"name", "distance", "frame", "box", "nearest", "runner_up",
-                                    "runner_up_distance", "decision", "frames",
+                                    "runner_up_distance", "bound", "decision", "frames",
                                     "distances"} <= result["faces"][0].keys()
         (face,) = (f for f in result["faces"] if f["name"] == row["name"])
-        assert face["decision"] in ("confident", "confirmed") and face["frames"][0] == face["frame"]
+        assert face["decision"] == "confident" and face["frames"][0] == face["frame"]
+        assert face["distance"] <= face["bound"] <= 0.6
         assert len(face["frames"]) == len(face["distances"]) == 1 + result["extra_frames"]
         assert result["frames_sampled"] == 1 + result["extra_frames"]
         assert result["etag"] and result["schema"] == 1

@@ -162,8 +162,14 @@ def test_course_clips_give_the_same_answers_and_distances_on_both_runtimes(
 
 def test_borderline_confirmation_works_on_onnx(onnx_recognizer: Recognizer,
                                                course_data: Path) -> None:
-    # test_6's floki lands in the band (0.567) and is confirmed on the next frame
+    # test_6's floki (0.567, 0.745 of his identity's spacing) is named on his first frame ...
     result = onnx_recognizer.recognize(course_data / "videos" / "test_6.mp4")
+    (face,) = result.faces
+    assert (face.name, face.decision, result.extra_frames) == ("floki", "confident", 0)
+    # ... and under a stricter rule (0.70 of the spacing) he is borderline, confirmed on the next
+    strict = Recognizer(onnx_recognizer.gallery, detector=onnx_recognizer.detector,
+                        embedder=onnx_recognizer.embedder, confirm_fraction=0.70)
+    result = strict.recognize(course_data / "videos" / "test_6.mp4")
     (face,) = result.faces
 
     assert (face.name, face.decision, result.extra_frames) == ("floki", "confirmed", 1)

@@ -24,11 +24,9 @@ def test_course_clip_resolves_to_expected_person(recognizer: Recognizer, course_
     (face,) = (f for f in result.faces if f.name == expected[clip]["name"])
     assert face.distance < 0.58, "keep a margin below the 0.6 threshold"
     assert face.frame == 0, "recognised on the first frame"
-    if face.decision == "confident":
-        assert result.frames_sampled == 1 and result.extra_frames == 0, "no further decoding"
-    else:  # floki (test_6) matches at 0.57: in the borderline band, confirmed on the next frame
-        assert (clip, face.decision) == ("test_6.mp4", "confirmed")
-        assert result.frames_sampled == 1 + result.extra_frames == len(face.frames) == 2
+    # floki (test_6) too, at 0.57: within 0.80 of his identity's spacing (docs/decision-rule.md)
+    assert face.decision == "confident"
+    assert result.frames_sampled == 1 and result.extra_frames == 0, "no further decoding"
     assert {"decode", "detect", "embed"} <= result.timings_ms.keys()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lambda_image import confirm
 from lambda_image.config import FunctionSettings
 from lambda_image.errors import ConfigError, GalleryError, InvalidRequest
 from lambda_image.events import frame_request, s3_objects
@@ -111,16 +112,38 @@ def test_matcher_with_one_identity_has_no_runner_up() -> None:
 
 def test_confirm_settings_from_env() -> None:
     default = FunctionSettings.from_env({})
-    assert (default.confirm_band, default.confirm_margin) == (0.15, 0.30)
+    assert default.confirm_fraction == confirm.DEFAULT_FRACTION
     assert (default.confirm_frames, default.confirm_agree) == (3, 2)
-    custom = FunctionSettings.from_env({"CONFIRM_BAND": "0", "CONFIRM_MARGIN": "0.5",
-                                        "CONFIRM_FRAMES": "4", "CONFIRM_AGREE": "3"})
-    assert (custom.confirm_band, custom.confirm_margin) == (0.0, 0.5)
-    assert (custom.confirm_frames, custom.confirm_agree) == (4, 3)
-    for bad in ({"CONFIRM_BAND": "-0.1"}, {"CONFIRM_BAND": "1"}, {"CONFIRM_FRAMES": "0"},
-                {"CONFIRM_FRAMES": "2", "CONFIRM_AGREE": "3"}, {"CONFIRM_MARGIN": "wide"}):
+    custom = FunctionSettings.from_env({"CONFIRM_FRACTION": "0.7", "CONFIRM_FRAMES": "4",
+                                        "CONFIRM_AGREE": "3"})
+    assert (custom.confirm_fraction, custom.confirm_frames, custom.confirm_agree) == (0.7, 4, 3)
+    assert FunctionSettings.from_env({"CONFIRM_FRACTION": "inf"}).confirm_fraction == float("inf")
+    for bad in ({"CONFIRM_FRACTION": "0"}, {"CONFIRM_FRACTION": "-0.1"},
+                {"CONFIRM_FRACTION": "wide"}, {"CONFIRM_FRAMES": "0"},
+                {"CONFIRM_FRAMES": "2", "CONFIRM_AGREE": "3"}):
         with pytest.raises(ConfigError):
             FunctionSettings.from_env(bad)
+
+
+@pytest.mark.parametrize("retired", ["CONFIRM_BAND", "CONFIRM_MARGIN"])
+def test_the_retired_band_settings_are_refused_not_ignored(retired: str) -> None:
+    with pytest.raises(ConfigError, match="CONFIRM_FRACTION"):
+        FunctionSettings.from_env({retired: "0.15"})
+
+
+def test_each_identity_s_spacing_is_its_distance_to_the_nearest_other_identity() -> None:
+    # two rows of "a" (their own distance never counts), "b" 3 from the nearer "a", "c" far off
+    rows = np.zeros((4, 128), dtype=np.float32)
+    rows[1, 0], rows[2, 0], rows[3, 1] = 1.0, 4.0, 10.0
+    gallery = Gallery(names=("a", "a", "b", "c"), embeddings=rows, embedder="dlib")
+
+    matcher = Matcher(gallery)
+
+    assert matcher.spacing == pytest.approx({"a": 3.0, "b": 3.0, "c": 10.0})
+    (match,) = matcher.match(rows[2:3] + 0.1)
+    assert (match.nearest, match.spacing) == ("b", pytest.approx(3.0))
+    one = Matcher(Gallery(names=("a",), embeddings=rows[:1], embedder="dlib"))
+    assert one.spacing == {"a": float("inf")}
 
 
 def test_settings_from_env() -> None:
