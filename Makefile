@@ -37,11 +37,14 @@ test: lint roots image
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 21 minutes): the function per clip, the torch and
+# Benchmarks (not part of `make test`; about 24 minutes): the function per clip, the torch and
 # ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
 # against a synthetic function, end to end with the peer-style baseline, the camera path (100
-# frames, both stages, at the course's pace and flat out); then bench/out/REPORT.md
-# and PNG plots from bench/out/*.json.
+# frames, both stages, at the course's pace and flat out), the function A/B against AB_BASE;
+# then bench/out/REPORT.md and PNG plots from bench/out/*.json.
+# The function's warm time per course clip is compared, interleaved call by call, with this
+# commit's (the last before the decision rule that scales with the gallery, issue 30).
+AB_BASE ?= 9ae5a9e
 bench: $(STAMP) image
 	mkdir -p bench/out
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_image --data $(SHARED)/data/cse546-2023 \
@@ -53,6 +56,10 @@ bench: $(STAMP) image
 		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
 	$(PY) -m bench.bench_camera --data $(SHARED)/data/cse546-2023 --count 100 \
 		--out bench/out > /dev/null
+	rm -rf bench/out/ab_base && mkdir -p bench/out/ab_base
+	git archive $(AB_BASE) | tar -x -C bench/out/ab_base
+	SHARED_DATA=$(SHARED)/data $(PY) -m bench.ab_function --base bench/out/ab_base --rounds 15 \
+		--variants 100 --out bench/out/ab_function.json 2> bench/out/ab_function.log > /dev/null
 	$(PY) -m bench.report --out bench/out > /dev/null
 	@echo "bench/out/REPORT.md written"
 

@@ -1,7 +1,7 @@
 """bench/out/*.json → bench/out/REPORT.md (tables, targets met/missed) and PNG plots.
 
-Renders whatever parts are present (function.json, e2e.json, orchestration.json, camera.json); a
-missing part is listed as "not run" (the camera part is left out).
+Renders whatever parts are present (function.json, e2e.json, orchestration.json, camera.json,
+ab_function.json); a missing part is listed as "not run" (the camera and A/B parts are left out).
 
     .venv/bin/python -m bench.report [--out bench/out] [--no-plots]
 """
@@ -205,6 +205,31 @@ def borderline_lines(part: dict | None) -> list[str]:
     return [text + ".", ""]
 
 
+def ab_section(ab: dict) -> list[str]:
+    """bench/ab_function.py: the function's warm time per course clip against a base checkout,
+    interleaved call by call, and what each side answered."""
+    lines = ["## The function against the base commit (bench/ab_function.py)", "",
+             (f"Both checkouts warm, one torch thread each, the real `s3_handler` on one moto "
+             f"server, {ab['rounds']} rounds, A and B alternating call by call; medians, and the "
+             "median of the ratios of calls made back to back."), ""]
+    rows = [[clip, c["base_ms"], c["new_ms"], f"×{c['ratio']:.2f}", f"×{c['paired_ratio']:.2f}",
+             " ".join(c["new_names"]), c["new_extra_frames"]]
+            for clip, c in ab["per_clip"].items()]
+    lines += table(["clip", "base ms", "new ms", "ratio", "paired", "new answers",
+                    "extra frames"], rows)
+    lines += [(f"All calls: {ab['overall_median_ms']['base']} → {ab['overall_median_ms']['new']} ms "
+               f"(×{ab['overall_ratio']:.2f}; paired ×{ab['paired_ratio_all_calls']:.2f})."), ""]
+    variants = ab.get("variants")
+    if variants:
+        base, new = variants["base"], variants["new"]
+        lines += [(f"{new['videos']} variants (bench/variants.py), once per side: named first "
+                   f"{base['right_first']} → {new['right_first']}, videos sampling extra frames "
+                   f"{base['with_extra_frames']} → {new['with_extra_frames']}, median "
+                   f"{base['median_ms']} → {new['median_ms']} ms (×{ab['variants_ratio']:.2f})."),
+                  ""]
+    return lines
+
+
 def e2e_section(e2e: dict) -> list[str]:
     lines = ["## 2. End to end on the local cloud, and 4. the course baseline", "",
              (f"`bench/bench_e2e.py`: {e2e['count']} distinct clips (bench/variants.py: course "
@@ -397,6 +422,9 @@ def render(out: Path, *, with_plots: bool = True) -> str:
         from bench.bench_camera import render as camera_section
 
         lines += camera_section(camera).splitlines() + [""]
+    ab = load(out, "ab_function")
+    if ab:
+        lines += ab_section(ab)
     if with_plots:
         made = plots(out, fn, e2e, orch)
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in made] + [""]
