@@ -68,19 +68,25 @@ def faces_on(recognizer, frame) -> list[tuple[tuple[float, ...], dict[str, float
     return sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
 
 
+def labelled(found: list[tuple[tuple[float, ...], dict[str, float]]], width: int, source: str,
+             name: str, person: str, set_name: str) -> Iterator[Face]:
+    """The clip's person (the largest face) and, in test_5, the boy right of the middle; any
+    other face is nobody we can label."""
+    for i, (box, ids) in enumerate(found):
+        if source == BYSTANDER_CLIP and (box[0] + box[2]) / 2 > width / 2:
+            yield Face(set_name, name, "", "bystander", ids)
+        elif i == 0:
+            yield Face(set_name, name, person, person, ids)
+
+
 def clip_faces(recognizer, path: Path, source: str, person: str, set_name: str,
                max_frames: int) -> Iterator[Face]:
-    """The clip's person (largest face) and, in test_5, the boy right of the middle."""
     from lambda_image.video import sample_frames
 
     for frame in sample_frames(path, max_frames=max_frames, max_decode_s=60.0,
                                detect_max_side=recognizer.detect_max_side):
-        width = frame.rgb.shape[1]
-        for i, (box, ids) in enumerate(faces_on(recognizer, frame)):
-            if source == BYSTANDER_CLIP and (box[0] + box[2]) / 2 > width / 2:
-                yield Face(set_name, path.name, "", "bystander", ids)
-            elif i == 0:
-                yield Face(set_name, path.name, person, person, ids)
+        yield from labelled(faces_on(recognizer, frame), frame.rgb.shape[1], source, path.name,
+                            person, set_name)
 
 
 def jpeg(image, quality: int = 90) -> bytes:
@@ -103,17 +109,14 @@ def course_sets(recognizer, data: Path, expected: dict[str, str]) -> Iterator[Fa
     from lambda_image.video import sample_frames
 
     for clip, person in sorted(expected.items()):
-        yield from clip_faces(recognizer, data / "videos" / clip, clip, person, "course_frames", 8)
         for frame in sample_frames(data / "videos" / clip, max_frames=8, max_decode_s=60.0,
                                    detect_max_side=recognizer.detect_max_side):
+            width = frame.rgb.shape[1]
+            yield from labelled(faces_on(recognizer, frame), width, clip, clip, person,
+                                "course_frames")
             image = Image.fromarray(frame.rgb)
             found = still_faces(recognizer, jpeg(image))
-            width = frame.rgb.shape[1]
-            for i, (box, ids) in enumerate(found):
-                if clip == BYSTANDER_CLIP and (box[0] + box[2]) / 2 > width / 2:
-                    yield Face("course_jpeg", clip, "", "bystander", ids)
-                elif i == 0:
-                    yield Face("course_jpeg", clip, person, person, ids)
+            yield from labelled(found, width, clip, clip, person, "course_jpeg")
             if not found:
                 continue
             x1, y1, x2, y2 = found[0][0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -83,9 +84,9 @@ def test_without_the_rule_one_frame_names_the_boy(recognizer: Recognizer,
     assert len(named) >= len(test5_copies) - 1
 
 
-def jpeg(rgb) -> bytes:
+def jpeg(rgb, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -139,41 +140,41 @@ def test_the_video_path_decides_every_course_clip_on_its_first_frame(
 STRANGERS = ("grace_hopper", "astronaut", "tom_hanks", "group")
 
 
-def stranger_images(photos: dict[str, Path]) -> dict[str, bytes]:
-    """Each stranger's photo as it is, cropped to its middle and scaled down, and darkened."""
+@pytest.fixture(scope="module")
+def strangers(photos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
+              ) -> tuple[dict[str, bytes], dict[str, Path]]:
+    """Each stranger's photo as it is, cropped to its middle and scaled down, and darkened (as
+    JPEGs), and filmed as a clip."""
     from PIL import ImageEnhance
 
-    out: dict[str, bytes] = {}
+    from sampledata.render import render_still_clip
+
+    images: dict[str, bytes] = {}
+    clips: dict[str, Path] = {}
+    root = tmp_path_factory.mktemp("strangers")
     for who in STRANGERS:
         with Image.open(photos[who]) as opened:
             image = opened.convert("RGB")
         w, h = image.size
         middle = image.crop((w // 10, h // 10, w - w // 10, h - h // 10))
-        out[f"{who}"] = jpeg_of(image)
-        out[f"{who} cropped, half size"] = jpeg_of(middle.resize((middle.width // 2,
-                                                                   middle.height // 2)))
-        out[f"{who} darker"] = jpeg_of(ImageEnhance.Brightness(image).enhance(0.8))
-    return out
+        for what, variant in ((who, image),
+                              (f"{who} cropped, half size",
+                               middle.resize((middle.width // 2, middle.height // 2))),
+                              (f"{who} darker", ImageEnhance.Brightness(image).enhance(0.8))):
+            images[what] = jpeg(np.asarray(variant), quality=85)
+        clips[f"{who} as a clip"] = render_still_clip(root / f"{who}.mp4", [photos[who]],
+                                                      seconds=0.5)
+    return images, clips
 
 
-def jpeg_of(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def strangers_named(recognizer: Recognizer, photos: dict[str, Path],
-                    tmp_path: Path) -> tuple[list[str], int, list[str]]:
+def strangers_named(recognizer: Recognizer, strangers: tuple[dict[str, bytes], dict[str, Path]],
+                    ) -> tuple[list[str], int, list[str]]:
     """(every stranger face a name was given to, how many stranger faces were judged, the
     nearest identities of those within the threshold)."""
-    from sampledata.render import render_still_clip
-
+    images, clips = strangers
     named, faces, near = [], 0, []
-    results = {what: recognizer.recognize_image(data)
-               for what, data in stranger_images(photos).items()}
-    for who in STRANGERS:
-        clip = render_still_clip(tmp_path / f"{who}.mp4", [photos[who]], seconds=0.5)
-        results[f"{who} as a clip"] = recognizer.recognize(clip)
+    results = {what: recognizer.recognize_image(data) for what, data in images.items()}
+    results.update({what: recognizer.recognize(clip) for what, clip in clips.items()})
     for what, result in results.items():
         for face in result.faces:
             faces += 1
@@ -184,9 +185,8 @@ def strangers_named(recognizer: Recognizer, photos: dict[str, Path],
     return named, faces, near
 
 
-def test_no_stranger_is_ever_named(recognizer: Recognizer, photos: dict,
-                                   tmp_path: Path) -> None:
-    named, faces, near = strangers_named(recognizer, photos, tmp_path)
+def test_no_stranger_is_ever_named(recognizer: Recognizer, strangers: tuple) -> None:
+    named, faces, near = strangers_named(recognizer, strangers)
 
     print(f"{faces} stranger faces; within the threshold of someone:\n    " + "\n    ".join(near))
     assert not named, named
@@ -195,14 +195,14 @@ def test_no_stranger_is_ever_named(recognizer: Recognizer, photos: dict,
     assert len(near) >= 3, near
 
 
-def test_with_the_rule_loosened_a_stranger_gets_a_name(recognizer: Recognizer, photos: dict,
-                                                       tmp_path: Path) -> None:
+def test_with_the_rule_loosened_a_stranger_gets_a_name(recognizer: Recognizer,
+                                                       strangers: tuple) -> None:
     # The control: the same strangers under a rule 10 % looser (0.9 of the spacing) or off
     for fraction in (0.9, float("inf")):
         loose = Recognizer(recognizer.gallery, detector=recognizer.detector,
                            embedder=recognizer.embedder, confirm_fraction=fraction)
 
-        named, _, _ = strangers_named(loose, photos, tmp_path)
+        named, _, _ = strangers_named(loose, strangers)
 
         print(f"fraction {fraction}: " + "\n    ".join(named))
         assert named, f"fraction {fraction} named no stranger: the test above proves nothing"
