@@ -44,7 +44,7 @@ from lambda_image.outputs import SCHEMA, person_rows, send_message
 from lambda_image.recognize import RecognitionResult
 
 if TYPE_CHECKING:
-    from lambda_image.handlers import Runtime
+    from lambda_image.runtime import Runtime
 
 log = structlog.get_logger()
 

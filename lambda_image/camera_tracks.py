@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lambda_image import confirm
+from lambda_image.config import DEFAULT_CAMERA_TRACK_MAX_AGE_S
 from lambda_image.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 MAX_CAMERA_ID_CHARS = 128
 #: the largest sequence number: JSON's exact integers, which every client can send
 MAX_SEQUENCE = 2**53 - 1
-DEFAULT_MAX_AGE_S = 10.0
 DEFAULT_TTL_S = 3600
 
 CAMERA_KEY = "camera_id"
@@ -118,8 +118,9 @@ class CameraTracks:
     AWS errors propagate, as the student records' do: the invocation fails and is retried.
     """
 
-    def __init__(self, client: Any, table: str, *, max_age_s: float = DEFAULT_MAX_AGE_S,
-                 ttl_s: int = DEFAULT_TTL_S, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: Any, table: str, *,
+                 max_age_s: float = DEFAULT_CAMERA_TRACK_MAX_AGE_S, ttl_s: int = DEFAULT_TTL_S,
+                 clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self.table = table
         self.max_age_s = max_age_s

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambda_image import camera_tracks, confirm
+from lambda_image import confirm
 from lambda_image.errors import ConfigError
 
 FACENET_WEIGHTS_FILE = "20180402-114759-vggface2.pt"
 RUNTIMES = ("torch", "onnx")
 DLIB_ENCODERS = ("torch", "onnx", "dlib")
+#: how old a camera's previous frames may be and still confirm a face (CAMERA_TRACK_MAX_AGE_S)
+DEFAULT_CAMERA_TRACK_MAX_AGE_S = 10.0
 
 
 def default_facenet_weights(env: Mapping[str, str]) -> Path:
@@ -44,7 +46,7 @@ class FunctionSettings:
     #: its camera can be confirmed by the frames before it (lambda_image.camera_tracks); None:
     #: every frame is judged alone. A kept frame is evidence for `camera_track_max_age_s`.
     camera_tracks_table: str | None = None
-    camera_track_max_age_s: float = camera_tracks.DEFAULT_MAX_AGE_S
+    camera_track_max_age_s: float = DEFAULT_CAMERA_TRACK_MAX_AGE_S
     #: A frame is refused above this many pixels (decoding 50 megapixels costs ~150 MB).
     max_image_pixels: int = 25_000_000
     #: An S3 object a GET request names is refused above this size (a URL body stops at 6 MB).
@@ -152,7 +154,7 @@ class FunctionSettings:
             frames_bucket=opt("FRAMES_BUCKET"),
             camera_tracks_table=opt("CAMERA_TRACKS_TABLE"),
             camera_track_max_age_s=float(num("CAMERA_TRACK_MAX_AGE_S", float,
-                                             camera_tracks.DEFAULT_MAX_AGE_S)),
+                                             DEFAULT_CAMERA_TRACK_MAX_AGE_S)),
             max_image_pixels=int(num("MAX_IMAGE_PIXELS", int, 25_000_000)),
             max_object_bytes=int(num("MAX_OBJECT_BYTES", int, 20 * 1024 * 1024)),
             max_message_bytes=int(num("MAX_MESSAGE_BYTES", int, 256 * 1024)),
