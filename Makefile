@@ -64,7 +64,7 @@ bench: $(STAMP) image
 	@echo "bench/out/REPORT.md written"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check openstack_handler localcloud lambda_image camera sampledata bench tests
+	$(VENV)/bin/ruff check openstack_handler localcloud lambda_service lambda_image camera sampledata bench tests
 
 venv: $(STAMP)
 

@@ -28,7 +28,7 @@ from typing import Any
 from camera.frames import Frame, video_frames
 from camera.run import RunReport, SendSettings, send_all
 from localcloud.cloud import LocalCloud
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.provisioning.spec import ResourceSpec
 
 #: The issue's targets on this 2-core machine (seconds).
 TARGET_ONE_AVG_S, TARGET_ONE_P95_S, TARGET_TWO_AVG_S = 0.2, 0.4, 0.35

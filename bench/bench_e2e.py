@@ -31,8 +31,9 @@ from typing import Any
 from bench.procs import REPO, cpu_seconds, memory_mb, run_daemon
 from bench.variants import Variant, make_variants
 from localcloud.cloud import EndpointSession, LocalCloud
-from localcloud.demo import VideoRun
-from openstack_handler.results_store import ResultsStore
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.demos.daemon_config import write_daemon_config
+from openstack_handler.demos.video import VideoRun
 
 POLL_S = 0.05
 
@@ -47,7 +48,7 @@ def percentile(values: list[float], q: float) -> float:
 def run_baseline(cloud: LocalCloud, work: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The peer-style handler (bench/baseline.py) as a process, with the daemon's config."""
     work.mkdir(parents=True, exist_ok=True)
-    config = cloud.write_daemon_config(work / "daemon.toml", work / "results", work / "state")
+    config = write_daemon_config(cloud, work / "daemon.toml", work / "results", work / "state")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(cloud.client_env(), PYTHONPATH=str(REPO))
     log_path = work / "baseline.log"

@@ -2,7 +2,7 @@
 course clip, peak RSS; and the image's size.
 
 Three kinds of execution environment, driven the same way (the local Lambda's Sandbox protocol,
-localcloud.awslambda.pool), against a moto server this starts, with the real S3 handler (S3
+lambda_service.pool), against a moto server this starts, with the real S3 handler (S3
 object in, CSV + SQS message out), one thread:
 
 * ``torch``: a worker process in the venv on the torch runtime (what ran before this image);
@@ -41,7 +41,7 @@ def _event(bucket: str, key: str) -> bytes:
 
 
 def _call(sandbox: Any, payload: bytes, timeout_s: float = 120.0) -> tuple[float, dict]:
-    from localcloud.awslambda.worker import InvocationRequest
+    from lambda_service.worker import InvocationRequest
 
     started = time.perf_counter()
     sandbox.send(InvocationRequest(str(uuid.uuid4()), payload, time.monotonic() + timeout_s))
@@ -55,7 +55,7 @@ def _call(sandbox: Any, payload: bytes, timeout_s: float = 120.0) -> tuple[float
 
 
 def _peak_rss(sandbox: Any) -> int:
-    from localcloud.awslambda.environment import ImageEnvironment, _vm_hwm
+    from lambda_service.environment import ImageEnvironment, _vm_hwm
 
     if isinstance(sandbox, ImageEnvironment):
         return sandbox.peak_rss_bytes()
@@ -63,21 +63,21 @@ def _peak_rss(sandbox: Any) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from localcloud.awslambda.environment import ImageSandboxes
-    from localcloud.awslambda.image import with_files
-    from localcloud.awslambda.pool import WorkerSandboxes
-    from localcloud.awslambda.spec import FunctionSpec
-    from localcloud.awslambda.worker import WorkerConfig
+    from lambda_service.environment import ImageSandboxes
+    from lambda_service.image import with_files
+    from lambda_service.pool import WorkerSandboxes
+    from lambda_service.spec import FunctionSpec
+    from lambda_service.worker import WorkerConfig
     from localcloud.cloud import IMAGE_GALLERY, EndpointSession
     from localcloud.machines import images
     from localcloud.moto_server import MotoServer
-    from openstack_handler.provisioning import (
-        ResourceSpec,
+    from openstack_handler.provisioning.aws import (
         function_environment,
         load_student_records,
         provision,
         seed_students,
     )
+    from openstack_handler.provisioning.spec import ResourceSpec
 
     image = images.image_name()
     if not images.image_exists(image):

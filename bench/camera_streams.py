@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from lambda_image.config import FunctionSettings
     from lambda_image.recognize import Recognizer
     from localcloud.moto_server import MotoServer
-    from openstack_handler.provisioning import ResourceSpec, provision
+    from openstack_handler.provisioning.aws import provision
+    from openstack_handler.provisioning.spec import ResourceSpec
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     recognizer = Recognizer.from_settings(FunctionSettings(gallery_path=args.data / "encoding"))

@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from localcloud.net import free_port, wait_http_ready
+from lambda_service.net import free_port, wait_http_ready
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -38,7 +38,7 @@ from typing import Any
 from bench.lean_sqs import LeanSQSProcess
 from bench.procs import DaemonProc, cpu_seconds, maps_torch, memory_mb, run_daemon
 from localcloud.cloud import EndpointSession, LocalCloud
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.provisioning.spec import ResourceSpec
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 0.02

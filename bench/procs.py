@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localcloud.cloud import LocalCloud
+from openstack_handler.demos.daemon_config import write_daemon_config
 
 REPO = Path(__file__).resolve().parents[1]
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,7 +86,7 @@ def run_daemon(cloud: LocalCloud, work: Path, *, concurrency: int, wait_time_s: 
     default 20 s; long polling returns as soon as a message arrives either way). *hard_stop*
     sends the second SIGTERM at once (the daemon then exits without waiting out its polls)."""
     work.mkdir(parents=True, exist_ok=True)
-    config = cloud.write_daemon_config(work / "daemon.toml", work / "results", work / "state",
+    config = write_daemon_config(cloud, work / "daemon.toml", work / "results", work / "state",
                                        concurrency=concurrency)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(cloud.client_env())

@@ -13,10 +13,11 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lambda_service.errors import InvalidRequestContent
 from lambda_service.event_invoke_config import EventInvokeConfig
 from lambda_service.event_sources import EventSourceMappings
 from lambda_service.permissions import Policies
-from lambda_service.service import InvalidRequestContent, LambdaService
+from lambda_service.service import LambdaService
 from lambda_service.urls import FunctionUrls
 
 URLS_PREFIX = "/2021-10-31/functions/"

@@ -30,9 +30,9 @@ import structlog
 from lambda_service.api import FAULTS_PATH, HEALTH_PATH, LambdaHTTPServer
 from lambda_service.control import ControlPlane
 from lambda_service.faults import FaultSpec
+from lambda_service.net import free_port
 from lambda_service.service import LambdaService
 from lambda_service.spec import EndpointSpec
-from lambda_service.net import free_port
 
 log = structlog.get_logger()
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lambda_service.service import InvalidParameterValue, ResourceNotFound
+from lambda_service.errors import InvalidParameterValue, ResourceNotFound
 
 DEFAULT_MAX_RETRY_ATTEMPTS = 2
 DEFAULT_MAX_EVENT_AGE_S = 21600

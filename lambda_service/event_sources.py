@@ -37,16 +37,15 @@ from tenacity import (
 )
 
 from lambda_service import sqs_batches
-from lambda_service.control_errors import ResourceConflict, ResourceInUse
-from lambda_service.service import (
-    MAX_SYNC_PAYLOAD,
+from lambda_service.errors import (
     InvalidParameterValue,
-    Invocation,
-    LambdaService,
+    ResourceConflict,
+    ResourceInUse,
     ResourceNotFound,
     ServiceError,
     TooManyRequests,
 )
+from lambda_service.service import MAX_SYNC_PAYLOAD, Invocation, LambdaService
 
 log = structlog.get_logger()
 

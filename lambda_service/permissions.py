@@ -16,8 +16,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from lambda_service.control_errors import PreconditionFailed, ResourceConflict
-from lambda_service.service import InvalidParameterValue, ResourceNotFound
+from lambda_service.errors import (
+    InvalidParameterValue,
+    PreconditionFailed,
+    ResourceConflict,
+    ResourceNotFound,
+)
 
 _STATEMENT_ID = re.compile(r"^[a-zA-Z0-9-_]{1,100}$")
 _AUTH_TYPES = ("NONE", "AWS_IAM")

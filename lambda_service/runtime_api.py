@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from lambda_service.net import JSONResponses, NoDelayHTTPServer
 
 PREFIX = "/2018-06-01/runtime"
 NEXT = f"{PREFIX}/invocation/next"
@@ -176,17 +176,10 @@ class RuntimeAPI:
             return True
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(NoDelayHTTPServer):
     def __init__(self, address: tuple[str, int], api: RuntimeAPI) -> None:
         self.api = api
         super().__init__(address, _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A runtime killed mid-request (timeout, memory, crash) resets its connection: expected,
@@ -196,7 +189,7 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONResponses):
     protocol_version = "HTTP/1.1"
     server: _Server
 
@@ -205,11 +198,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != NEXT:
-            self._send(404, {"errorMessage": f"no route {self.path}", "errorType": "NotFound"})
+            self.send_json(404, {"errorMessage": f"no route {self.path}", "errorType": "NotFound"})
             return
         invocation = self.server.api._next()
         if invocation is None:
-            self._send(500, {"errorMessage": "environment shutting down",
+            self.send_json(500, {"errorMessage": "environment shutting down",
                              "errorType": "ShuttingDown"})
             return
         headers = {"Lambda-Runtime-Aws-Request-Id": invocation.request_id,
@@ -218,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
                    "Lambda-Runtime-Trace-Id": invocation.trace_id}
         if invocation.client_context is not None:
             headers["Lambda-Runtime-Client-Context"] = json.dumps(invocation.client_context)
-        self._send_raw(200, invocation.payload or b"{}", headers)
+        self.send_body(200, invocation.payload or b"{}", headers)
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -231,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         match = _INVOCATION.match(path)
         if match is None:
-            self._send(404, {"errorMessage": f"no route {self.path}", "errorType": "NotFound"})
+            self.send_json(404, {"errorMessage": f"no route {self.path}", "errorType": "NotFound"})
             return
         error = match["kind"] == "error"
         result = RuntimeResult(body, error, (error_type or _body_error_type(body)) if error
@@ -241,21 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _accepted(self, ok: bool, why: str) -> None:
         if ok:
-            self._send(202, {"status": "OK"})
+            self.send_json(202, {"status": "OK"})
         else:
-            self._send(400, {"errorMessage": why, "errorType": "InvalidRequestID"})
+            self.send_json(400, {"errorMessage": why, "errorType": "InvalidRequestID"})
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        self._send_raw(status, json.dumps(body).encode(), {})
-
-    def _send_raw(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
 
 def _body_error_type(body: bytes) -> str | None:

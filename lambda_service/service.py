@@ -17,6 +17,14 @@ from typing import Any
 
 import structlog
 
+from lambda_service.async_invoke import AsyncInvocations, Destinations, QueueFull
+from lambda_service.errors import (
+    InvalidRequestContent,
+    RequestTooLarge,
+    ResourceNotFound,
+    TooManyRequests,
+)
+from lambda_service.event_invoke_config import EventInvokeConfigs
 from lambda_service.faults import Fault, FaultInjector, FaultSpec
 from lambda_service.pool import FunctionPool, InvocationResult, SandboxFactory, Throttled
 from lambda_service.spec import EndpointSpec, FunctionSpec
@@ -32,53 +40,6 @@ class InvocationType(enum.StrEnum):
     REQUEST_RESPONSE = "RequestResponse"
     EVENT = "Event"
     DRY_RUN = "DryRun"
-
-
-class ServiceError(Exception):
-    """An API error (not a function error): carries the HTTP status and the AWS error type."""
-
-    status = 500
-    error_type = "ServiceException"
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
-
-
-class ResourceNotFound(ServiceError):
-    """No such function (or qualifier)."""
-
-    status = 404
-    error_type = "ResourceNotFoundException"
-
-
-class InvalidRequestContent(ServiceError):
-    """The payload is not JSON."""
-
-    status = 400
-    error_type = "InvalidRequestContentException"
-
-
-class InvalidParameterValue(ServiceError):
-    """A header or parameter has a value the API does not accept."""
-
-    status = 400
-    error_type = "InvalidParameterValueException"
-
-
-class RequestTooLarge(ServiceError):
-    """The payload is over Lambda's size limit for the invocation type."""
-
-    status = 413
-    error_type = "RequestTooLargeException"
-
-
-class TooManyRequests(ServiceError):
-    """All workers busy: like a function at its reserved concurrency."""
-
-    status = 429
-    error_type = "TooManyRequestsException"
 
 
 @dataclass(frozen=True)
@@ -123,10 +84,6 @@ class LambdaService:
                  faults_override: FaultSpec | None = None,
                  sqs: Callable[[], Any] | None = None) -> None:
         """*sqs* makes the SQS client that destinations of Event invocations are sent with."""
-        # imported here: these modules import this one's errors
-        from lambda_service.async_invoke import AsyncInvocations, Destinations
-        from lambda_service.event_invoke_config import EventInvokeConfigs
-
         self.spec = spec
         self.pools = {f.name: FunctionPool(f, spec, init_timeout_s=init_timeout_s,
                                            sandboxes=_sandboxes(f))
@@ -203,8 +160,6 @@ class LambdaService:
         if invocation.invocation_type is InvocationType.DRY_RUN:
             return Outcome(204)
         if invocation.invocation_type is InvocationType.EVENT:
-            from lambda_service.async_invoke import QueueFull
-
             try:
                 request_id = self.async_invocations.submit(pool.function.name,
                                                            invocation.payload)

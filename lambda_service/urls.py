@@ -13,30 +13,28 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import structlog
 
 from lambda_service import sigv4, url_payload
-from lambda_service.control_errors import ResourceConflict
-from lambda_service.permissions import Policies
-from lambda_service.service import (
-    MAX_SYNC_PAYLOAD,
+from lambda_service.errors import (
     InvalidParameterValue,
-    Invocation,
-    LambdaService,
     RequestTooLarge,
+    ResourceConflict,
     ResourceNotFound,
     ServiceError,
     TooManyRequests,
 )
+from lambda_service.net import NoDelayHTTPServer
+from lambda_service.permissions import Policies
+from lambda_service.service import MAX_SYNC_PAYLOAD, Invocation, LambdaService
 
 log = structlog.get_logger()
 
@@ -199,10 +197,9 @@ class FunctionUrls:
             server.stop()
 
 
-class UrlServer(ThreadingHTTPServer):
-    """One Function URL: thread per connection, TCP_NODELAY (see api.LambdaHTTPServer)."""
+class UrlServer(NoDelayHTTPServer):
+    """One Function URL: thread per connection, TCP_NODELAY (see net.NoDelayHTTPServer)."""
 
-    daemon_threads = True
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], urls: FunctionUrls, function: str) -> None:
@@ -210,11 +207,6 @@ class UrlServer(ThreadingHTTPServer):
         self.function = function
         super().__init__(address, UrlRequestHandler)
         self._thread: threading.Thread | None = None
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, address
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},

@@ -1,53 +1,44 @@
 """`LocalCloud`: the whole embedded cloud on 127.0.0.1 (moto for S3/SQS/DynamoDB, our Lambda
 endpoint for the function), provisioned by the same definition that provisions AWS.
 
-The daemon's config it writes names the endpoints (`endpoint_url`, `lambda_endpoint_url`), so
-the daemon reaches this cloud and nothing else whatever the shell exports; other clients (the
-CLI's `aws`, tests) use boto3's endpoint variables from `client_env()`; the function reaches moto
-the same way, through its environment.
+`daemon_settings()` describes it in the daemon's settings (docs/contracts.md): they name the
+endpoints (`endpoint_url`, `lambda_endpoint_url`), so a daemon given them reaches this cloud and
+nothing else whatever the shell exports; other clients (the CLI's `aws`, tests) use boto3's
+endpoint variables from `client_env()`; the function reaches moto the same way, through its
+environment. `openstack_handler.demos` writes those settings as the daemon's config file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import sys
 import tempfile
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, Any, Self
+from types import TracebackType
+from typing import Any, Self
 
 import boto3
 import structlog
-from botocore.exceptions import ClientError
 
-from localcloud.awslambda.endpoint import LambdaEndpoint
-from localcloud.awslambda.faults import FaultSpec
-from localcloud.awslambda.spec import EndpointSpec, FunctionSpec, split_handler
+from lambda_service.endpoint import LambdaEndpoint
+from lambda_service.faults import FaultSpec
+from lambda_service.net import free_port
+from lambda_service.spec import EndpointSpec, FunctionSpec, split_handler
 from localcloud.moto_server import MotoServer
-from localcloud.net import free_port
-from localcloud.workdir import WorkDir
-from openstack_handler.camera_provisioning import (
-    ProvisionedCamera,
-    camera_environment,
-    provision_camera,
-)
-from openstack_handler.provisioning import (
-    Change,
-    Provisioned,
-    ProvisioningError,
-    ResourceSpec,
+from openstack_handler.provisioning.aws import (
     function_environment,
     load_student_records,
     provision,
     seed_students,
 )
-from openstack_handler.serverless_provisioning import provision_trigger
-from openstack_handler.settings import settings_toml
+from openstack_handler.provisioning.camera import (
+    ProvisionedCamera,
+    camera_environment,
+    provision_camera,
+)
+from openstack_handler.provisioning.serverless import provision_trigger
+from openstack_handler.provisioning.spec import Change, Provisioned, ResourceSpec
 
 log = structlog.get_logger()
 
@@ -99,10 +90,10 @@ class LocalCloud:
     *resources*' `mode` decides what the input bucket notifies: the input queue (daemon, the
     default) or the video function itself (serverless: moto's S3 invokes the Lambda service
     asynchronously, see :mod:`localcloud.s3_lambda_delivery`); *async_time_scale* scales Lambda's
-    retry delays and event ages for tests (:mod:`localcloud.awslambda.async_invoke`).
+    retry delays and event ages for tests (:mod:`lambda_service.async_invoke`).
 
     With *image* (a built function image, e.g. ``localhost/face-recognition:<tag>``) the functions
-    (the camera path's too, CMD picking each entry point) run as Lambda runs container images (:mod:`localcloud.awslambda.environment`): the gallery
+    (the camera path's too, CMD picking each entry point) run as Lambda runs container images (:mod:`lambda_service.environment`): the gallery
     is put into the image as a user's ``COPY`` would (one layer more, cached), and *handler* is
     the CMD. Without it, *handler* runs in warm worker processes: faster, the suite's default.
     """
@@ -171,7 +162,7 @@ class LocalCloud:
             seed_students(session, self._provisioned.students_table,
                           load_student_records(self.students))
         if self.image is not None:
-            from localcloud.awslambda.image import with_files
+            from lambda_service.image import with_files
 
             self._function_image = with_files(self.image, {IMAGE_GALLERY: self.gallery})
         functions = ((self.function_spec(),) if self.video_enabled else ()) + (
@@ -326,19 +317,6 @@ class LocalCloud:
                 # The endpoints themselves: the file alone decides where the daemon goes.
                 "endpoint_url": self.moto_url, "lambda_endpoint_url": self.lambda_url}
 
-    def write_daemon_config(self, path: Path, results_dir: Path, state_dir: Path,
-                            concurrency: int = 4) -> Path:
-        """Write the daemon's TOML config atomically; returns *path*."""
-        text = settings_toml(self.daemon_settings(results_dir, state_dir, concurrency),
-                            header="openstack-handler daemon settings for the local cloud "
-                                   "(its moto state is in memory: regenerate on every `local up`)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        return path
-
-
 def lambda_handler(handler: str) -> str:
     """`pkg.mod:func` as Lambda (awslambdaric, an image's CMD) spells it: `pkg.mod.func`."""
     module, func = split_handler(handler)
@@ -349,94 +327,3 @@ def _without_aws_variables(env: Mapping[str, str]) -> dict[str, str]:
     """The endpoint's environment without the caller's AWS settings (profiles, endpoints...):
     the function gets exactly what `function_spec()` gives it."""
     return {k: v for k, v in env.items() if not k.startswith("AWS_")}
-
-
-# -- `openstack-handler local up` -------------------------------------------------------------
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM (the handler only sets it); previous handlers restored."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def camera_lines(camera: ProvisionedCamera) -> list[str]:
-    """What `local up` prints about the camera path: where to send frames, where answers are."""
-    auth = ("NONE: no signature, the cloud listens on 127.0.0.1 only" if camera.auth_type
-            == "NONE" else "AWS_IAM: sign with SigV4 (python -m camera send --auth AWS_IAM)")
-    send = (f"#   python -m camera send --url {camera.detect_url} --response-queue "
-            f"{camera.response_queue_url} --video clip.mp4")
-    return [f"# camera path (Function URLs, auth {auth}):",
-            f"#   one stage  (frame_handler, the answer over HTTP):     {camera.frame_url}",
-            f"#   two stages (detect_handler, the answer on the queue): {camera.detect_url}",
-            f"#   response queue:                                       {camera.response_queue_url}",
-            f"#   frames bucket (GET URL?bucket=&key=):                 {camera.frames_bucket}",
-            send]
-
-
-def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
-                 results_dir: Path = Path("results"), state_dir: Path | None = None,
-                 daemon_concurrency: int = 4, function_concurrency: int = 2,
-                 handler: str = DEFAULT_HANDLER, resources: ResourceSpec | None = None,
-                 work_dir: Path | None = None, keep_work_dir: bool = False,
-                 camera: bool = True, camera_concurrency: int = 1,
-                 camera_handler: str | None = None, out: IO[str] | None = None) -> int:
-    """Run the local cloud in the foreground until SIGINT/SIGTERM; 0 on a clean stop, 1 if it
-    could not start or a server died. Its scratch folder (logs, and the config and state unless
-    placed elsewhere) goes with a clean stop unless *keep_work_dir*; a failure keeps it."""
-    out = out or sys.stdout
-    scratch = WorkDir("localcloud-", given=work_dir, keep=keep_work_dir)
-    work_dir = scratch.path
-    cloud = LocalCloud(gallery=gallery, students=students, resources=resources, handler=handler,
-                       concurrency=function_concurrency, work_dir=work_dir, camera=camera,
-                       camera_concurrency=camera_concurrency, camera_handler=camera_handler)
-    code = 1
-    with _stop_on_signals() as stop:
-        try:
-            cloud.start()
-        except (OSError, TimeoutError, RuntimeError, ValueError, ProvisioningError,
-                ClientError) as exc:
-            print(f"local cloud failed to start: {exc}", file=sys.stderr)
-            scratch.finish(False)
-            return 1
-        try:
-            config = cloud.write_daemon_config(config_out or work_dir / "daemon.toml",
-                                               results_dir, state_dir or work_dir / "state",
-                                               daemon_concurrency)
-            kept = "kept" if (keep_work_dir or not scratch.owned) else "removed"
-            print(f"# local cloud is up (logs in {work_dir}, {kept} when it stops); Ctrl-C "
-                  "stops it.", file=out)
-            print(f"# daemon config: {config} (it names the endpoints: the daemon needs no "
-                  "exports)", file=out)
-            print(f"#   openstack-handler run --config {config}", file=out)
-            print("# for your own aws CLI or boto3 calls against this cloud:", file=out)
-            for key, value in cloud.client_env().items():
-                print(f"export {key}={value}", file=out)
-            if cloud.resources.mode == "serverless":
-                p = cloud.provisioned
-                print(f"# serverless mode: an upload to {p.input_bucket} invokes "
-                      f"{cloud.resources.function_name} (no daemon needed); CSVs in "
-                      f"{p.output_bucket}, events that failed every attempt on "
-                      f"{p.failure_queue_url}", file=out)
-            if camera:
-                for line in camera_lines(cloud.camera):
-                    print(line, file=out)
-            out.flush()
-            while not stop.wait(1.0):
-                if not cloud.is_running():
-                    print("a local cloud server exited", file=sys.stderr)
-                    return 1
-            print("# stopping the local cloud", file=out)
-            code = 0
-            return 0
-        finally:
-            cloud.stop()
-            scratch.finish(code == 0)

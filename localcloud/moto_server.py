@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from localcloud.net import free_port, wait_http_ready
+from lambda_service.net import free_port, wait_http_ready
 from localcloud.s3_lambda_delivery import ENDPOINT_ENV
 
 

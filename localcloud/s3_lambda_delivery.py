@@ -3,7 +3,7 @@
 functions in Docker, absent here), and it invokes our Lambda service with it asynchronously, as
 S3 does on AWS: ``POST /2015-03-31/functions/{arn}/invocations`` with
 ``X-Amz-Invocation-Type: Event``. From there the function's event queue, retries, maximum event
-age and destinations apply (:mod:`localcloud.awslambda.async_invoke`).
+age and destinations apply (:mod:`lambda_service.async_invoke`).
 
 Runs inside the moto server process (``python -m localcloud.moto_main``), which learns where the
 Lambda service is from ``LOCALCLOUD_S3_LAMBDA_ENDPOINT``. The upload that caused the event never

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_ROOT = RootSpec(name="lambda-base", packages=("python3", "python3-venv", "ca-certificates"))
 BASE_REPOSITORY = "localhost/lambda-base"
 IMAGE_REPOSITORY = "localhost/face-recognition"
-#: What localcloud.awslambda.image.with_files derives from it (the tests' gallery layer).
+#: What lambda_service.image.with_files derives from it (the tests' gallery layer).
 WITH_FILES_REPOSITORY = "localhost/face-recognition-with"
 #: Tags older than this are removed when a new image is built (a day: long enough for any other
 #: checkout's test run that still uses one).

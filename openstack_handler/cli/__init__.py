@@ -14,23 +14,23 @@
     openstack-handler local up|demo|camera-demo ...  the embedded local cloud (moto + Lambda)
     openstack-handler aws provision ...      the AWS resources, from one declarative definition
 
-Other commands (``local …``, ``aws provision``) are registered by the hooks below; they must import
-their modules lazily, inside the command, so that ``import openstack_handler.cli`` never pulls in
-torch, lambda_image or moto.
+Thin: the parser and the dispatch. The commands live beside it, the daemon's in
+:mod:`.daemon_commands` and the clouds' (``local …``, ``aws provision``) in :mod:`.cloud_commands`;
+each imports what it runs inside itself, so that ``import openstack_handler.cli`` never pulls in
+boto3, torch, lambda_image or moto.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
 
 from openstack_handler import __version__
-from openstack_handler.errors import ConfigError
-from openstack_handler.exit_codes import ExitCode
-from openstack_handler.settings import Settings, load_settings
+from openstack_handler.cli.cloud_commands import add_aws_commands, add_local_commands
+from openstack_handler.cli.daemon_commands import add_daemon_commands
+from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.daemon.exit_codes import ExitCode
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -41,313 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hybrid-cloud face recognition: the OpenStack VM daemon and its tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser(
-        "run", help="run the daemon in the foreground",
-        description="Run the daemon: long-poll the input queue, invoke the function for each "
-                    "video (up to `concurrency` at once), write results/<video>.csv from the "
-                    "output queue. Ctrl-C or SIGTERM stops it after the videos in flight "
-                    "(grace_period_s); a second one exits at once.",
-        epilog="exit status: 0 stopped cleanly; 69 a queue unreachable at start; 70 a loop died; "
-               "75 grace period over with videos in flight; 78 bad configuration; 130 second "
-               "signal")
-    _add_config_argument(run)
-    run.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
-                     help="auto (the default): JSON lines unless stdout is a terminal")
-    run.add_argument("--daemonize", action="store_true",
-                     help="detach (python-daemon) for hosts without systemd; needs --pidfile and "
-                          "--log-file. Under systemd run in the foreground instead (Type=notify)")
-    run.add_argument("--pidfile", metavar="FILE", help="with --daemonize: PID lock file")
-    run.add_argument("--log-file", metavar="FILE", help="with --daemonize: JSON log lines here")
-    run.set_defaults(func=_cmd_run)
-
-    check = sub.add_parser(
-        "check-config", help="load the settings as `run` would; exit 78 (EX_CONFIG) if invalid",
-        description="Load a settings file exactly as `run` would (file, then "
-                    "OPENSTACK_HANDLER_<KEY> variables) and resolve the AWS endpoints, without "
-                    "contacting anything; with --connect, also read each queue's attributes "
-                    "and the function's configuration.",
-        epilog="exit status: 0 ok; 78 invalid settings, or (--connect) a queue or the function "
-               "does not exist; 69 (--connect) a queue or the function could not be reached")
-    _add_config_argument(check)
-    check.add_argument("--connect", action="store_true",
-                       help="also check that every queue and the function answer (read-only "
-                            "calls: GetQueueAttributes, GetFunctionConfiguration)")
-    check.set_defaults(func=_cmd_check_config)
-
-    status = sub.add_parser(
-        "status", help="queue depths, processed/failed counts, last error; with --cloud, the "
-                       "heartbeat of every handler server in an OpenStack cloud",
-        description="One of --config (this machine: queue depths of both queues and their "
-                    "dead-letter queues, the state DB's counts, the last duplicate dropped and "
-                    "the last error) or --cloud (every handler server's heartbeat) is required.",
-        epilog="exit status: 0 ok; 69 a queue (or the cloud) could not be read, the reason on "
-               "one stderr line; 78 bad configuration")
-    which = status.add_mutually_exclusive_group(required=True)
-    _add_config_argument(which)
-    which.add_argument("--cloud", metavar="NAME",
-                       help="clouds.yaml entry: list the servers carrying handler heartbeat "
-                            "metadata and its age (needs the `openstack` extra)")
-    status.set_defaults(func=_cmd_status)
-
-    redrive = sub.add_parser(
-        "redrive", help="move messages from a dead-letter queue back to its source queue",
-        description="Once the cause of dead letters is fixed, move them back to the queue they "
-                    "died on (receive, send, then delete only what was sent).",
-        epilog="exit status: 0 moved; 1 some could not be sent; 69 SQS unreachable; 78 no "
-               "dead-letter queue, or bad configuration")
-    _add_config_argument(redrive)
-    redrive.add_argument("--queue", choices=("input", "output", "both", "request"),
-                         default="input",
-                         help="whose dead letters to move back (default: input; both: input and "
-                              "output; request: the camera path's request queue)")
-    redrive.set_defaults(func=_cmd_redrive)
-
-    forget = sub.add_parser(
-        "forget", help="forget that videos were processed, so that their next upload is",
-        description="De-duplication drops every event for a (bucket, key, eTag) the state DB "
-                    "remembers: uploading the same bytes again, after deleting a result, "
-                    "does nothing. This forgets KEY (every eTag of it), so that its next "
-                    "upload or event is processed again. Running daemons see it at once.",
-        epilog="exit status: 0 every KEY was forgotten; 1 some KEY was not remembered "
-               "(nothing to forget); 78 bad configuration")
-    _add_config_argument(forget)
-    forget.add_argument("--bucket", metavar="NAME",
-                        help="only this input bucket's records (default: any bucket)")
-    forget.add_argument("keys", nargs="+", metavar="KEY",
-                        help="object key as uploaded, e.g. videos/clip.mp4")
-    forget.set_defaults(func=_cmd_forget)
-
-    _add_local_commands(sub)
-    _add_aws_commands(sub)
+    add_daemon_commands(sub)
+    add_local_commands(sub)
+    add_aws_commands(sub)
     return parser
-
-
-def _add_config_argument(parser: argparse.ArgumentParser | argparse._ActionsContainer) -> None:
-    """--config FILE: required, except inside a (required) group of alternatives."""
-    in_group = isinstance(parser, argparse._MutuallyExclusiveGroup)
-    parser.add_argument("--config", "-c", required=not in_group, metavar="FILE",
-                        help="TOML settings file; OPENSTACK_HANDLER_<KEY> variables override it")
-
-
-def _add_local_commands(subparsers: argparse._SubParsersAction) -> None:
-    """``local up`` / ``local demo``: their modules import localcloud lazily."""
-    from openstack_handler.cloud_commands import add_local_commands
-
-    add_local_commands(subparsers)
-
-
-def _add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
-    """``aws provision`` (openstack_handler.provisioning, imported lazily)."""
-    from openstack_handler.cloud_commands import add_aws_commands
-
-    add_aws_commands(subparsers)
-
-
-def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    return load_settings(args.config, env=env)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    settings = _load(args, os.environ)
-    if not args.daemonize:
-        json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
-        from openstack_handler.systemd import watchdog_interval_s
-
-        return _run_handler(settings, json_logs=json_logs, stream=None,
-                            notify_socket=os.environ.get("NOTIFY_SOCKET"),
-                            watchdog_s=watchdog_interval_s(os.environ, os.getpid()),
-                            console=sys.stderr if sys.stderr.isatty() else None)
-    if not (args.pidfile and args.log_file):
-        print("openstack-handler: --daemonize needs --pidfile and --log-file", file=sys.stderr)
-        return int(ExitCode.USAGE)
-    import signal
-
-    import daemon
-    import daemon.pidfile
-
-    log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-    context = daemon.DaemonContext(
-        working_directory=os.getcwd(), umask=0o022,
-        pidfile=daemon.pidfile.TimeoutPIDLockFile(os.path.abspath(args.pidfile),
-                                                  acquire_timeout=5),
-        stdout=log_stream, stderr=log_stream,
-        # SIGTERM stays ours: Handler installs its graceful-stop handler after detaching.
-        signal_map={signal.SIGTTIN: None, signal.SIGTTOU: None, signal.SIGTSTP: None})
-    with context:
-        return _run_handler(settings, json_logs=True, stream=log_stream, notify_socket=None)
-
-
-def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO | None,
-                 notify_socket: str | None, watchdog_s: float | None = None,
-                 console: TextIO | None = None) -> int:
-    import structlog
-
-    from openstack_handler.daemon import Handler
-    from openstack_handler.logs import configure_logging
-
-    configure_logging(json_logs, level=settings.log_level, stream=stream)
-    log = structlog.get_logger(__name__)
-    try:
-        handler = Handler(settings, notify_socket=notify_socket, watchdog_interval_s=watchdog_s,
-                          console=console)
-        return int(handler.run())
-    except ConfigError:
-        raise
-    except Exception:  # the process's outermost boundary: log it with the traceback
-        log.exception("handler.crashed")
-        return int(ExitCode.FAILURE)
-
-
-def _cmd_check_config(args: argparse.Namespace) -> int:
-    """For deployment tools (Ansible's ``validate:``): a bad file never replaces a good one."""
-    from openstack_handler.aws_clients import lambda_client, sqs_client
-
-    settings = _load(args, os.environ)
-    # Building the clients contacts nothing; it resolves the endpoints and refuses a local
-    # config that would be sent to AWS.
-    sqs, sqs_endpoint = sqs_client(settings)
-    lam, lambda_endpoint = lambda_client(settings)
-    if not args.connect:
-        print(f"{args.config}: ok (input {settings.input_queue_url}, function "
-              f"{settings.function_name}, results {settings.results_dir}; SQS at {sqs_endpoint}, "
-              f"Lambda at {lambda_endpoint})")
-        return int(ExitCode.OK)
-    from openstack_handler import reachability
-
-    queues = reachability.probe_queues(settings, sqs, sqs_endpoint)
-    function = reachability.probe_function(settings, lam, lambda_endpoint)
-    print(f"{args.config}: settings ok")
-    sys.stdout.write(reachability.render(sqs_endpoint, queues, lambda_endpoint, function))
-    code = reachability.exit_code([*queues, function])
-    print("reachable: every queue and the function answered" if code is ExitCode.OK else
-          f"not reachable (exit {int(code)}): see above")
-    return int(code)
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    if args.config:
-        from openstack_handler.aws_clients import sqs_client
-        from openstack_handler.status import collect_status, render_status
-
-        settings = _load(args, os.environ)
-        sqs, endpoint = sqs_client(settings)
-        report = collect_status(settings, sqs, endpoint)
-        sys.stdout.write(render_status(report, config=args.config))
-        problem = report.problem()
-        if problem:  # for scripts: the exit status, and the reason on one line
-            sys.stdout.flush()
-            print(f"openstack-handler status: {problem}", file=sys.stderr)
-            return int(ExitCode.UNAVAILABLE)
-    if args.cloud:
-        return _cloud_status(args.cloud)
-    return int(ExitCode.OK)
-
-
-def _cloud_status(cloud: str) -> int:
-    """The handler servers of *cloud*; openstacksdk is imported here, never at CLI import."""
-    try:
-        from keystoneauth1.exceptions import ClientException
-        from openstack.exceptions import ConfigException, SDKException
-
-        from openstack_handler.cloud_status import (
-            connect,
-            describe_problem,
-            handler_servers,
-            render_handler_servers,
-        )
-    except ImportError:
-        print("openstack-handler status --cloud needs openstacksdk: "
-              "pip install 'openstack-handler[openstack]'", file=sys.stderr)
-        return int(ExitCode.UNAVAILABLE)
-    try:
-        servers = handler_servers(connect(cloud))
-    except ConfigException as exc:
-        raise ConfigError(f"cloud {cloud!r}: {exc}") from exc
-    except (SDKException, ClientException) as exc:
-        print(f"openstack-handler status: cloud {cloud}: {describe_problem(exc)}: {exc}",
-              file=sys.stderr)
-        return int(ExitCode.UNAVAILABLE)
-    sys.stdout.write(render_handler_servers(servers, cloud=cloud))
-    return int(ExitCode.OK)
-
-
-def _cmd_forget(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from openstack_handler.state import StateDB
-
-    settings = _load(args, os.environ)
-    path = settings.state_db_path
-    if not path.exists():
-        print(f"openstack-handler forget: no state DB at {path} (state_dir from "
-              f"{settings.origin('state_dir')}): nothing is remembered", file=sys.stderr)
-        return int(ExitCode.FAILURE)
-    code = ExitCode.OK
-    with StateDB(path) as state:
-        for key in args.keys:
-            records = state.forget(key, bucket=args.bucket)
-            if not records:
-                print(f"{key}: not remembered (nothing to forget)")
-                code = ExitCode.FAILURE
-            for r in records:
-                at = datetime.fromtimestamp(r.processed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                print(f"{key}: forgotten (s3://{r.bucket}, eTag {r.etag}, status {r.status}, "
-                      f"processed {at}): its next upload or event is processed again")
-    return int(code)
-
-
-def _cmd_redrive(args: argparse.Namespace) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from openstack_handler.aws_clients import sqs_client
-    from openstack_handler.logs import configure_logging
-    from openstack_handler.redrive import dlq_url_for, move_messages
-    from openstack_handler.status import queue_depth
-
-    settings = _load(args, os.environ)
-    configure_logging(None, level="warning", stream=sys.stderr)  # stdout: what was moved
-    sqs, endpoint = sqs_client(settings)
-    queues = {"input": (settings.input_queue_url, settings.input_dlq_url),
-              "output": (settings.output_queue_url, settings.output_dlq_url),
-              "request": (settings.request_queue_url, settings.request_dlq_url)}
-    names = ["input", "output"] if args.queue == "both" else [args.queue]
-    code = ExitCode.OK
-    for name in names:
-        source, configured = queues[name]
-        if source is None:
-            print(f"{name}: no queue (set {name}_queue_url: `local up` and `aws provision` "
-                  "write it)", file=sys.stderr)
-            code = ExitCode.CONFIG_ERROR
-            continue
-        try:
-            dlq = dlq_url_for(sqs, name, source, configured)
-            if dlq is None:
-                print(f"{name}: no dead-letter queue (set {name}_dlq_url or a redrive policy)",
-                      file=sys.stderr)
-                code = ExitCode.CONFIG_ERROR
-                continue
-            # Only what is there now: a message that fails again and returns meanwhile waits
-            # for the next redrive instead of circling.
-            depth = queue_depth(sqs, f"{name} DLQ", dlq, endpoint)
-            if depth.error is not None:  # not "0 waiting": say why nothing could be read
-                print(f"{name}: {depth.reason}", file=sys.stderr)
-                code = ExitCode.UNAVAILABLE
-                continue
-            result = move_messages(sqs, dlq, source, queue=name, limit=depth.visible or 0)
-        except BotoCoreError as exc:
-            print(f"{name}: {endpoint.unreachable(exc)}", file=sys.stderr)
-            code = ExitCode.UNAVAILABLE
-            continue
-        except ClientError as exc:
-            print(f"{name}: SQS error: {exc}", file=sys.stderr)
-            code = ExitCode.UNAVAILABLE
-            continue
-        print(f"{name}: moved {result.moved} message(s) from {dlq} back to {source}"
-              + (f"; {result.failed} could not be sent and stay there" if result.failed else ""))
-        if result.failed and code is ExitCode.OK:
-            code = ExitCode.FAILURE
-    return int(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from openstack_handler.exit_codes import ExitCode
+from openstack_handler.daemon.exit_codes import ExitCode
 
 DEFAULT_DEMO_CONCURRENCY = max(1, min(2, os.cpu_count() or 1))
 
@@ -111,12 +111,12 @@ def _add_function_inputs(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_local_up(args: argparse.Namespace) -> int:
-    from localcloud.cloud import run_local_up
+    from openstack_handler.demos.local_up import run_local_up
     from openstack_handler.logs import configure_logging
 
     configure_logging(None, level="info")
 
-    from openstack_handler.provisioning import ResourceSpec
+    from openstack_handler.provisioning.spec import ResourceSpec
 
     return run_local_up(args.config_out, args.gallery, args.students, results_dir=args.results,
                         function_concurrency=args.function_concurrency,
@@ -128,13 +128,13 @@ def _cmd_local_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_local_demo(args: argparse.Namespace) -> int:
-    from localcloud.demo import run_local_demo
+    from openstack_handler.demos.video import run_local_demo
     from openstack_handler.logs import configure_logging
 
     configure_logging(False, level="warning")  # the table is the output; details are in the logs
 
     if args.serverless:
-        from localcloud.serverless_demo import run_serverless_demo
+        from openstack_handler.demos.serverless import run_serverless_demo
 
         report = run_serverless_demo(videos=args.videos, gallery=args.gallery,
                                      students=args.students, expected=args.expected,
@@ -150,7 +150,7 @@ def _cmd_local_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_local_camera_demo(args: argparse.Namespace) -> int:
-    from localcloud.camera_demo import run_camera_demo
+    from openstack_handler.demos.camera import run_camera_demo
     from openstack_handler.logs import configure_logging
 
     configure_logging(False, level="warning")  # the table is the output; details are in the logs
@@ -225,23 +225,21 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_aws_provision(args: argparse.Namespace) -> int:
     import boto3
 
-    from openstack_handler.camera_provisioning import (
-        provision_camera,
-        provision_camera_functions,
-    )
+    from openstack_handler.daemon.settings import load_settings, settings_toml
     from openstack_handler.logs import configure_logging
-    from openstack_handler.provisioning import (
-        Change,
-        ProvisioningError,
-        ResourceSpec,
+    from openstack_handler.provisioning.aws import (
         describe_changes,
         load_student_records,
         provision,
         provision_function,
         seed_students,
     )
-    from openstack_handler.serverless_provisioning import provision_trigger
-    from openstack_handler.settings import load_settings, settings_toml
+    from openstack_handler.provisioning.camera import (
+        provision_camera,
+        provision_camera_functions,
+    )
+    from openstack_handler.provisioning.serverless import provision_trigger
+    from openstack_handler.provisioning.spec import Change, ProvisioningError, ResourceSpec
 
     if args.config_out is None:
         print("openstack-handler aws provision: error: --config-out FILE is required",

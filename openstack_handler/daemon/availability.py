@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from openstack_handler.backoff import compute_backoff
+from openstack_handler.daemon.backoff import compute_backoff
 
 log = structlog.get_logger(__name__)
 

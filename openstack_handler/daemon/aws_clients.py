@@ -25,9 +25,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import NoCredentialsError
 
-from openstack_handler.errors import ConfigError
-from openstack_handler.invoker import USER_AGENT, lambda_client_config
-from openstack_handler.settings import ENV_PREFIX, SQS_ATTEMPTS, Settings
+from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.daemon.invoker import USER_AGENT, lambda_client_config
+from openstack_handler.daemon.settings import ENV_PREFIX, SQS_ATTEMPTS, Settings
 
 LABELS = {"sqs": "SQS", "lambda": "Lambda"}
 QUEUE_SETTINGS = ("input_queue_url", "output_queue_url", "input_dlq_url", "output_dlq_url",

@@ -7,7 +7,7 @@
   while an invocation runs, :class:`VisibilityHeartbeat` extends its message's visibility to the
   visibility timeout every third of that claim, so a slow video is never handed to a second
   consumer. The claim is short so that a receive nobody waits for any more (the daemon stopped
-  while it long-polled: :class:`~openstack_handler.receiver.Receiver`) hides what it gets only
+  while it long-polled: :class:`~openstack_handler.daemon.receiver.Receiver`) hides what it gets only
   briefly.
 - The input message is deleted only after the function succeeded; by then the function has put
   one result per record on the output queue (the drainer writes the files), and the state DB
@@ -49,22 +49,27 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
-from openstack_handler.availability import Availability, PollGuard
-from openstack_handler.backoff import compute_backoff
-from openstack_handler.deleter import SQS_MAX_BATCH, BatchDeleter, change_visibility
-from openstack_handler.errors import FunctionFailed, InvalidKey, InvokeFailed, InvokeUnavailable
-from openstack_handler.events import (
+from openstack_handler.daemon.availability import Availability, PollGuard
+from openstack_handler.daemon.backoff import compute_backoff
+from openstack_handler.daemon.deleter import SQS_MAX_BATCH, BatchDeleter, change_visibility
+from openstack_handler.daemon.errors import (
+    FunctionFailed,
+    InvalidKey,
+    InvokeFailed,
+    InvokeUnavailable,
+)
+from openstack_handler.daemon.events import (
     InputMessage,
     MessageKind,
     S3ObjectRef,
     invocation_payload,
     parse_input_message,
 )
-from openstack_handler.invoker import LambdaInvoker
-from openstack_handler.receiver import Receiver
-from openstack_handler.results_store import ResultsStore
-from openstack_handler.settings import RECEIVE_CLAIM_S
-from openstack_handler.state import StateDB
+from openstack_handler.daemon.invoker import LambdaInvoker
+from openstack_handler.daemon.receiver import Receiver
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.daemon.settings import RECEIVE_CLAIM_S
+from openstack_handler.daemon.state import StateDB
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ the next one, so that the results of a burst of invocations come several to a re
 delete instead of one or two: a quarter fewer requests on the output queue at concurrency 32 (and
 less of a local SQS's CPU), for a result file at most 50 ms later.
 
-On stop, the long poll is abandoned at once (openstack_handler.receiver); then :meth:`flush`
+On stop, the long poll is abandoned at once (openstack_handler.daemon.receiver); then :meth:`flush`
 waits for what the daemon owes: every video whose invocation succeeded and whose result is not
 written yet (the state DB's ``awaited`` rows, settled by whichever drainer writes the result). It
 receives with long polls of a second until none is owed or its time is up, and then names each
@@ -44,12 +44,12 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from structlog.contextvars import bound_contextvars
 
-from openstack_handler.availability import Availability, PollGuard
-from openstack_handler.deleter import SQS_MAX_BATCH, change_visibility, delete_batch
-from openstack_handler.errors import InvalidResult
-from openstack_handler.receiver import Receiver
-from openstack_handler.results_store import ResultsStore
-from openstack_handler.state import OwedResult, StateDB
+from openstack_handler.daemon.availability import Availability, PollGuard
+from openstack_handler.daemon.deleter import SQS_MAX_BATCH, change_visibility, delete_batch
+from openstack_handler.daemon.errors import InvalidResult
+from openstack_handler.daemon.receiver import Receiver
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.daemon.state import OwedResult, StateDB
 
 log = structlog.get_logger(__name__)
 
@@ -162,7 +162,7 @@ class OutputDrainer:
                   stop: threading.Event | None = None) -> int:
         """Receive one batch, write the results, delete what is durable; returns received.
 
-        With *stop*, a long poll is abandoned when it is set (see openstack_handler.receiver).
+        With *stop*, a long poll is abandoned when it is set (see openstack_handler.daemon.receiver).
         """
         batch = min(SQS_MAX_BATCH, limit if limit is not None else SQS_MAX_BATCH)
         wait = self.wait_time_s if wait_time_s is None else wait_time_s

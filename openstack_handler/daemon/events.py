@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote_plus
 
-from openstack_handler.errors import InvalidEvent
+from openstack_handler.daemon.errors import InvalidEvent
 
 TEST_EVENT = "s3:TestEvent"
 OBJECT_CREATED_PREFIX = "ObjectCreated:"

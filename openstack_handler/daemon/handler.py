@@ -11,7 +11,7 @@ the process exits 75 (EX_TEMPFAIL) — their messages reappear after the visibil
 
 OpenStack: at start the instance identity (Nova's metadata service, optional) is bound into every
 log line; with ``cloud_name`` set, a heartbeat thread publishes the daemon's state to its server's
-metadata (openstack_handler.cloud_status), off the work's path, ending with ``state=stopped``.
+metadata (openstack_handler.private_cloud.cloud_status), off the work's path, ending with ``state=stopped``.
 
 systemd (``Type=notify``): ``READY=1`` once the consumer's first receive succeeded; ``STATUS=``
 with counts every few seconds when it changes; ``WATCHDOG=1`` at half ``$WATCHDOG_USEC`` while
@@ -34,25 +34,30 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from openstack_handler import __version__
-from openstack_handler.aws_clients import Endpoint, build_client, env_overridden, sqs_client_config
-from openstack_handler.cloud_status import (
+from openstack_handler.daemon.aws_clients import (
+    Endpoint,
+    build_client,
+    env_overridden,
+    sqs_client_config,
+)
+from openstack_handler.daemon.consumer import InputConsumer
+from openstack_handler.daemon.drainer import OutputDrainer
+from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.daemon.exit_codes import ExitCode
+from openstack_handler.daemon.invoker import LambdaInvoker, lambda_client_config
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.daemon.settings import Settings
+from openstack_handler.daemon.state import StateDB
+from openstack_handler.daemon.systemd import Watchdog, sd_notify
+from openstack_handler.logs import bind_process_context
+from openstack_handler.private_cloud.cloud_status import (
     CloudStatusPublisher,
     Heartbeat,
     connect,
     heartbeat_from,
     metadata_prefix,
 )
-from openstack_handler.consumer import InputConsumer
-from openstack_handler.drainer import OutputDrainer
-from openstack_handler.errors import ConfigError
-from openstack_handler.exit_codes import ExitCode
-from openstack_handler.identity import InstanceIdentity, read_identity
-from openstack_handler.invoker import LambdaInvoker, lambda_client_config
-from openstack_handler.logs import bind_process_context
-from openstack_handler.results_store import ResultsStore
-from openstack_handler.settings import Settings
-from openstack_handler.state import StateDB
-from openstack_handler.systemd import Watchdog, sd_notify
+from openstack_handler.private_cloud.identity import InstanceIdentity, read_identity
 
 log = structlog.get_logger(__name__)
 
@@ -320,7 +325,7 @@ class Handler:
         self.stop_event.set()
         # In-flight invocations get the grace period, while the drainer keeps writing their
         # results. A long poll does not hold the stop up: the consumer abandons it (what it
-        # returns late is released; openstack_handler.receiver).
+        # returns late is released; openstack_handler.daemon.receiver).
         now = time.monotonic()
         grace_deadline = now + grace
         poll_deadline = max(grace_deadline, now + self.settings.sqs_read_timeout_s + 5)

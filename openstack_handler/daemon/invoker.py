@@ -29,7 +29,7 @@ from botocore.exceptions import (
 )
 
 from openstack_handler import __version__
-from openstack_handler.errors import FunctionFailed, InvokeFailed, InvokeUnavailable
+from openstack_handler.daemon.errors import FunctionFailed, InvokeFailed, InvokeUnavailable
 
 log = structlog.get_logger(__name__)
 

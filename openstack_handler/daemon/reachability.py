@@ -10,9 +10,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from openstack_handler.aws_clients import QUEUE_SETTINGS, Endpoint
-from openstack_handler.exit_codes import ExitCode
-from openstack_handler.settings import Settings
+from openstack_handler.daemon.aws_clients import QUEUE_SETTINGS, Endpoint
+from openstack_handler.daemon.exit_codes import ExitCode
+from openstack_handler.daemon.settings import Settings
 
 _MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
                       "ResourceNotFoundException"})

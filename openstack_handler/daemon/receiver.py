@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from openstack_handler.deleter import change_visibility
+from openstack_handler.daemon.deleter import change_visibility
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from openstack_handler.status import queue_depth
+from openstack_handler.daemon.status import queue_depth
 
 log = structlog.get_logger(__name__)
 

@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 import structlog
 
-from openstack_handler.errors import InvalidKey
+from openstack_handler.daemon.errors import InvalidKey
 
 log = structlog.get_logger(__name__)
 

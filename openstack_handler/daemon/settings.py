@@ -8,7 +8,7 @@ file's directory; relative paths from the environment or overrides against the w
 AWS credentials are not settings: boto3's normal chain provides them. The AWS endpoints are:
 ``endpoint_url`` (every service the daemon calls), with ``sqs_endpoint_url`` and
 ``lambda_endpoint_url`` for one service each; every client the daemon builds is created with them
-(openstack_handler.aws_clients). Unset, boto3's own configuration decides (``AWS_ENDPOINT_URL*``,
+(openstack_handler.daemon.aws_clients). Unset, boto3's own configuration decides (``AWS_ENDPOINT_URL*``,
 the profile's ``endpoint_url``), else AWS itself. The settings remember where each value came
 from (:attr:`Settings.provenance`), so that an error can say which file or variable to fix.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from openstack_handler.errors import ConfigError
-from openstack_handler.identity import NOVA_METADATA_URL
+from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.private_cloud.identity import NOVA_METADATA_URL
 
 ENV_PREFIX = "OPENSTACK_HANDLER_"
 MIB = 1024 * 1024

@@ -9,7 +9,7 @@
 - ``awaited``: the results owed to the results dir. A video is expected before its invocation
   starts and owed once the invocation succeeded; whichever drainer writes its result (the
   replicas of a VM share this DB and the output queue) settles it. On stop the drainer waits for
-  what its daemon owes (openstack_handler.drainer), instead of guessing from an empty receive.
+  what its daemon owes (openstack_handler.daemon.drainer), instead of guessing from an empty receive.
 
 ``openstack-handler forget`` deletes a key's ``processed`` rows, so that its next upload (or
 event) is processed again.

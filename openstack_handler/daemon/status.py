@@ -13,9 +13,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from openstack_handler.aws_clients import Endpoint
-from openstack_handler.settings import Settings
-from openstack_handler.state import StateDB, StateSnapshot
+from openstack_handler.daemon.aws_clients import Endpoint
+from openstack_handler.daemon.settings import Settings
+from openstack_handler.daemon.state import StateDB, StateSnapshot
 
 _DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                      "ApproximateNumberOfMessagesDelayed", "RedrivePolicy"]

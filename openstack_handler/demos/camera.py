@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from localcloud.cloud import LocalCloud
 from localcloud.workdir import WorkDir
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.provisioning.spec import ResourceSpec
 
 STAGES = ("one stage", "two stages")
 

@@ -20,9 +20,15 @@ from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from localcloud.cloud import LocalCloud
-from localcloud.demo import DemoReport, VideoRun, _upload_all, read_expected, render_report
 from localcloud.workdir import WorkDir
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.demos.video import (
+    DemoReport,
+    VideoRun,
+    _upload_all,
+    read_expected,
+    render_report,
+)
+from openstack_handler.provisioning.spec import ResourceSpec
 
 POLL_WAIT_S = 1
 

@@ -21,7 +21,8 @@ from typing import IO
 
 from localcloud.cloud import EndpointSession, LocalCloud
 from localcloud.workdir import WorkDir
-from openstack_handler.results_store import ResultsStore
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.demos.daemon_config import write_daemon_config
 
 POLL_INTERVAL_S = 0.05
 PLACEHOLDER_NAMES = frozenset({"unknown_person", "no_persons_found"})
@@ -123,7 +124,7 @@ def _run(runs: list[VideoRun], store: ResultsStore, results: Path, gallery: Path
          timeout_s: float, out: IO[str]) -> DemoReport:
     with LocalCloud(gallery=gallery, students=students, concurrency=function_concurrency,
                     work_dir=work_dir) as cloud:
-        config = cloud.write_daemon_config(work_dir / "daemon.toml", results,
+        config = write_daemon_config(cloud, work_dir / "daemon.toml", results,
                                            work_dir / "state", daemon_concurrency)
         env = {**_without_aws(os.environ), **cloud.client_env()}
         with (work_dir / "daemon.log").open("ab") as daemon_log:

@@ -18,8 +18,13 @@ from typing import Any
 import structlog
 
 from openstack_handler.provisioning.aws import ensure_image_function
-
-from openstack_handler.provisioning.spec import Change, Provisioned, ProvisionedFunction, ResourceSpec, SessionLike
+from openstack_handler.provisioning.spec import (
+    Change,
+    Provisioned,
+    ProvisionedFunction,
+    ResourceSpec,
+    SessionLike,
+)
 
 log = structlog.get_logger()
 

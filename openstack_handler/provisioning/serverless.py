@@ -25,8 +25,13 @@ from typing import Any
 import structlog
 
 from openstack_handler.provisioning.aws import ensure_input_trigger
-
-from openstack_handler.provisioning.spec import Change, Provisioned, ProvisioningError, ResourceSpec, SessionLike
+from openstack_handler.provisioning.spec import (
+    Change,
+    Provisioned,
+    ProvisioningError,
+    ResourceSpec,
+    SessionLike,
+)
 
 log = structlog.get_logger()
 

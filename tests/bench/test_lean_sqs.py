@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from polling import wait_for
 
 from bench.lean_sqs import LeanSQSProcess
-from openstack_handler.daemon import _MISSING_QUEUE_CODES
+from openstack_handler.daemon.handler import _MISSING_QUEUE_CODES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -14,11 +14,11 @@ from daemon_helpers import FUNCTION, Queues
 from fake_lambda import FakeLambda
 
 from bench.lean_sqs import LeanSQSProcess
-from openstack_handler.consumer import InputConsumer
-from openstack_handler.drainer import OutputDrainer
-from openstack_handler.invoker import LambdaInvoker, lambda_client_config
-from openstack_handler.results_store import ResultsStore
-from openstack_handler.state import StateDB
+from openstack_handler.daemon.consumer import InputConsumer
+from openstack_handler.daemon.drainer import OutputDrainer
+from openstack_handler.daemon.invoker import LambdaInvoker, lambda_client_config
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.daemon.state import StateDB
 
 
 @pytest.fixture()

@@ -17,14 +17,14 @@ from daemon_helpers import queue_counts, s3_event
 from fake_lambda import FakeLambda, ok
 
 from openstack_handler.cli import main
-from openstack_handler.exit_codes import ExitCode
-from openstack_handler.state import StateDB
+from openstack_handler.daemon.exit_codes import ExitCode
+from openstack_handler.daemon.state import StateDB
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_importing_the_cli_never_loads_torch_lambda_image_or_moto() -> None:
-    code = ("import sys, openstack_handler.cli, openstack_handler.daemon, openstack_handler.status;"
+    code = ("import sys, openstack_handler.cli, openstack_handler.daemon.handler, openstack_handler.daemon.status;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'lambda_image', 'moto', 'localcloud')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -287,7 +287,7 @@ def test_status_exits_69_with_one_line_when_no_queue_can_be_read(
 
 def test_status_names_the_dead_endpoint_it_tried(tmp_path: Path, queues,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from localcloud.net import free_port
+    from lambda_service.net import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     config = write_config(tmp_path, queues, endpoint_url=dead)
@@ -338,7 +338,7 @@ def test_check_config_connect_says_which_queue_points_at_nothing(
 
 def test_check_config_connect_reports_an_unreachable_endpoint_with_69(
         tmp_path: Path, queues, capsys: pytest.CaptureFixture[str]) -> None:
-    from localcloud.net import free_port
+    from lambda_service.net import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     config = write_config(tmp_path, queues, endpoint_url=dead)

@@ -13,8 +13,8 @@ from fake_lambda import FakeLambda, function_error, ok, throttled
 from polling import wait_for
 from structlog.testing import capture_logs
 
-from openstack_handler.results_store import ResultsStore
-from openstack_handler.state import StateDB
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.daemon.state import StateDB
 
 
 def send(sqs: Any, url: str, body: Any) -> str:

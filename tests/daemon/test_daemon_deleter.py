@@ -10,7 +10,7 @@ from daemon_helpers import queue_counts
 from polling import wait_for
 from structlog.testing import capture_logs
 
-from openstack_handler.deleter import BatchDeleter
+from openstack_handler.daemon.deleter import BatchDeleter
 
 
 class CountingSQS:

@@ -12,9 +12,9 @@ import pytest
 from daemon_helpers import queue_counts
 from polling import wait_for
 
-import openstack_handler.results_store as results_store_module
-from openstack_handler.results_store import ResultsStore
-from openstack_handler.state import StateDB
+import openstack_handler.daemon.results_store as results_store_module
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.daemon.state import StateDB
 
 
 def result(key: str, *, status: str = "ok", csv: str = "president_trump,physics,junior\n",

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from localcloud.net import free_port
-from openstack_handler.aws_clients import is_aws, is_local, lambda_client, sqs_client
+from lambda_service.net import free_port
 from openstack_handler.cli import main
-from openstack_handler.errors import ConfigError
-from openstack_handler.exit_codes import ExitCode
-from openstack_handler.settings import load_settings
+from openstack_handler.daemon.aws_clients import is_aws, is_local, lambda_client, sqs_client
+from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.daemon.exit_codes import ExitCode
+from openstack_handler.daemon.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = """

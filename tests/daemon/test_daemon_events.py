@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
-from openstack_handler.events import (
+from openstack_handler.daemon.events import (
     MessageKind,
     S3ObjectRef,
     invocation_payload,

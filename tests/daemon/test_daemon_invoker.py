@@ -9,9 +9,9 @@ import pytest
 import tenacity
 from fake_lambda import FakeLambda, Reply, function_error, ok, throttled
 
-from openstack_handler.backoff import compute_backoff
-from openstack_handler.errors import FunctionFailed, InvokeFailed, InvokeUnavailable
-from openstack_handler.invoker import (
+from openstack_handler.daemon.backoff import compute_backoff
+from openstack_handler.daemon.errors import FunctionFailed, InvokeFailed, InvokeUnavailable
+from openstack_handler.daemon.invoker import (
     LambdaInvoker,
     backoff_wait,
     is_retryable_invoke_error,
@@ -86,7 +86,7 @@ def test_client_errors_are_not_retried(boto_session, fake_lambda: FakeLambda) ->
 
 
 def test_connection_refused_is_retried_then_retryable(boto_session, monkeypatch) -> None:
-    from localcloud.net import free_port
+    from lambda_service.net import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", f"http://127.0.0.1:{free_port()}")
     sleeps: list[float] = []

@@ -19,15 +19,15 @@ from fake_lambda import FakeLambda, function_error
 from polling import wait_for
 from structlog.testing import capture_logs
 
-from localcloud.net import free_port
-from openstack_handler.availability import MIN_WAIT_S, Availability
+from lambda_service.net import free_port
 from openstack_handler.cli import main
-from openstack_handler.daemon import Handler
-from openstack_handler.errors import ConfigError
-from openstack_handler.redrive import move_messages
-from openstack_handler.results_store import ResultsStore
-from openstack_handler.settings import load_settings
-from openstack_handler.systemd import Watchdog, watchdog_interval_s
+from openstack_handler.daemon.availability import MIN_WAIT_S, Availability
+from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.daemon.handler import Handler
+from openstack_handler.daemon.redrive import move_messages
+from openstack_handler.daemon.results_store import ResultsStore
+from openstack_handler.daemon.settings import load_settings
+from openstack_handler.daemon.systemd import Watchdog, watchdog_interval_s
 
 
 def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

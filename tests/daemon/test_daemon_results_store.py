@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from openstack_handler.errors import InvalidKey
-from openstack_handler.results_store import ResultsStore, safe_relative_path
+from openstack_handler.daemon.errors import InvalidKey
+from openstack_handler.daemon.results_store import ResultsStore, safe_relative_path
 
 
 @pytest.mark.parametrize(("key", "expected"), [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from openstack_handler.errors import ConfigError
-from openstack_handler.settings import MIB, Settings, load_settings
+from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.daemon.settings import MIB, Settings, load_settings
 
 MINIMAL = """
 input_queue_url = "http://sqs/in"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from openstack_handler.state import RETENTION_S, StateDB
+from openstack_handler.daemon.state import RETENTION_S, StateDB
 
 
 def test_processed_survives_reopen_and_old_entries_are_pruned(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 from daemon_helpers import json_log_lines, queue_counts, s3_event
 from fake_lambda import FakeLambda, ok
 
-from openstack_handler.exit_codes import ExitCode
+from openstack_handler.daemon.exit_codes import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -188,6 +188,9 @@ def test_after_the_process_is_gone_a_late_message_is_hidden_for_the_short_claim_
     # WHEN a message arrives before the orphaned poll ends (SQS hands it to the dead request)
     sent = time.monotonic()
     sqs.send_message(QueueUrl=queues.input, MessageBody=json.dumps(s3_event("videos", "v.mp4")))
+    # (the orphaned poll, woken by the send, gets the first look: on a loaded machine its thread
+    # can wake later than a receive sent at once, which would then take the message itself)
+    time.sleep(1.0)
     # THEN it is back within the receive's short claim (15 s), not the 60 s visibility timeout
     deadline = sent + 40
     message = None

@@ -8,7 +8,7 @@ from pathlib import Path
 import boto3
 from ansible_helpers import PlayResult, run_playbook
 
-from openstack_handler.settings import load_settings
+from openstack_handler.daemon.settings import load_settings
 
 
 def run_aws_play(extra_vars: Path) -> PlayResult:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from localcloud.awslambda.image import ImageRoot
+from lambda_service.image import ImageRoot
 from localcloud.machines import images
 
 
@@ -32,7 +32,7 @@ def image_root(function_image: str) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def gallery_image(function_image: str, course_data: Path) -> str:
     """The function image with the course gallery in it, as the README's COPY puts it there."""
-    from localcloud.awslambda.image import with_files
+    from lambda_service.image import with_files
     from localcloud.cloud import IMAGE_GALLERY
 
     return with_files(function_image, {IMAGE_GALLERY: course_data / "encoding"})

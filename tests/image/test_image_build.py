@@ -12,7 +12,7 @@ import pytest
 from lock_helpers import assert_subset_of_lock
 
 from lambda_image import onnx_models
-from localcloud.awslambda.image import ImageConfig
+from lambda_service.image import ImageConfig
 from localcloud.machines import images
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 from camera.frames import video_frames
 from camera.run import SendSettings, send_all
 from localcloud.cloud import LocalCloud
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.provisioning.spec import ResourceSpec
 
 SPEC = ResourceSpec(prefix="imgcam", url_auth_type="NONE")
 #: of his identity's spacing: floki's frames lie at 0.74-0.78 of it, so all are borderline

@@ -22,8 +22,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from localcloud.awslambda.endpoint import LambdaEndpoint
-from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
+from lambda_service.endpoint import LambdaEndpoint
+from lambda_service.spec import EndpointSpec, FunctionSpec
 from localcloud.cloud import IMAGE_GALLERY, LocalCloud
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))

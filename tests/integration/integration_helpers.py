@@ -13,6 +13,7 @@ from pathlib import Path
 from queue_hygiene import SharedQueues, video_path_queues
 
 from localcloud.cloud import EndpointSession, LocalCloud
+from openstack_handler.demos.daemon_config import write_daemon_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ class Pipeline:
         self.cloud = cloud
         self.results = tmp_path / "results"
         self.state = tmp_path / "state"
-        self.config = cloud.write_daemon_config(tmp_path / "daemon.toml", self.results,
+        self.config = write_daemon_config(cloud, tmp_path / "daemon.toml", self.results,
                                                 self.state, concurrency=2)
         self.log_path = tmp_path / "daemon.log"
         session = EndpointSession(cloud.moto_url)

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from integration_helpers import REPO
 
-from openstack_handler.settings import load_settings
+from openstack_handler.daemon.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

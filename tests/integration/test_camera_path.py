@@ -34,8 +34,9 @@ from queue_hygiene import SharedQueues
 from camera.frames import Frame, video_frames
 from camera.run import SendSettings, send_all
 from localcloud.cloud import LocalCloud
-from openstack_handler.camera_provisioning import provision_camera
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.demos.daemon_config import write_daemon_config
+from openstack_handler.provisioning.camera import provision_camera
+from openstack_handler.provisioning.spec import ResourceSpec
 
 FLOKI = "test_6"  # the course's closest match: see the module docstring
 VISIBILITY_S = 2  # the request queue's, shortened so redelivery happens within a test
@@ -265,7 +266,7 @@ def test_a_poison_message_reaches_the_dlq_and_redrive_brings_it_back(
     # WHEN its cause is fixed and `openstack-handler redrive --queue request` runs
     answers = sqs.create_queue(QueueName="cam-poison-answers")["QueueUrl"]
     try:
-        config = cloud.write_daemon_config(tmp_path / "daemon.toml", tmp_path / "results",
+        config = write_daemon_config(cloud, tmp_path / "daemon.toml", tmp_path / "results",
                                            tmp_path / "state")
         done = subprocess.run([sys.executable, "-m", "openstack_handler", "redrive", "--config",
                                str(config), "--queue", "request"], capture_output=True,

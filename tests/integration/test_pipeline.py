@@ -14,8 +14,8 @@ from daemon_helpers import json_log_lines, status_counters
 from integration_helpers import REPO, Pipeline
 from polling import wait_for
 
-from localcloud.demo import read_expected
-from openstack_handler.results_store import safe_relative_path
+from openstack_handler.daemon.results_store import safe_relative_path
+from openstack_handler.demos.video import read_expected
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from integration_helpers import REPO
 from polling import wait_for
 
 from localcloud.cloud import LocalCloud
-from localcloud.serverless_demo import csv_key
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.demos.serverless import csv_key
+from openstack_handler.provisioning.spec import ResourceSpec
 
 pytestmark = pytest.mark.integration
 

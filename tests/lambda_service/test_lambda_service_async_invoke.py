@@ -17,6 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from lambda_service_helpers import serve
 from polling import wait_for
 
 from lambda_service.async_invoke import RETRY_DELAYS_S
@@ -26,7 +27,6 @@ from localcloud.moto_server import MotoServer
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 #: Lambda's minute becomes 1.2 s, its two minutes 2.4 s; the minimum event age (60 s) 1.2 s
 SCALE = 0.02
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
@@ -42,22 +42,8 @@ def endpoint(moto_server: MotoServer,
                      concurrency=1, timeout_s=10)),
         aws_endpoint_url=moto_server.url, credentials={"testing": "testing"},
         async_time_scale=SCALE)
-    log = tmp_path_factory.mktemp("lambda-async") / "endpoint.log"
-    with LambdaEndpoint(spec, log_path=log, pythonpath=[REPO], cwd=REPO) as server:
+    with serve(spec, tmp_path_factory, "lambda-async") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def lam(endpoint: LambdaEndpoint) -> Any:
-    return boto3.client("lambda", endpoint_url=endpoint.url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=Config(retries={"max_attempts": 0}))
-
-
-@pytest.fixture(scope="module")
-def sqs(moto_server: MotoServer) -> Any:
-    return boto3.client("sqs", endpoint_url=moto_server.url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 @pytest.fixture()

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from lambda_service.async_invoke import AsyncEvent, destination_record
+from lambda_service.errors import InvalidParameterValue
 from lambda_service.event_invoke_config import parse
 from lambda_service.pool import InvocationResult
-from lambda_service.service import InvalidParameterValue
 from localcloud.s3_lambda_delivery import _allows_s3
 
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:failed"

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
+from lambda_service_helpers import lambda_client
 from polling import wait_for
 
 from lambda_service.endpoint import LambdaEndpoint
@@ -58,10 +57,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LambdaEndpoin
 
 @pytest.fixture(scope="module")
 def lam(endpoint: LambdaEndpoint) -> Any:
-    """No SDK retries: a retried invoke would run the function twice (and hide 429s)."""
-    return boto3.client("lambda", endpoint_url=endpoint.url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=Config(retries={"max_attempts": 0}, read_timeout=30))
+    return lambda_client(endpoint.url, read_timeout=30)
 
 
 def _invoke(lam: Any, name: str, event: Any = None, **kw: Any) -> tuple[dict[str, Any], Any]:

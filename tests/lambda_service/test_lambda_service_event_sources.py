@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
+from lambda_service_helpers import serve
 from polling import wait_for
 
 from lambda_service.endpoint import LambdaEndpoint
@@ -23,7 +22,6 @@ from localcloud.moto_server import MotoServer
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 #: the functions' timeout: a queue's visibility timeout may not be shorter (Lambda checks it)
 TIMEOUT_S = 2
 
@@ -43,22 +41,8 @@ def endpoint(moto_server: MotoServer, evidence: Path,
         for name, concurrency in (("consumer", 3), ("other", 1))),
         aws_endpoint_url=moto_server.url, credentials={"testing": "testing"},
         event_source_poll_wait_s=1)
-    log = tmp_path_factory.mktemp("lambda-esm") / "endpoint.log"
-    with LambdaEndpoint(spec, log_path=log, pythonpath=[REPO], cwd=REPO) as server:
+    with serve(spec, tmp_path_factory, "lambda-esm") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def lam(endpoint: LambdaEndpoint) -> Any:
-    return boto3.client("lambda", endpoint_url=endpoint.url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=Config(retries={"max_attempts": 0}))
-
-
-@pytest.fixture(scope="module")
-def sqs(moto_server: MotoServer) -> Any:
-    return boto3.client("sqs", endpoint_url=moto_server.url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 class Rig:

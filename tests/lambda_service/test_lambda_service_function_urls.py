@@ -14,12 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.auth
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 
 from lambda_service.endpoint import LambdaEndpoint
@@ -52,13 +50,6 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LambdaEndpoin
     log = tmp_path_factory.mktemp("lambda-urls") / "endpoint.log"
     with LambdaEndpoint(SPEC, log_path=log, pythonpath=[REPO], cwd=REPO) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def lam(endpoint: LambdaEndpoint) -> Any:
-    return boto3.client("lambda", endpoint_url=endpoint.url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        config=Config(retries={"max_attempts": 0}))
 
 
 def make_public(lam: Any, function: str) -> None:

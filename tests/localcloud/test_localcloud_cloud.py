@@ -18,8 +18,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from localcloud.cloud import LocalCloud, run_local_up
-from openstack_handler.provisioning import ResourceSpec
+from localcloud.cloud import LocalCloud
+from openstack_handler.demos.daemon_config import write_daemon_config
+from openstack_handler.demos.local_up import run_local_up
+from openstack_handler.provisioning.spec import ResourceSpec
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +45,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def cloud(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory,
           ) -> Iterator[LocalCloud]:
     gallery, students = inputs
-    with LocalCloud(gallery=gallery, students=students, handler="tests.localcloud.handlers:pipeline",
+    with LocalCloud(gallery=gallery, students=students, handler="tests.lambda_service.handlers:pipeline",
                     resources=ResourceSpec(prefix="lc", function_timeout_s=20),
                     work_dir=tmp_path_factory.mktemp("cloud"), pythonpath=[REPO]) as running:
         yield running
@@ -100,7 +102,7 @@ def test_upload_event_invoke_and_result(cloud: LocalCloud, client_env: dict[str,
 
 
 def test_daemon_config_is_flat_toml_per_contract(cloud: LocalCloud, tmp_path: Path) -> None:
-    path = cloud.write_daemon_config(tmp_path / "conf" / "daemon.toml", tmp_path / "results",
+    path = write_daemon_config(cloud, tmp_path / "conf" / "daemon.toml", tmp_path / "results",
                                      tmp_path / "state", concurrency=3)
     settings = tomllib.loads(path.read_text())
     assert set(settings) <= CONTRACT_KEYS
@@ -124,8 +126,8 @@ def test_run_local_up_prints_exports_and_stops_on_sigterm(inputs: tuple[Path, Pa
 
     def up() -> None:
         outcome["rc"] = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
-                                     handler="tests.localcloud.handlers:noop",
-                                     camera_handler="tests.localcloud.handlers:noop",
+                                     handler="tests.lambda_service.handlers:noop",
+                                     camera_handler="tests.lambda_service.handlers:noop",
                                      resources=ResourceSpec(prefix="up", url_auth_type="NONE"),
                                      work_dir=tmp_path / "work", out=out)
 
@@ -168,7 +170,7 @@ def _run_local_up_until_sigterm(inputs: tuple[Path, Path], tmp_path: Path,
     watchdog = threading.Thread(target=_sigterm_when_ready, args=(config,), daemon=True)
     watchdog.start()
     code = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
-                        handler="tests.localcloud.handlers:noop", camera=False,
+                        handler="tests.lambda_service.handlers:noop", camera=False,
                         resources=ResourceSpec(prefix="up"), out=out, **kwargs)
     watchdog.join(5)
     return code, out.getvalue()
@@ -216,7 +218,7 @@ def test_run_local_up_in_serverless_mode_says_where_uploads_and_results_go(
     watchdog = threading.Thread(target=_sigterm_when_ready, args=(config,), daemon=True)
     watchdog.start()
     code = run_local_up(config, gallery, students, results_dir=tmp_path / "results",
-                        handler="tests.localcloud.handlers:noop", camera=False,
+                        handler="tests.lambda_service.handlers:noop", camera=False,
                         resources=ResourceSpec(prefix="sl", mode="serverless"), out=out)
     watchdog.join(5)
     assert code == 0

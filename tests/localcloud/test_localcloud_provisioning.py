@@ -10,16 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from openstack_handler.camera_provisioning import (
-    PUBLIC_INVOKE_SID,
-    PUBLIC_URL_SID,
-    camera_environment,
-    camera_policies,
-    provision_camera,
-    provision_camera_functions,
-)
-from openstack_handler.provisioning import (
-    ResourceSpec,
+from openstack_handler.provisioning.aws import (
     describe_changes,
     function_policy,
     load_student_records,
@@ -27,6 +18,15 @@ from openstack_handler.provisioning import (
     provision_function,
     seed_students,
 )
+from openstack_handler.provisioning.camera import (
+    PUBLIC_INVOKE_SID,
+    PUBLIC_URL_SID,
+    camera_environment,
+    camera_policies,
+    provision_camera,
+    provision_camera_functions,
+)
+from openstack_handler.provisioning.spec import ResourceSpec
 
 pytestmark = pytest.mark.integration
 

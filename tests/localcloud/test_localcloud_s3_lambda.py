@@ -18,10 +18,10 @@ import pytest
 from botocore.exceptions import ClientError
 from polling import wait_for
 
-from localcloud.awslambda.endpoint import LambdaEndpoint
-from localcloud.awslambda.spec import EndpointSpec, FunctionSpec
+from lambda_service.endpoint import LambdaEndpoint
+from lambda_service.net import free_port
+from lambda_service.spec import EndpointSpec, FunctionSpec
 from localcloud.moto_server import MotoServer
-from localcloud.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +43,10 @@ def cloud(evidence: Path, tmp_path_factory: pytest.TempPathFactory,
     with MotoServer(log_path=logs / "moto.log",
                     lambda_url=f"http://127.0.0.1:{lambda_port}") as moto:
         spec = EndpointSpec(functions=(
-            FunctionSpec(name="saver", handler="tests.localcloud.handlers:save_event",
+            FunctionSpec(name="saver", handler="tests.lambda_service.handlers:save_event",
                          memory_mb=256, concurrency=1, timeout_s=30,
                          environment={"EVIDENCE_DIR": str(evidence)}),
-            FunctionSpec(name="slow", handler="tests.localcloud.handlers:sleep",
+            FunctionSpec(name="slow", handler="tests.lambda_service.handlers:sleep",
                          memory_mb=256, concurrency=1, timeout_s=30)),
             aws_endpoint_url=moto.url, credentials={"testing": "testing"})
         with LambdaEndpoint(spec, port=lambda_port, log_path=logs / "lambda.log",
@@ -156,7 +156,7 @@ def test_an_upload_while_the_lambda_service_is_down_reaches_it_once_it_is_back(
     saved = tmp_path / "saved"
     saved.mkdir()
     spec = EndpointSpec(functions=(
-        FunctionSpec(name="saver", handler="tests.localcloud.handlers:save_event",
+        FunctionSpec(name="saver", handler="tests.lambda_service.handlers:save_event",
                      memory_mb=256, concurrency=1, timeout_s=30,
                      environment={"EVIDENCE_DIR": str(saved)}),))
     with MotoServer(log_path=tmp_path / "moto.log",

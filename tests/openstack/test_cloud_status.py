@@ -19,7 +19,7 @@ from openstack.compute import compute_service
 from openstack.compute.v2 import server as server_resource
 from openstack.test import fakes
 
-from openstack_handler.cloud_status import (
+from openstack_handler.private_cloud.cloud_status import (
     MAX_VALUE_CHARS,
     CloudStatusPublisher,
     HandlerServer,
@@ -220,7 +220,7 @@ def test_importing_the_daemon_does_not_load_openstacksdk(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    code = ("import sys, openstack_handler.cli, openstack_handler.daemon;"
+    code = ("import sys, openstack_handler.cli, openstack_handler.daemon.handler;"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'openstack', 'keystoneauth1'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60, cwd=tmp_path)

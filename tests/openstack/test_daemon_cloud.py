@@ -17,10 +17,10 @@ from daemon_helpers import FUNCTION, queue_counts, s3_event
 from openstack import exceptions as sdk_exceptions
 from test_cloud_status import FakeConnection
 
-from openstack_handler import daemon as daemon_module
-from openstack_handler.daemon import Handler
-from openstack_handler.exit_codes import ExitCode
-from openstack_handler.settings import load_settings
+from openstack_handler.daemon import handler as daemon_module
+from openstack_handler.daemon.exit_codes import ExitCode
+from openstack_handler.daemon.handler import Handler
+from openstack_handler.daemon.settings import load_settings
 
 VIDEOS = 3
 

@@ -12,8 +12,8 @@ from typing import Any
 import structlog
 from conftest import META_DATA, Canned, CannedServer, closed_port
 
-from openstack_handler.identity import InstanceIdentity, parse_metadata, read_identity
 from openstack_handler.logs import bind_process_context, configure_logging
+from openstack_handler.private_cloud.identity import InstanceIdentity, parse_metadata, read_identity
 
 PATH = "/openstack/latest/meta_data.json"
 

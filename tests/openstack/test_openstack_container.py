@@ -21,16 +21,16 @@ from openstack.config.loader import OpenStackConfig
 from test_daemon_cloud import VIDEOS, run_handler
 
 from openstack_handler.cli import main
-from openstack_handler.cloud_status import (
+from openstack_handler.daemon.exit_codes import ExitCode
+from openstack_handler.daemon.handler import Handler
+from openstack_handler.daemon.settings import load_settings
+from openstack_handler.private_cloud.cloud_status import (
     CloudStatusPublisher,
     Heartbeat,
     connect,
     handler_servers,
     heartbeat_from,
 )
-from openstack_handler.daemon import Handler
-from openstack_handler.exit_codes import ExitCode
-from openstack_handler.settings import load_settings
 
 pytestmark = pytest.mark.openstack
 

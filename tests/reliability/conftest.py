@@ -20,7 +20,7 @@ from queue_hygiene import video_path_queues
 from reliability_helpers import CLIPS, Rig, Row
 
 from localcloud.cloud import DUMMY_CREDENTIALS, LocalCloud
-from openstack_handler.provisioning import ResourceSpec
+from openstack_handler.provisioning.spec import ResourceSpec
 
 #: the function's timeout here: an injected timeout holds a worker this long.
 FUNCTION_TIMEOUT_S = 4

@@ -20,8 +20,8 @@ import polling
 from daemon_helpers import json_log_lines
 
 from localcloud.cloud import EndpointSession, LocalCloud
-from openstack_handler.results_store import _TMP_PREFIX, ResultsStore
-from openstack_handler.settings import settings_toml
+from openstack_handler.daemon.results_store import _TMP_PREFIX, ResultsStore
+from openstack_handler.daemon.settings import settings_toml
 
 REPO = Path(__file__).resolve().parents[2]
 CLIPS = ("test_0.mp4", "test_1.mp4", "test_2.mp4", "test_4.mp4", "test_5.mp4", "test_6.mp4",

@@ -1,0 +1,23 @@
+"""The daemon's config file for a local cloud: its settings (which name the cloud's endpoints)
+written as the flat TOML the daemon reads, so the daemon is run as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from localcloud.cloud import LocalCloud
+from openstack_handler.daemon.settings import settings_toml
+
+
+def write_daemon_config(cloud: LocalCloud, path: Path, results_dir: Path, state_dir: Path,
+                        concurrency: int = 4) -> Path:
+    """Write the daemon's TOML config for *cloud* atomically; returns *path*."""
+    text = settings_toml(cloud.daemon_settings(results_dir, state_dir, concurrency),
+                         header="openstack-handler daemon settings for the local cloud "
+                                "(its moto state is in memory: regenerate on every `local up`)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
