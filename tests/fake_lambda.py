@@ -3,6 +3,8 @@
 This is NOT the local Lambda endpoint (localcloud builds the real one, which runs handlers in warm
 workers). It answers ``POST /2015-03-31/functions/{name}/invocations`` with whatever the test's
 ``behaviour(name, payload)`` returns, and measures how many invocations run at the same time.
+A dry run (``X-Amz-Invocation-Type: DryRun``) is answered by ``dry_run(name)`` instead (204, as
+Lambda answers it, unless a test says otherwise) and counted in ``dry_runs``, not in ``calls``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def function_error(error_type: str = "RuntimeError", message: str = "boom") -> R
                  {"X-Amz-Function-Error": "Unhandled"})
 
 
+def unavailable() -> Reply:
+    """A 503 ServiceException: Lambda itself failing (retryable)."""
+    return Reply(503, {"Type": "Service", "message": "Service unavailable"},
+                 {"x-amzn-ErrorType": "ServiceException"})
+
+
 def throttled() -> Reply:
     return Reply(429, {"Type": "User", "message": "Rate Exceeded.",
                        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"},
@@ -66,6 +74,8 @@ class FakeLambda:
 
     def __init__(self, behaviour: Behaviour = lambda name, payload: ok(payload)) -> None:
         self.behaviour = behaviour
+        self.dry_run: Callable[[str], Reply] = lambda name: Reply(204, b"")
+        self.dry_runs = 0
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.active = 0
         self.max_active = 0
@@ -90,7 +100,13 @@ class FakeLambda:
                     self._send(Reply(404, {"message": "not found"}))
                     return
                 length = int(self.headers.get("Content-Length", 0))
-                payload = json.loads(self.rfile.read(length) or b"{}")
+                body = self.rfile.read(length)
+                if self.headers.get("X-Amz-Invocation-Type") == "DryRun":
+                    with fake._lock:
+                        fake.dry_runs += 1
+                    self._send(fake.dry_run(parts[2]))
+                    return
+                payload = json.loads(body or b"{}")
                 reply = fake._call(parts[2], payload)
                 self._send(reply)
 

@@ -24,8 +24,10 @@
   does an object deleted before it was processed (the function fails with ``NoSuchKey``).
 - Outages (SQS or Lambda unreachable, throttled) are logged once when they start and once when
   they end (:class:`Availability`), and waited out with a capped, jittered backoff: no restart,
-  no spinning. While Lambda is down only one message at a time is received (a probe), so the
-  backlog's receive counts do not run up towards the dead-letter queue.
+  no spinning. While Lambda is down it is probed with ``Invoke(InvocationType=DryRun)``, which
+  touches no message, so however long the outage the backlog's receive counts do not run up
+  towards the dead-letter queue. Once a dry run answers, one message is received (a dry run does
+  not see throttling) and the full batches resume when its invocation succeeds.
 - :attr:`last_progress` is stamped on every turn of the poll loop, for the systemd watchdog;
   :attr:`first_poll` is set once a receive has succeeded (the daemon is then READY).
 - On stop: the long poll is abandoned at once (what it returns late is released), messages
@@ -158,6 +160,7 @@ class ConsumerStats:
     skipped_events: int = 0
     too_large: int = 0
     gone: int = 0  #: objects deleted before they were processed
+    probes: int = 0  #: dry runs of the function made while it was down (they touch no message)
 
 
 @dataclass
@@ -304,11 +307,15 @@ class InputConsumer:
                 remaining = None if max_messages is None else max_messages - received
                 if self.lambda_state.down:
                     # Lambda unreachable or throttling us: after the backoff, and once nothing
-                    # is in flight, receive one message as a probe (poll_once asks for one), so
-                    # the backlog's receive counts do not run up towards the dead-letter queue.
+                    # is in flight, a dry run; only when it answers is one message received
+                    # (poll_once asks for one), whose invocation tells whether we are still
+                    # throttled. No receive while Lambda does not answer at all.
                     wait = self._lambda_retry_at - time.monotonic()
                     if wait > 0 or self.in_flight:
                         stop.wait(min(max(wait, 0.1), 1.0))
+                        continue
+                    if not self._lambda_answers():
+                        self._touch()
                         continue
                 count = guard.poll(
                     lambda limit=remaining: self.poll_once(stop_event=stop, limit=limit), stop)
@@ -334,6 +341,19 @@ class InputConsumer:
             self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("consumer.stopped", **vars(self.stats))
         return self.stats
+
+    def _lambda_answers(self) -> bool:
+        """One dry run of the function (no message touched); on failure the next is backed off."""
+        try:
+            self.invoker.probe()
+        except (InvokeUnavailable, InvokeFailed) as exc:
+            delay = self.lambda_state.failed(exc, function=self.invoker.function_name,
+                                             probe="DryRun")
+            self._lambda_retry_at = time.monotonic() + delay
+            self._add_stats(probes=1)
+            return False
+        self._add_stats(probes=1)
+        return True
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no invocation is in flight (at most *timeout* s); True if drained."""

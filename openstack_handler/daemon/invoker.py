@@ -111,6 +111,30 @@ class LambdaInvoker:
             raise InvokeFailed(f"no complete answer from Lambda: {exc}") from exc
         return self._decode(response)
 
+    def probe(self) -> None:
+        """``Invoke(InvocationType=DryRun)``, once: Lambda answers 204 when the function exists
+        and we may invoke it, and runs nothing. It touches no message, so an outage can be probed
+        for as long as it lasts without a receive count climbing towards the dead-letter queue.
+        It does not see throttling (a dry run takes no concurrency).
+
+        Raises :class:`InvokeUnavailable` (unreachable, 5xx, throttled: probe again later) or
+        :class:`InvokeFailed` (refused: no such function, no permission).
+        """
+        try:
+            response = self.client.invoke(FunctionName=self.function_name,
+                                          InvocationType="DryRun")
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            message = f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}"
+            if is_retryable_invoke_error(exc):
+                raise InvokeUnavailable(message) from exc
+            raise InvokeFailed(message) from exc
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
+                ConnectionClosedError) as exc:  # a dry run runs nothing: any of these is "down"
+            raise InvokeUnavailable(f"cannot reach Lambda: {exc}") from exc
+        if response.get("StatusCode") != 204:
+            raise InvokeFailed(f"unexpected dry-run status {response.get('StatusCode')}")
+
     def _invoke_once(self, data: bytes) -> dict[str, Any]:
         response = self.client.invoke(FunctionName=self.function_name,
                                       InvocationType="RequestResponse", Payload=data)

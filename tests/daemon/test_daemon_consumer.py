@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from daemon_helpers import FUNCTION, queue_counts, s3_event
-from fake_lambda import FakeLambda, function_error, ok, throttled
+from fake_lambda import FakeLambda, Reply, function_error, ok, throttled, unavailable
 from polling import wait_for
 from structlog.testing import capture_logs
 
@@ -327,6 +327,52 @@ def test_while_lambda_is_down_one_message_at_a_time_is_received(make_consumer, s
     last_down = max(i for i, (_, down) in enumerate(asks) if down)
     assert any(asked == 4 for asked, _ in asks[last_down + 1:]), asks
     assert consumer.stats.succeeded == 8 and not consumer.lambda_state.down
+
+
+def test_a_lambda_outage_is_probed_with_dry_runs_and_no_message_nears_the_dlq(
+        make_consumer, sqs, queues, fake_lambda: FakeLambda, state: StateDB) -> None:
+    # GIVEN a queue that dead-letters a message on its fourth receive (one receive finds Lambda
+    # down, a poll already under way as the outage begins may take it once more, and one
+    # processes it), four videos, and a Lambda that answers every call with a 503, dry runs
+    # included, until told otherwise
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=queues.input_dlq, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=queues.input, Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})})
+    down = threading.Event()
+    down.set()
+    fake_lambda.behaviour = lambda name, payload: unavailable() if down.is_set() else ok(payload)
+    fake_lambda.dry_run = lambda name: unavailable() if down.is_set() else Reply(204, b"")
+    for i in range(4):
+        send(sqs, queues.input, s3_event("videos", f"v{i}.mp4", etag=f"e{i}"))
+    consumer = make_consumer(concurrency=4, outage_backoff_max_s=0.3)
+    receives: list[int] = []  # the dry runs made before each receive
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        receives.append(fake_lambda.dry_runs)
+
+    consumer.sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    runner.start()
+    # WHEN the outage lasts for many more probes than the queue allows receives (a probe at
+    # most every 0.3 s, at least every 0.2 s, and the invoker's retries: 8 or more in 4 s)
+    fake_lambda.wait_started(4)
+    time.sleep(4)
+    down.clear()
+    wait_for(lambda: all(state.is_processed("videos", f"v{i}.mp4", f"e{i}") for i in range(4)),
+             timeout_s=30, what="every video processed once Lambda is back")
+    stop.set()
+    runner.join(timeout=15)
+    # THEN nothing reached the dead-letter queue, every video ran once it was back, and while
+    # the dry runs failed nothing was received: the receive after the first failed dry run
+    # came only once one answered
+    assert queue_counts(sqs, queues.input_dlq) == (0, 0)
+    assert queue_counts(sqs, queues.input) == (0, 0)
+    assert consumer.stats.succeeded == 4 and not consumer.lambda_state.down
+    failed_dry_runs = fake_lambda.dry_runs - 1
+    assert failed_dry_runs >= 6 and consumer.stats.probes == fake_lambda.dry_runs
+    assert not any(0 < before <= failed_dry_runs for before in receives), receives
 
 
 def test_a_dropped_duplicate_says_why_and_forget_has_it_processed_again(

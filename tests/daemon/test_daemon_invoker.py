@@ -7,7 +7,7 @@ from typing import Any
 import boto3
 import pytest
 import tenacity
-from fake_lambda import FakeLambda, Reply, function_error, ok, throttled
+from fake_lambda import FakeLambda, Reply, function_error, ok, throttled, unavailable
 
 from openstack_handler.daemon.backoff import compute_backoff
 from openstack_handler.daemon.errors import FunctionFailed, InvokeFailed, InvokeUnavailable
@@ -93,6 +93,33 @@ def test_connection_refused_is_retried_then_retryable(boto_session, monkeypatch)
     with pytest.raises(InvokeUnavailable):
         make_invoker(boto_session, sleeps, max_attempts=3).invoke(PAYLOAD)
     assert len(sleeps) == 2
+
+
+def test_a_dry_run_probe_runs_nothing_and_tells_down_from_refused(
+        boto_session, fake_lambda: FakeLambda, monkeypatch) -> None:
+    from lambda_service.net import free_port
+
+    sleeps: list[float] = []
+    invoker = make_invoker(boto_session, sleeps)
+    # an answering Lambda: 204, and nothing is run
+    invoker.probe()
+    assert fake_lambda.dry_runs == 1 and fake_lambda.calls == []
+    # failing or throttling: down, probe again later (one try each: the backoff is the caller's)
+    for reply in (unavailable(), throttled()):
+        fake_lambda.dry_run = lambda name, reply=reply: reply
+        with pytest.raises(InvokeUnavailable):
+            invoker.probe()
+    assert fake_lambda.dry_runs == 3 and sleeps == []
+    # refused: no such function
+    fake_lambda.dry_run = lambda name: Reply(404, {"Type": "User", "message": "Function not found"},
+                                             {"x-amzn-ErrorType": "ResourceNotFoundException"})
+    with pytest.raises(InvokeFailed, match="ResourceNotFoundException"):
+        invoker.probe()
+    # unreachable
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(InvokeUnavailable, match="cannot reach Lambda"):
+        make_invoker(boto_session, sleeps).probe()
+    assert sleeps == [] and fake_lambda.calls == []
 
 
 def test_retry_predicate_and_backoff_bounds() -> None:
