@@ -41,6 +41,7 @@ from lambda_service.worker import (
     WorkerReady,
     WorkerReply,
     error_payload,
+    report_line,
 )
 
 log = structlog.get_logger()
@@ -200,8 +201,11 @@ class ImageEnvironment:
     _init_stack: list[str] | None = None
     _sent_at = 0.0
 
+    _unreported_init_ms: float | None = None  #: for the first invocation's REPORT
+
     def _ready(self, init_error: str | None) -> WorkerReady:
         init_ms = (time.monotonic() - self._started) * 1000
+        self._unreported_init_ms = init_ms
         if init_error is not None:
             self._init_failure = init_error
             error = self.api.init_error
@@ -216,9 +220,10 @@ class ImageEnvironment:
         self._request = None
         elapsed_ms = (time.monotonic() - self._sent_at) * 1000
         self._platform_line(f"END RequestId: {request.request_id}")
-        self._platform_line(f"REPORT RequestId: {request.request_id}\tDuration: "
-                            f"{elapsed_ms:.2f} ms\tMemory Size: {self.function.memory_mb} MB\t"
-                            f"Max Memory Used: {self.peak_rss_bytes() // 2**20} MB")
+        self._platform_line(report_line(
+            request.request_id, duration_ms=elapsed_ms, memory_mb=self.function.memory_mb,
+            max_memory_mb=self.peak_rss_bytes() // 2**20, init_ms=self._unreported_init_ms))
+        self._unreported_init_ms = None
         tail = None
         if request.want_logs:
             with self._log_lock:

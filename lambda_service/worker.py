@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import io
 import json
+import math
 import os
 import resource
 import signal
@@ -23,6 +24,18 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 LOG_TAIL_BYTES = 4096  # what Lambda returns in X-Amz-Log-Result
+
+
+def report_line(request_id: str, *, duration_ms: float, memory_mb: int, max_memory_mb: int,
+                init_ms: float | None = None) -> str:
+    """Lambda's ``REPORT`` platform line, tab-separated as Lambda writes it: billed per
+    millisecond, rounded up; ``Init Duration`` only on the invocation that met a cold start."""
+    line = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+            f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
+            f"Memory Size: {memory_mb} MB\tMax Memory Used: {max_memory_mb} MB")
+    if init_ms is not None:
+        line += f"\tInit Duration: {init_ms:.2f} ms"
+    return line
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,9 @@ def _load_handler(handler: str) -> Callable[[Any, LambdaContext], Any]:
 
 
 def _invoke(func: Callable[[Any, LambdaContext], Any] | None, init_error: str | None,
-            config: WorkerConfig, request: InvocationRequest) -> WorkerReply:
+            config: WorkerConfig, request: InvocationRequest,
+            init_ms: float | None = None) -> WorkerReply:
+    """Run one invocation; *init_ms* is the worker's init time when this is its first."""
     if func is None:
         return WorkerReply(error_payload("Runtime.ImportModuleError", init_error or ""), True)
     started = time.monotonic()
@@ -162,8 +177,8 @@ def _invoke(func: Callable[[Any, LambdaContext], Any] | None, init_error: str | 
         elapsed_ms = (time.monotonic() - started) * 1000
         print(f"END RequestId: {request.request_id}", file=sys.stderr)
         max_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
-        print(f"REPORT RequestId: {request.request_id}\tDuration: {elapsed_ms:.2f} ms\t"
-              f"Memory Size: {config.memory_mb} MB\tMax Memory Used: {max_mb} MB",
+        print(report_line(request.request_id, duration_ms=elapsed_ms,
+                          memory_mb=config.memory_mb, max_memory_mb=max_mb, init_ms=init_ms),
               file=sys.stderr)
     tail = None
     if request.want_logs:
@@ -193,10 +208,12 @@ def worker_main(config: WorkerConfig, conn: Connection) -> None:
     except Exception as exc:  # noqa: BLE001 -- reported to every invocation, like Lambda does
         init_error = f"Unable to import module '{config.handler}': {type(exc).__name__}: {exc}"
         traceback.print_exc()
-    conn.send(WorkerReady(os.getpid(), (time.monotonic() - started) * 1000, init_error))
+    init_ms: float | None = (time.monotonic() - started) * 1000
+    conn.send(WorkerReady(os.getpid(), init_ms, init_error))
     while True:
         try:
             request = conn.recv()
         except (EOFError, OSError):
             return  # the endpoint closed our pipe (or died): the sandbox goes away
-        conn.send(_invoke(func, init_error, config, request))
+        conn.send(_invoke(func, init_error, config, request, init_ms))
+        init_ms = None  # the environment's first invocation reports its init, the rest do not

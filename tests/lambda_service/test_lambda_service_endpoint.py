@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +43,7 @@ SPEC = EndpointSpec(functions=(
     _fn("writer", "write_file"),
     _fn("marshal", "unserializable"),
     _fn("sink", "noop"),
+    _fn("report", "noop"),
     _fn("big", "big_response"),
     _fn("crashy", "exit_or_pid"),
     _fn("single", "hold_then_mark", timeout_s=30),
@@ -120,6 +123,33 @@ def test_handler_exception_is_an_unhandled_function_error(lam: Any) -> None:
     assert any("handlers.py" in frame for frame in body["stackTrace"])
     logs = base64.b64decode(response["LogResult"]).decode()
     assert "about to fail" in logs and "REPORT RequestId" in logs
+
+
+REPORT = re.compile(r"REPORT RequestId: (?P<id>[0-9a-f-]{36})\tDuration: (?P<duration>\d+\.\d\d) ms"
+                    r"\tBilled Duration: (?P<billed>\d+) ms\tMemory Size: 256 MB"
+                    r"\tMax Memory Used: (?P<used>\d+) MB(?:\tInit Duration: (?P<init>\d+\.\d\d) ms)?"
+                    r"\n$")
+
+
+def test_log_tail_ends_with_lambdas_report_line_and_only_a_cold_start_has_an_init_duration(
+        lam: Any) -> None:
+    # GIVEN a function with one execution environment that has served nothing yet
+    # WHEN it is invoked twice with LogType=Tail
+    first = lam.invoke(FunctionName="report", Payload=b"{}", LogType="Tail")
+    second = lam.invoke(FunctionName="report", Payload=b"{}", LogType="Tail")
+    # THEN each log tail ends with Lambda's REPORT line for its own request, billed per
+    # millisecond rounded up, and only the first (the environment's cold start) has its init
+    reports = []
+    for response in (first, second):
+        tail = base64.b64decode(response["LogResult"]).decode()
+        match = REPORT.search(tail)
+        assert match, tail
+        assert match["id"] == response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+        assert int(match["billed"]) == max(1, math.ceil(float(match["duration"])))
+        assert 0 < int(match["used"]) < 256 * 4
+        reports.append(match)
+    assert reports[0]["init"] is not None and float(reports[0]["init"]) > 0
+    assert reports[1]["init"] is None
 
 
 def test_unserializable_result_is_a_marshal_error(lam: Any) -> None:
