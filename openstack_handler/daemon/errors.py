@@ -23,14 +23,22 @@ class InvokeFailed(HandlerError):
     """lambda:Invoke itself was rejected (not found, access denied, bad request, read timeout)."""
 
 
+class InvokeInterrupted(InvokeFailed):
+    """The request reached Lambda but no complete answer came back (read timeout, connection
+    closed): the function may have run, so it is never resent; the target counts as down."""
+
+
 class FunctionFailed(HandlerError):
     """The function ran and raised: the invoke response carried ``FunctionError``."""
 
-    def __init__(self, error_type: str, message: str, *, function_error: str = "Unhandled") -> None:
+    def __init__(self, error_type: str, message: str, *, function_error: str = "Unhandled",
+                 report: object | None = None) -> None:
         super().__init__(f"{error_type}: {message}")
         self.error_type = error_type
         self.message = message
         self.function_error = function_error
+        #: the invocation's REPORT (an InvocationReport), when Lambda sent its log tail
+        self.report = report
 
 
 class InvalidEvent(HandlerError):

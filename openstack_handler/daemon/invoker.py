@@ -6,6 +6,10 @@ what cannot have run the function twice, or what Lambda tells us to retry: throt
 TooManyRequestsException), 5xx service errors and connection errors before the request was sent,
 with full-jitter exponential backoff and a cap. A function error (``FunctionError`` in a 200
 response) raises :class:`FunctionFailed`; anything else that is not a success raises too.
+
+Every invocation asks for its log tail (``LogType=Tail``): the REPORT line at its end says what
+the invocation was billed (:mod:`~openstack_handler.daemon.report`), on AWS and on our own Lambda
+service alike.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import botocore
@@ -29,7 +34,13 @@ from botocore.exceptions import (
 )
 
 from openstack_handler import __version__
-from openstack_handler.daemon.errors import FunctionFailed, InvokeFailed, InvokeUnavailable
+from openstack_handler.daemon.errors import (
+    FunctionFailed,
+    InvokeFailed,
+    InvokeInterrupted,
+    InvokeUnavailable,
+)
+from openstack_handler.daemon.report import InvocationReport, report_from_log_result
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +83,15 @@ def backoff_wait(*, initial_s: float, cap_s: float) -> tenacity.wait.wait_base:
     return tenacity.wait_random_exponential(multiplier=initial_s, max=cap_s)
 
 
+@dataclass(frozen=True)
+class Invoked:
+    """A successful invocation: the function's JSON result and what Lambda reported of it."""
+
+    result: Any
+    report: InvocationReport | None  #: None when the answer carried no REPORT line
+    wall_ms: float  #: from sending the request to reading the answer, our retries included
+
+
 class LambdaInvoker:
     """Invokes one function synchronously and returns its parsed JSON result."""
 
@@ -95,6 +115,11 @@ class LambdaInvoker:
         Raises :class:`FunctionFailed` (the function raised), :class:`InvokeUnavailable` (still
         throttled/unavailable after our retries; retryable) or :class:`InvokeFailed` (rejected).
         """
+        return self.run(payload).result
+
+    def run(self, payload: Mapping[str, Any]) -> Invoked:
+        """:meth:`invoke`, with the invocation's REPORT and its time as the daemon saw it."""
+        started = time.monotonic()
         data = json.dumps(payload).encode("utf-8")
         try:
             response = self._retrying(self._invoke_once, data)
@@ -108,8 +133,10 @@ class LambdaInvoker:
             raise InvokeUnavailable(f"cannot reach Lambda: {exc}") from exc
         except (ReadTimeoutError, ConnectionClosedError) as exc:
             # The function may have run (or still be running): never resend; let SQS redeliver.
-            raise InvokeFailed(f"no complete answer from Lambda: {exc}") from exc
-        return self._decode(response)
+            raise InvokeInterrupted(f"no complete answer from Lambda: {exc}") from exc
+        report = report_from_log_result(response.get("LogResult"))
+        result = self._decode(response, report)
+        return Invoked(result, report, (time.monotonic() - started) * 1000)
 
     def probe(self) -> None:
         """``Invoke(InvocationType=DryRun)``, once: Lambda answers 204 when the function exists
@@ -137,11 +164,12 @@ class LambdaInvoker:
 
     def _invoke_once(self, data: bytes) -> dict[str, Any]:
         response = self.client.invoke(FunctionName=self.function_name,
-                                      InvocationType="RequestResponse", Payload=data)
+                                      InvocationType="RequestResponse", LogType="Tail",
+                                      Payload=data)
         response["Payload"] = response["Payload"].read()
         return response
 
-    def _decode(self, response: Mapping[str, Any]) -> Any:
+    def _decode(self, response: Mapping[str, Any], report: InvocationReport | None) -> Any:
         body: bytes = response["Payload"]
         if response.get("FunctionError"):
             try:
@@ -152,7 +180,7 @@ class LambdaInvoker:
                 doc = {}
             raise FunctionFailed(str(doc.get("errorType") or "FunctionError"),
                                  str(doc.get("errorMessage") or body[:500].decode("utf-8", "replace")),
-                                 function_error=str(response["FunctionError"]))
+                                 function_error=str(response["FunctionError"]), report=report)
         status = response.get("StatusCode")
         if status != 200:
             raise InvokeFailed(f"unexpected invoke status {status}")
