@@ -157,25 +157,35 @@ def _run_handler(settings: Settings, *, json_logs: bool | None, stream: TextIO |
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     """For deployment tools (Ansible's ``validate:``): a bad file never replaces a good one."""
-    from openstack_handler.daemon.aws_clients import lambda_client, sqs_client
+    from openstack_handler.daemon.aws_clients import build_client, sqs_client
+    from openstack_handler.daemon.invoker import lambda_client_config
 
     settings = _load(args, os.environ)
     # Building the clients contacts nothing; it resolves the endpoints and refuses a local
     # config that would be sent to AWS.
     sqs, sqs_endpoint = sqs_client(settings)
-    lam, lambda_endpoint = lambda_client(settings)
+    targets = settings.placement_targets
+    clients = [build_client(settings, "lambda", target=t, config=lambda_client_config(
+        function_timeout_s=settings.function_timeout_s, concurrency=t.slots)) for t in targets]
+    lambda_endpoint = clients[0][1]
     if not args.connect:
+        where = ", ".join(f"{t.name} {t.function_name} ({t.slots} slots) at {endpoint}"
+                          for t, (_, endpoint) in zip(targets, clients, strict=True))
         print(f"{args.config}: ok (input {settings.input_queue_url}, function "
               f"{settings.function_name}, results {settings.results_dir}; SQS at {sqs_endpoint}, "
-              f"Lambda at {lambda_endpoint})")
+              + (f"Lambda at {lambda_endpoint})" if not settings.targets else
+                 f"targets {where})"))
         return int(ExitCode.OK)
     from openstack_handler.daemon import reachability
 
     queues = reachability.probe_queues(settings, sqs, sqs_endpoint)
-    function = reachability.probe_function(settings, lam, lambda_endpoint)
+    functions = [(endpoint, reachability.probe_function(
+        settings, lam, endpoint, function_name=t.function_name,
+        setting="function_name" if not settings.targets else f"targets {t.name}"))
+        for t, (lam, endpoint) in zip(targets, clients, strict=True)]
     print(f"{args.config}: settings ok")
-    sys.stdout.write(reachability.render(sqs_endpoint, queues, lambda_endpoint, function))
-    code = reachability.exit_code([*queues, function])
+    sys.stdout.write(reachability.render(sqs_endpoint, queues, *functions[0], functions[1:]))
+    code = reachability.exit_code([*queues, *(probe for _, probe in functions)])
     print("reachable: every queue and the function answered" if code is ExitCode.OK else
           f"not reachable (exit {int(code)}): see above")
     return int(code)

@@ -27,7 +27,7 @@ from botocore.exceptions import NoCredentialsError
 
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.invoker import USER_AGENT, lambda_client_config
-from openstack_handler.daemon.settings import ENV_PREFIX, SQS_ATTEMPTS, Settings
+from openstack_handler.daemon.settings import ENV_PREFIX, SQS_ATTEMPTS, Settings, TargetSettings
 
 LABELS = {"sqs": "SQS", "lambda": "Lambda"}
 QUEUE_SETTINGS = ("input_queue_url", "output_queue_url", "input_dlq_url", "output_dlq_url",
@@ -148,12 +148,20 @@ def check_endpoints(settings: Settings, endpoints: Iterable[Endpoint]) -> None:
 
 
 def build_client(settings: Settings, service: str, *, config: Config,
-                 session: Any = None) -> tuple[Any, Endpoint]:
-    """A client of *service* on the settings' endpoint, and that endpoint; refuses to mix."""
+                 session: Any = None, target: TargetSettings | None = None
+                 ) -> tuple[Any, Endpoint]:
+    """A client of *service* on the settings' endpoint (a *target*'s own ``endpoint_url`` when
+    it names one), and that endpoint; refuses to mix."""
     session = session or boto3.session.Session(region_name=settings.region)
     url, _ = configured_endpoint(settings, service)
+    if target is not None and target.endpoint_url:
+        url = target.endpoint_url
     client = session.client(service, endpoint_url=url, config=config)
-    endpoint = endpoint_of(settings, service, client.meta.endpoint_url)
+    if target is not None and target.endpoint_url:
+        endpoint = Endpoint(service, client.meta.endpoint_url,
+                            f"target {target.name}'s endpoint_url from {settings.origin('targets')}")
+    else:
+        endpoint = endpoint_of(settings, service, client.meta.endpoint_url)
     check_endpoints(settings, [endpoint])
     return client, endpoint
 
@@ -163,7 +171,7 @@ def sqs_client_config(settings: Settings) -> Config:
     (few: our loops back off and log outages themselves)."""
     return Config(read_timeout=settings.sqs_read_timeout_s, connect_timeout=5,
                   retries={"mode": "standard", "max_attempts": SQS_ATTEMPTS},
-                  max_pool_connections=settings.concurrency + 8, user_agent=USER_AGENT)
+                  max_pool_connections=settings.total_slots + 8, user_agent=USER_AGENT)
 
 
 def sqs_client(settings: Settings, *, session: Any = None) -> tuple[Any, Endpoint]:

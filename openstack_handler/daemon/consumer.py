@@ -22,12 +22,21 @@
   acknowledged and dropped; an unparsable body is logged and left for the dead-letter queue; an
   object above ``max_object_bytes`` gets a local ``.error`` result and is acknowledged, and so
   does an object deleted before it was processed (the function fails with ``NoSuchKey``).
-- Outages (SQS or Lambda unreachable, throttled) are logged once when they start and once when
+- Where each message runs is the :class:`~openstack_handler.daemon.placement.Placement`'s
+  choice: ordered targets with slots and the burst rule. A message received for a later target
+  waits here (its visibility extended like a running one's) until the first target has a free
+  slot or it has waited ``burst_after_s``. An invocation that found its target unavailable (the
+  function never ran) moves to another target that is up at once; with none up it is offered
+  again after a short backoff.
+- Outages (SQS or a target unreachable, throttled) are logged once when they start and once when
   they end (:class:`Availability`), and waited out with a capped, jittered backoff: no restart,
-  no spinning. While Lambda is down it is probed with ``Invoke(InvocationType=DryRun)``, which
+  no spinning. A target that is down is probed with ``Invoke(InvocationType=DryRun)``, which
   touches no message, so however long the outage the backlog's receive counts do not run up
-  towards the dead-letter queue. Once a dry run answers, one message is received (a dry run does
-  not see throttling) and the full batches resume when its invocation succeeds.
+  towards the dead-letter queue. Once a dry run answers, the target takes one message (a dry run
+  does not see throttling) and its full slots once that invocation succeeds. While every target
+  is down nothing is received.
+- Every invocation is accounted to its target in the state DB from Lambda's REPORT line
+  (duration, billed GB-seconds), for ``status``.
 - :attr:`last_progress` is stamped on every turn of the poll loop, for the systemd watchdog;
   :attr:`first_poll` is set once a receive has succeeded (the daemon is then READY).
 - On stop: the long poll is abandoned at once (what it returns late is released), messages
@@ -37,6 +46,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import shlex
 import threading
@@ -58,6 +68,7 @@ from openstack_handler.daemon.errors import (
     FunctionFailed,
     InvalidKey,
     InvokeFailed,
+    InvokeInterrupted,
     InvokeUnavailable,
 )
 from openstack_handler.daemon.events import (
@@ -67,7 +78,8 @@ from openstack_handler.daemon.events import (
     invocation_payload,
     parse_input_message,
 )
-from openstack_handler.daemon.invoker import LambdaInvoker
+from openstack_handler.daemon.invoker import Invoked, LambdaInvoker
+from openstack_handler.daemon.placement import Placement, Target
 from openstack_handler.daemon.receiver import Receiver
 from openstack_handler.daemon.results_store import ResultsStore
 from openstack_handler.daemon.settings import RECEIVE_CLAIM_S
@@ -161,6 +173,7 @@ class ConsumerStats:
     too_large: int = 0
     gone: int = 0  #: objects deleted before they were processed
     probes: int = 0  #: dry runs of the function made while it was down (they touch no message)
+    moved: int = 0  #: invocations moved to another target after theirs was unavailable
 
 
 @dataclass
@@ -171,13 +184,18 @@ class _Flight:
     receive_count: int
     delete_on_success: bool
     started: float = field(default_factory=time.monotonic)
+    #: monotonic time the message's wait began (sent to the queue, or received if later)
+    waiting_since: float = field(default_factory=time.monotonic)
+    target: Target | None = None  #: where it runs; None while it waits
+    moves: int = 0  #: times it moved to another target after its own was unavailable
 
 
 class InputConsumer:
     """Consumes the input queue; see the module docstring. One instance serves one :meth:`run`."""
 
-    def __init__(self, *, sqs: Any, queue_url: str, invoker: LambdaInvoker, state: StateDB,
-                 store: ResultsStore, concurrency: int = 4, wait_time_s: int = 20,
+    def __init__(self, *, sqs: Any, queue_url: str, state: StateDB, store: ResultsStore,
+                 invoker: LambdaInvoker | None = None, placement: Placement | None = None,
+                 concurrency: int = 4, wait_time_s: int = 20,
                  visibility_timeout_s: int = 90, max_object_bytes: int = 512 * 1024 * 1024,
                  heartbeat_interval_s: float | None = None,
                  outage_backoff_max_s: float = 15.0,
@@ -193,15 +211,22 @@ class InputConsumer:
         #: how to have a dropped duplicate processed again ({key}: the video's key), for its log
         self.reprocess_hint = reprocess_hint
         self.queue_url = queue_url
-        self.invoker = invoker
+        if placement is None:
+            if invoker is None:
+                raise ValueError("give an invoker (one target) or a placement")
+            placement = Placement([Target(
+                name="lambda", invoker=invoker, slots=concurrency,
+                availability=Availability("lambda", cap_s=outage_backoff_max_s))])
+        self.placement = placement
+        self.invoker = placement.targets[0].invoker
         self.state = state
         self.store = store
-        self.concurrency = concurrency
+        #: invocations in flight at most, over every target (the invocation threads)
+        self.concurrency = placement.total_slots
         self.wait_time_s = wait_time_s
         self.visibility_timeout_s = visibility_timeout_s
         self.max_object_bytes = max_object_bytes
         self.sqs_state = Availability("sqs_input", cap_s=outage_backoff_max_s)
-        self.lambda_state = Availability("lambda", cap_s=outage_backoff_max_s)
         self.heartbeat = VisibilityHeartbeat(sqs=sqs, queue_url=queue_url,
                                              visibility_timeout_s=visibility_timeout_s,
                                              interval_s=heartbeat_interval_s,
@@ -210,16 +235,23 @@ class InputConsumer:
         self.stats = ConsumerStats()
         self.deleter = BatchDeleter(sqs=sqs, queue_url=queue_url,
                                     on_deleted=lambda count: self._add_stats(deleted=count))
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="invoke")
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                        thread_name_prefix="invoke")
         self._cond = threading.Condition()
+        #: every message held: waiting for a target, or running on one
         self._flights: dict[str, _Flight] = {}
+        self._waiting: collections.deque[_Flight] = collections.deque()
         self._claimed: set[tuple[str, str, str]] = set()
         self._stop = threading.Event()
         self.last_progress = time.monotonic()
         self.first_poll = threading.Event()
-        self._lambda_retry_at = 0.0
 
     # -- public API --------------------------------------------------------------------------
+
+    @property
+    def lambda_state(self) -> Availability:
+        """The first target's up/down state (the only one's, without targets)."""
+        return self.placement.targets[0].availability
 
     @property
     def in_flight(self) -> int:
@@ -236,35 +268,38 @@ class InputConsumer:
         return bool(etag) and self.state.is_processed(bucket, key, etag)
 
     def free_slots(self) -> int:
+        """How many messages a receive may take now (the placement's room)."""
         with self._cond:
-            return self.concurrency - len(self._flights)
+            return self.placement.room(len(self._waiting))
 
     def poll_once(self, *, stop_event: threading.Event | None = None,
                   limit: int | None = None) -> int:
-        """Receive one batch (≤ free slots, ≤ *limit*, 1 while Lambda is down) and dispatch it;
-        returns messages received.
+        """Receive one batch (≤ the placement's room — free slots, 1 for a target on probation —
+        ≤ *limit*) and dispatch it; returns messages received.
 
-        Waits up to a second for a free slot first and returns 0 if none frees up. Messages that
+        Waits up to a second for room first and returns 0 if none frees up. Messages that
         arrive after *stop_event* was set are released at once instead of being started.
         """
         stop = stop_event or self._stop
         with self._cond:
-            self._cond.wait_for(lambda: len(self._flights) < self.concurrency or stop.is_set(),
-                                timeout=1.0)
-            free = self.concurrency - len(self._flights)
-        if stop.is_set() or free <= 0:
+            self._cond.wait_for(lambda: self.placement.room(len(self._waiting)) > 0
+                                or stop.is_set(), timeout=1.0)
+            room = self.placement.room(len(self._waiting))
+            oldest = self._waiting[0].waiting_since if self._waiting else None
+        if stop.is_set() or room <= 0:
             return 0
-        batch = min(SQS_MAX_BATCH, free, limit if limit is not None else SQS_MAX_BATCH)
-        if self.lambda_state.down:
-            # A probe (see run()): decided here, after the wait for a slot, because the slot
-            # that freed up may be the one whose invocation just found Lambda down.
-            batch = min(batch, 1)
+        batch = min(SQS_MAX_BATCH, room, limit if limit is not None else SQS_MAX_BATCH)
         if batch <= 0:
             return 0
+        wait_s = self.wait_time_s
+        if oldest is not None:  # a held message may burst before a full long poll would end
+            burst_in = self.placement.burst_in(time.monotonic() - oldest)
+            if burst_in is not None:
+                wait_s = min(wait_s, max(1, math.ceil(burst_in)))
         response = self.receiver.receive(
             stop, QueueUrl=self.queue_url, MaxNumberOfMessages=batch,
-            WaitTimeSeconds=self.wait_time_s, VisibilityTimeout=self.receive_visibility_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"])
+            WaitTimeSeconds=wait_s, VisibilityTimeout=self.receive_visibility_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"])
         if response is None:  # stopped during the long poll: abandoned (see receiver)
             return 0
         self.sqs_state.succeeded()
@@ -305,18 +340,17 @@ class InputConsumer:
                 if max_messages is not None and received >= max_messages:
                     break
                 remaining = None if max_messages is None else max_messages - received
-                if self.lambda_state.down:
-                    # Lambda unreachable or throttling us: after the backoff, and once nothing
-                    # is in flight, a dry run; only when it answers is one message received
-                    # (poll_once asks for one), whose invocation tells whether we are still
-                    # throttled. No receive while Lambda does not answer at all.
-                    wait = self._lambda_retry_at - time.monotonic()
-                    if wait > 0 or self.in_flight:
-                        stop.wait(min(max(wait, 0.1), 1.0))
-                        continue
-                    if not self._lambda_answers():
-                        self._touch()
-                        continue
+                # A target unreachable or throttling us: after its backoff, and once nothing of
+                # its own is in flight, a dry run; only when one answers does it take a message
+                # again (the room counts one for it), whose invocation tells whether it is still
+                # throttled. No receive while no target answers at all.
+                for target in self.placement.due_probes():
+                    self._probe(target)
+                self._start_waiting()
+                if self.placement.all_down:
+                    self._touch()
+                    stop.wait(min(max(self.placement.next_probe_in(), 0.1), 1.0))
+                    continue
                 count = guard.poll(
                     lambda limit=remaining: self.poll_once(stop_event=stop, limit=limit), stop)
                 if count is None:
@@ -326,6 +360,7 @@ class InputConsumer:
                     idle_since = time.monotonic()
                 elif max_idle is not None and time.monotonic() - idle_since >= max_idle:
                     break
+            self._release_waiting()
             if self.in_flight:
                 log.info("consumer.draining", in_flight=self.in_flight,
                          grace_period_s=grace_period_s)
@@ -342,18 +377,30 @@ class InputConsumer:
         log.info("consumer.stopped", **vars(self.stats))
         return self.stats
 
-    def _lambda_answers(self) -> bool:
-        """One dry run of the function (no message touched); on failure the next is backed off."""
+    def _probe(self, target: Target) -> None:
+        """One dry run of a down target's function (no message touched); on failure the next is
+        backed off."""
         try:
-            self.invoker.probe()
+            target.invoker.probe()
         except (InvokeUnavailable, InvokeFailed) as exc:
-            delay = self.lambda_state.failed(exc, function=self.invoker.function_name,
-                                             probe="DryRun")
-            self._lambda_retry_at = time.monotonic() + delay
-            self._add_stats(probes=1)
-            return False
+            self.placement.probed(target, exc)
+        else:
+            self.placement.probed(target, None)
+            log.info("target.probe_answered", target=target.name,
+                     note="one invocation, then its full slots once that succeeds")
         self._add_stats(probes=1)
-        return True
+
+    def _release_waiting(self) -> None:
+        """On stop: the messages still waiting for a target are offered to other consumers."""
+        with self._cond:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        if not waiting:
+            return
+        for flight in waiting:
+            self.heartbeat.untrack(flight.message_id)
+            self._finish(flight, start_next=False)
+        self._release([{"ReceiptHandle": f.receipt_handle} for f in waiting])
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no invocation is in flight (at most *timeout* s); True if drained."""
@@ -365,7 +412,9 @@ class InputConsumer:
     def _dispatch(self, message: dict[str, Any]) -> None:
         message_id = message["MessageId"]
         receipt = message["ReceiptHandle"]
-        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+        attributes = message.get("Attributes", {})
+        receive_count = int(attributes.get("ApproximateReceiveCount", 1))
+        waiting_since = _waiting_since(attributes.get("SentTimestamp"))
         with bound_contextvars(message_id=message_id, receive_count=receive_count):
             with self._cond:
                 flight = self._flights.get(message_id)
@@ -389,10 +438,10 @@ class InputConsumer:
                 self.state.record_error("input", f"message {message_id}: {parsed.reason}")
                 self._leave_for_redelivery(receipt, time.monotonic())
                 return
-            self._dispatch_records(message_id, receipt, receive_count, parsed)
+            self._dispatch_records(message_id, receipt, receive_count, parsed, waiting_since)
 
     def _dispatch_records(self, message_id: str, receipt: str, receive_count: int,
-                          parsed: InputMessage) -> None:
+                          parsed: InputMessage, waiting_since: float | None = None) -> None:
         for event_name in parsed.skipped_events:
             log.info("input.event_dropped", event_name=event_name,
                      why="only ObjectCreated:* events are processed")
@@ -417,16 +466,39 @@ class InputConsumer:
             return
         flight = _Flight(message_id, receipt, tuple(accepted), receive_count,
                          delete_on_success=not local_failure)
+        if waiting_since is not None:
+            flight.waiting_since = min(flight.waiting_since, waiting_since)
         self.state.expect_results(ref.identity for ref in accepted)
         with self._cond:
             self._flights[message_id] = flight
+            self._waiting.append(flight)
         self.heartbeat.track(message_id, receipt)
-        try:
-            future = self._pool.submit(self._run_flight, flight)
-        except RuntimeError:  # pool shut down under us: undo, leave the message to SQS
-            self._finish(flight)
-            raise
-        future.add_done_callback(self._flight_done)
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Start the waiting messages, oldest first, for as long as the placement finds each a
+        target (a younger one cannot go where the oldest may not)."""
+        starting: list[_Flight] = []
+        with self._cond:
+            now = time.monotonic()
+            while self._waiting and not self._stop.is_set():
+                flight = self._waiting[0]
+                target = self.placement.take(now - flight.waiting_since)
+                if target is None:
+                    break
+                self._waiting.popleft()
+                flight.target = target
+                starting.append(flight)
+        for index, flight in enumerate(starting):
+            try:
+                future = self._pool.submit(self._run_flight, flight)
+            except RuntimeError:  # pool shut down under us: undo, leave the messages to SQS
+                for undone in starting[index:]:
+                    assert undone.target is not None
+                    self.placement.release(undone.target)
+                    self._finish(undone, start_next=False)
+                raise
+            future.add_done_callback(self._flight_done)
 
     def _claim(self, ref: S3ObjectRef) -> str | None:
         """Claim the video for this delivery; None when claimed, else why it is a duplicate."""
@@ -479,32 +551,81 @@ class InputConsumer:
 
     def _run_flight(self, flight: _Flight) -> None:
         keys = [ref.key for ref in flight.refs]
+        target = flight.target
+        assert target is not None
+        moved = False
+        started = time.monotonic()
+        # every line of this invocation says where it ran and how long its message had waited
+        # (since it was sent to the queue) before it started there
         with bound_contextvars(message_id=flight.message_id, receive_count=flight.receive_count,
-                               key=keys[0] if len(keys) == 1 else keys):
+                               key=keys[0] if len(keys) == 1 else keys, target=target.name,
+                               waited_ms=round((started - flight.waiting_since) * 1000)):
             self._add_stats(invocations=1)
+            ok = False
             try:
-                result = self.invoker.invoke(invocation_payload(flight.refs))
+                invoked = target.invoker.run(invocation_payload(flight.refs))
             except FunctionFailed as exc:
-                self.lambda_state.succeeded()  # Lambda answered
+                self.placement.mark_up(target)  # the function answered
+                self._account(target, ok=False, started=started, report=exc.report)
                 if exc.error_type in OBJECT_GONE_ERRORS and len(flight.refs) == 1:
                     self._object_gone(flight, exc)
                 else:
                     self._failed(flight, "function", exc, level="error",
                                  error_type=exc.error_type)
             except InvokeUnavailable as exc:  # retryable: the outage is logged once, not per try
-                first = not self.lambda_state.down
-                delay = self.lambda_state.failed(exc, function=self.invoker.function_name)
-                self._lambda_retry_at = time.monotonic() + delay
-                self._failed(flight, "invoke", exc, level="info" if first else "debug",
-                             hide=False)
-                self._retry_soon(flight)
+                first = not target.availability.down
+                self.placement.mark_down(target, exc)
+                self._account(target, ok=False, started=started)
+                moved = self._move(flight, target)
+                if not moved:
+                    self._failed(flight, "invoke", exc, level="info" if first else "debug",
+                                 hide=False)
+                    self._retry_soon(flight)
+            except InvokeInterrupted as exc:  # it may have run: never resent; the target is sick
+                self.placement.mark_down(target, exc)
+                self._account(target, ok=False, started=started)
+                self._failed(flight, "invoke", exc, level="error")
             except InvokeFailed as exc:
+                self._account(target, ok=False, started=started)
                 self._failed(flight, "invoke", exc, level="error")
             else:
-                self.lambda_state.succeeded()
-                self._succeeded(flight, result)
+                self.placement.mark_up(target)
+                self._account(target, ok=True, started=started, invoked=invoked)
+                self._succeeded(flight, invoked.result)
+                ok = True
             finally:
-                self._finish(flight)
+                self.placement.release(target, failed=not ok)
+                if moved:
+                    self._start_waiting()
+                else:
+                    self._finish(flight)
+
+    def _move(self, flight: _Flight, target: Target) -> bool:
+        """After *target* was unavailable (the function never ran): back to the front of the
+        waiting line, for another target that is up; False when there is none."""
+        if flight.moves >= len(self.placement.targets) - 1 or \
+                not self.placement.other_usable(target):
+            return False
+        with self._cond:
+            flight.moves += 1
+            flight.target = None
+            self._waiting.appendleft(flight)
+        self._add_stats(moved=1)
+        log.info("invocation.moved", from_target=target.name,
+                 why="the target is unavailable; the function did not run there")
+        return True
+
+    def _account(self, target: Target, *, ok: bool, started: float,
+                 invoked: Invoked | None = None, report: Any = None) -> None:
+        """One invocation of *target* in the state DB: its duration and billed GB-seconds from
+        Lambda's REPORT line when there is one, else the time the daemon waited for it."""
+        report = invoked.report if invoked is not None else report
+        duration_ms = report.duration_ms if report is not None else \
+            (time.monotonic() - started) * 1000
+        self.state.record_invocation(
+            target.name, ok=ok, duration_ms=duration_ms,
+            billed_ms=report.billed_ms if report is not None else None,
+            memory_mb=report.memory_mb if report is not None else None)
 
     def _failed(self, flight: _Flight, source: str, exc: Exception, *, level: str,
                 hide: bool = True, **extra: Any) -> None:
@@ -619,7 +740,7 @@ class InputConsumer:
                 receipt = flight.receipt_handle
             self._leave_for_redelivery(receipt, flight.started)
 
-    def _finish(self, flight: _Flight) -> None:
+    def _finish(self, flight: _Flight, *, start_next: bool = True) -> None:
         self.state.drop_unfinished(ref.identity for ref in flight.refs)  # no result owed
         self.heartbeat.untrack(flight.message_id)
         with self._cond:
@@ -627,6 +748,8 @@ class InputConsumer:
             for ref in flight.refs:
                 self._claimed.discard(ref.identity)
             self._cond.notify_all()
+        if start_next:
+            self._start_waiting()  # the slot it freed goes to the oldest waiting message
 
     def _flight_done(self, future: Future[None]) -> None:
         exc = future.exception() if not future.cancelled() else None
@@ -667,3 +790,14 @@ def _results_by_identity(result: Any) -> dict[tuple[str, str, str | None], dict[
             index[(bucket, item["key"], str(etag).strip('"') if etag else None)] = item
             index.setdefault((bucket, item["key"], None), item)
     return index
+
+
+def _waiting_since(sent_timestamp: str | None) -> float | None:
+    """The monotonic time a message's wait began, from SQS's ``SentTimestamp`` (epoch ms)."""
+    if not sent_timestamp:
+        return None
+    try:
+        waited_s = time.time() - int(sent_timestamp) / 1000
+    except ValueError:
+        return None
+    return time.monotonic() - max(0.0, waited_s)

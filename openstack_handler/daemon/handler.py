@@ -44,9 +44,9 @@ from openstack_handler.daemon.consumer import InputConsumer
 from openstack_handler.daemon.drainer import OutputDrainer
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.exit_codes import ExitCode
-from openstack_handler.daemon.invoker import LambdaInvoker, lambda_client_config
+from openstack_handler.daemon.placement import build_placement
 from openstack_handler.daemon.results_store import ResultsStore
-from openstack_handler.daemon.settings import Settings
+from openstack_handler.daemon.settings import DEFAULT_TARGET, Settings
 from openstack_handler.daemon.state import StateDB
 from openstack_handler.daemon.systemd import Watchdog, sd_notify
 from openstack_handler.logs import bind_process_context
@@ -94,23 +94,18 @@ class Handler:
         # reaches nothing else, and one that mixes local queues with AWS is refused here.
         self.sqs, sqs_endpoint = build_client(settings, "sqs", config=sqs_client_config(settings),
                                               session=session)
-        lambda_client, lambda_endpoint = build_client(
-            settings, "lambda", session=session, config=lambda_client_config(
-                function_timeout_s=settings.function_timeout_s, concurrency=settings.concurrency))
-        self.endpoints: dict[str, Endpoint] = {"sqs": sqs_endpoint, "lambda": lambda_endpoint}
+        self.placement, target_endpoints = build_placement(settings, session=session)
+        self.endpoints: dict[str, Endpoint] = {"sqs": sqs_endpoint}
+        self.endpoints |= {"lambda" if name == DEFAULT_TARGET else f"lambda {name}": endpoint
+                           for name, endpoint in target_endpoints.items()}
         try:
             self.state = StateDB(settings.state_db_path, owner=settings.replica)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"state_dir {settings.state_dir} is not usable: {exc}") from exc
         self.store = ResultsStore(settings.results_dir, replica=settings.replica)
-        self.invoker = LambdaInvoker(
-            client=lambda_client, function_name=settings.function_name,
-            max_attempts=settings.invoke_max_attempts,
-            backoff_initial_s=settings.invoke_backoff_initial_s,
-            backoff_max_s=settings.invoke_backoff_max_s)
         self.consumer = InputConsumer(
-            sqs=self.sqs, queue_url=settings.input_queue_url, invoker=self.invoker,
-            state=self.state, store=self.store, concurrency=settings.concurrency,
+            sqs=self.sqs, queue_url=settings.input_queue_url, placement=self.placement,
+            state=self.state, store=self.store,
             wait_time_s=settings.wait_time_s, visibility_timeout_s=settings.visibility_timeout_s,
             max_object_bytes=settings.max_object_bytes,
             outage_backoff_max_s=settings.outage_backoff_max_s,
@@ -286,8 +281,12 @@ class Handler:
         problems = [label for label, state in (
             ("SQS input unreachable", self.consumer.sqs_state),
             ("SQS output unreachable", self.drainer.sqs_state),
-            ("Lambda unavailable", self.consumer.lambda_state),
             ("results dir unwritable", self.drainer.disk_state)) if state.down]
+        targets = self.placement.targets
+        for target in targets:
+            if target.availability.down:
+                problems.append("Lambda unavailable" if len(targets) == 1 else
+                                f"target {target.name} unavailable")
         stalled = self.stalled_loops()
         if stalled:
             problems.append("stalled: " + ", ".join(stalled))
@@ -303,10 +302,13 @@ class Handler:
     def status_text(self) -> str:
         """One line for ``systemctl status``: in flight, videos, results, outages."""
         c, d = self.consumer.stats, self.drainer.stats
-        parts = [f"in flight {self.consumer.in_flight}/{self.settings.concurrency}",
+        parts = [f"in flight {self.consumer.in_flight}/{self.settings.total_slots}",
                  f"videos ok {c.succeeded} failed {c.failed}",
                  f"results written {d.written + d.unchanged}",
                  f"duplicates {c.duplicates}"]
+        if len(self.placement.targets) > 1:  # where the work went, in this run
+            parts.append("split " + " ".join(f"{t['name']} {t['invocations']}"
+                                             for t in self.placement.snapshot()))
         return "; ".join(parts + self.problems())
 
     def _shutdown(self, threads: dict[str, threading.Thread], code: ExitCode) -> ExitCode:

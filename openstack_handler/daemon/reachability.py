@@ -65,25 +65,30 @@ def probe_queues(settings: Settings, sqs: Any, endpoint: Endpoint) -> list[Probe
     return probes
 
 
-def probe_function(settings: Settings, lam: Any, endpoint: Endpoint) -> Probe:
-    name = settings.function_name
+def probe_function(settings: Settings, lam: Any, endpoint: Endpoint, *,
+                   function_name: str | None = None, setting: str = "function_name") -> Probe:
+    """The function's configuration; *function_name*/*setting* for a target's own function."""
+    name = function_name or settings.function_name
     try:
         config = lam.get_function_configuration(FunctionName=name)
     except (BotoCoreError, ClientError) as exc:
-        return _failure("function_name", name, exc, endpoint)
+        return _failure(setting, name, exc, endpoint)
     timeout = config.get("Timeout")
     detail = f"timeout {timeout} s"
     if isinstance(timeout, int) and timeout > settings.function_timeout_s:
         detail += (f", above function_timeout_s = {settings.function_timeout_s}: the daemon's "
                    "invoke read timeout may cut it short")
-    return Probe("function_name", name, Outcome.OK, detail)
+    return Probe(setting, name, Outcome.OK, detail)
 
 
 def render(sqs_endpoint: Endpoint, queues: list[Probe], lambda_endpoint: Endpoint,
-           function: Probe) -> str:
-    width = max(len(p.setting) for p in [*queues, function])
-    lines = [f"SQS at {sqs_endpoint}", *(p.line(width) for p in queues),
-             f"Lambda at {lambda_endpoint}", function.line(width)]
+           function: Probe, more: list[tuple[Endpoint, Probe]] | None = None) -> str:
+    """The probes as lines; *more*: the further targets' endpoints and functions."""
+    functions = [(lambda_endpoint, function), *(more or [])]
+    width = max(len(p.setting) for p in [*queues, *(f for _, f in functions)])
+    lines = [f"SQS at {sqs_endpoint}", *(p.line(width) for p in queues)]
+    for endpoint, probe in functions:
+        lines += [f"Lambda at {endpoint}", probe.line(width)]
     return "\n".join(lines) + "\n"
 
 

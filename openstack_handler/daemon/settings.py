@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from openstack_handler.daemon.errors import ConfigError
+from openstack_handler.daemon.report import AWS_PRICE_PER_GB_S, AWS_PRICE_PER_REQUEST
 from openstack_handler.private_cloud.identity import NOVA_METADATA_URL
 
 ENV_PREFIX = "OPENSTACK_HANDLER_"
@@ -42,6 +43,26 @@ RECEIVE_CLAIM_S = 15
 #: boto3's own endpoint variables, recorded at load time so that errors can name them.
 AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_LAMBDA")
 REQUIRED = ("input_queue_url", "output_queue_url", "function_name")
+#: the one target of a settings file that names none: today's single Lambda.
+DEFAULT_TARGET = "lambda"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSettings:
+    """One place the function runs (a ``[[targets]]`` table): where, which function, how many
+    invocations in flight at most, and the price its GB-seconds are counted at."""
+
+    name: str
+    slots: int = 4
+    #: None: the settings' ``function_name``.
+    function_name: str | None = None
+    #: the Lambda API endpoint (our private function service, say); None: the settings'
+    #: Lambda endpoint (``lambda_endpoint_url``, ``endpoint_url``, boto3's, else AWS).
+    endpoint_url: str | None = None
+    #: None: the settings' ``price_per_gb_s`` / ``price_per_request`` (AWS's by default).
+    price_per_gb_s: float | None = None
+    price_per_request: float | None = None
+
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,16 @@ class Settings:
     sqs_endpoint_url: str | None = None
     #: Lambda's endpoint, when it differs from endpoint_url (the local cloud serves Lambda apart).
     lambda_endpoint_url: str | None = None
+    #: where the function runs, in order of preference (``[[targets]]`` tables; see
+    #: openstack_handler.daemon.placement). Empty: one target, the function on the Lambda
+    #: endpoint above with ``concurrency`` slots.
+    targets: tuple[TargetSettings, ...] = ()
+    #: a later target takes a message only when the earlier ones are full and the message has
+    #: waited this long (0: at once); None: never (a down target's work still moves on).
+    burst_after_s: float | None = None
+    #: what a GB-second and a request cost, for status (AWS Lambda's x86 price by default).
+    price_per_gb_s: float = AWS_PRICE_PER_GB_S
+    price_per_request: float = AWS_PRICE_PER_REQUEST
 
     #: where the values came from (not a setting: load_settings fills it in, for messages).
     provenance: Provenance = field(default_factory=Provenance, compare=False, repr=False)
@@ -137,6 +168,23 @@ class Settings:
     def origin(self, name: str) -> str:
         """Where setting *name* came from: "/etc/h.toml", "OPENSTACK_HANDLER_X", "the default"."""
         return self.provenance.origins.get(name) or "the default"
+
+    @property
+    def placement_targets(self) -> tuple[TargetSettings, ...]:
+        """The targets with every default filled in (one, :data:`DEFAULT_TARGET`, when the
+        settings name none)."""
+        targets = self.targets or (TargetSettings(name=DEFAULT_TARGET, slots=self.concurrency),)
+        return tuple(dataclasses.replace(
+            t, function_name=t.function_name or self.function_name,
+            price_per_gb_s=self.price_per_gb_s if t.price_per_gb_s is None else t.price_per_gb_s,
+            price_per_request=(self.price_per_request if t.price_per_request is None
+                               else t.price_per_request))
+            for t in targets)
+
+    @property
+    def total_slots(self) -> int:
+        """Invocations in flight at most, over every target."""
+        return sum(t.slots for t in self.placement_targets)
 
     @property
     def invoke_read_timeout_s(self) -> int:
@@ -171,7 +219,8 @@ class Settings:
 
     def as_log_dict(self) -> dict[str, Any]:
         """The settings as plain values, for the startup log line (they hold no secrets)."""
-        return {name: (str(v) if isinstance(v, Path) else v)
+        return {name: (str(v) if isinstance(v, Path) else
+                       [dataclasses.asdict(t) for t in v] if name == "targets" else v)
                 for name in _KINDS for v in (getattr(self, name),)}
 
 
@@ -180,7 +229,10 @@ _KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Settin
                           if f.name != "provenance"}
 #: what each type is called in an error message.
 _KIND_WORDS = {"int": "an integer", "float": "a number", "Path": "a path (a non-empty string)",
-               "str": "a string", "str | None": "a string"}
+               "str": "a string", "str | None": "a string", "float | None": "a number",
+               "tuple[TargetSettings, ...]": "a list of [[targets]] tables (name, slots, "
+                                             "function_name, endpoint_url, price_per_gb_s, "
+                                             "price_per_request)"}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: letters, digits and "-": safe in file names and Nova metadata keys, and never "_" or ".",
 #: which separate the replica from the rest of those names.
@@ -301,12 +353,20 @@ def _coerce_env(name: str, raw: str) -> Any:
     raw = raw.strip()
     if kind == "str | None":
         return raw or None
+    if kind == "float | None" and not raw:
+        return None
+    if kind == "tuple[TargetSettings, ...]":
+        try:
+            targets = json.loads(raw) if raw else []
+        except ValueError as exc:
+            raise ConfigError(f"{source} must be a JSON list of targets: {exc}") from exc
+        return _targets(targets, source=source)
     if kind == "int":
         try:
             return int(raw, 10)
         except ValueError as exc:
             raise _type_error(name, raw, source) from exc
-    if kind == "float":
+    if kind in ("float", "float | None"):
         try:
             return float(raw)
         except ValueError as exc:
@@ -345,9 +405,59 @@ def _check_type(name: str, value: Any, *, source: str) -> Any:
         if value is not None and not isinstance(value, str):
             raise bad
         value = value or None
+    elif kind == "float | None":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise bad
+        value = None if value is None else float(value)
+    elif kind == "tuple[TargetSettings, ...]":
+        value = _targets(value, source=source)
     elif not isinstance(value, str):
         raise bad
     return value
+
+
+#: the keys a ``[[targets]]`` table may have, with their types.
+TARGET_KEYS = {"name": "str", "slots": "int", "function_name": "str | None",
+               "endpoint_url": "str | None", "price_per_gb_s": "float | None",
+               "price_per_request": "float | None"}
+
+
+def _targets(value: Any, *, source: str) -> tuple[TargetSettings, ...]:
+    """``[[targets]]`` tables (or a JSON list of objects) as TargetSettings; errors name the
+    table and the key."""
+    if isinstance(value, tuple) and all(isinstance(t, TargetSettings) for t in value):
+        return value
+    where = f"from {source}" if source.startswith(ENV_PREFIX) or source == "an argument" \
+        else f"in {source}"
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"targets ({where}): expected {_KIND_WORDS['tuple[TargetSettings, ...]']}")
+    targets = []
+    for index, table in enumerate(value, 1):
+        label = f"targets #{index} ({where})"
+        if isinstance(table, TargetSettings):
+            targets.append(table)
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"{label}: expected a table, not {toml_value(table)}")
+        unknown = sorted(set(table) - set(TARGET_KEYS))
+        if unknown:
+            raise ConfigError(f"{label}: unknown key(s) {', '.join(unknown)} (known: "
+                              f"{', '.join(TARGET_KEYS)})")
+        if "name" not in table:
+            raise ConfigError(f"{label}: every target needs a name")
+        fields: dict[str, Any] = {}
+        for key, item in table.items():
+            kind = TARGET_KEYS[key]
+            ok = (isinstance(item, str) if kind == "str" else
+                  isinstance(item, int) and not isinstance(item, bool) if kind == "int" else
+                  item is None or isinstance(item, str) if kind == "str | None" else
+                  item is None or (isinstance(item, int | float) and not isinstance(item, bool)))
+            if not ok:
+                raise ConfigError(f"{label}: {key} = {toml_value(item)}: expected "
+                                  f"{_KIND_WORDS[kind]}")
+            fields[key] = float(item) if kind == "float | None" and item is not None else item
+        targets.append(TargetSettings(**fields))
+    return tuple(targets)
 
 
 def _validate(s: Settings) -> None:
@@ -392,6 +502,29 @@ def _validate(s: Settings) -> None:
          f"cloud_heartbeat_interval_s must be 0.1..86400, not {s.cloud_heartbeat_interval_s}")
     need(1 <= s.cloud_api_timeout_s <= 300,
          f"cloud_api_timeout_s must be 1..300, not {s.cloud_api_timeout_s}")
+    _validate_targets(s, need)
+
+
+def _validate_targets(s: Settings, need: Any) -> None:
+    names = [t.name for t in s.targets]
+    need(len(set(names)) == len(names), f"targets: duplicate names in {names}")
+    if s.targets:
+        need("concurrency" not in s.provenance.origins,
+             f"concurrency (from {s.origin('concurrency')}) and targets are both set: with "
+             "targets, each one's slots say how many invocations it runs at once")
+    for t in s.targets:
+        need(_REPLICA.fullmatch(t.name) is not None,
+             f"targets: name must be 1..32 letters, digits or '-', not {t.name!r}")
+        need(1 <= t.slots <= 1000, f"targets: {t.name}: slots must be 1..1000, not {t.slots}")
+        need(t.endpoint_url is None or t.endpoint_url.startswith(("http://", "https://")),
+             f"targets: {t.name}: endpoint_url must be an http(s) URL, not {t.endpoint_url!r}")
+        need(t.function_name is None or bool(t.function_name),
+             f"targets: {t.name}: function_name must not be empty")
+        for price in (t.price_per_gb_s, t.price_per_request):
+            need(price is None or price >= 0, f"targets: {t.name}: prices must be >= 0")
+    need(s.burst_after_s is None or 0 <= s.burst_after_s <= 3600,
+         f"burst_after_s must be 0..3600 or unset (never), not {s.burst_after_s}")
+    need(s.price_per_gb_s >= 0 and s.price_per_request >= 0, "prices must be >= 0")
 
 
 def toml_value(value: Any) -> str:
@@ -402,6 +535,10 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, TargetSettings):
+        value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+    if isinstance(value, Mapping):  # an inline table (a target)
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     # JSON string escapes are TOML basic-string escapes, except DEL must be escaped
     return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 

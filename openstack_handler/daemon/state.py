@@ -6,6 +6,9 @@
 - ``counters``: what this daemon did (videos ok/failed, results written, …), shown by ``status``.
 - ``last_error``: the latest failure with its time.
 - ``last_duplicate``: the latest delivery dropped as a duplicate, and why (``status`` shows it).
+- ``invocations``: the latest :data:`RECENT_INVOCATIONS` invocations of each target (their
+  durations give ``status`` its p50/p95); the totals — invocations, failures, billed MB·ms — are
+  ``target.<name>.*`` counters.
 - ``awaited``: the results owed to the results dir. A video is expected before its invocation
   starts and owed once the invocation succeeded; whichever drainer writes its result (the
   replicas of a VM share this DB and the output queue) settles it. On stop the drainer waits for
@@ -28,6 +31,9 @@ from pathlib import Path
 from typing import Self
 
 RETENTION_S = 14 * 24 * 3600
+#: invocations kept per target for the duration percentiles.
+RECENT_INVOCATIONS = 1000
+TARGET_COUNTER = "target."
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
@@ -45,6 +51,10 @@ CREATE TABLE IF NOT EXISTS awaited (
     owner TEXT NOT NULL, state TEXT NOT NULL, request_id TEXT, since REAL NOT NULL,
     PRIMARY KEY (bucket, key, etag)
 );
+CREATE TABLE IF NOT EXISTS invocations (
+    target TEXT NOT NULL, at REAL NOT NULL, ok INTEGER NOT NULL, duration_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_target ON invocations (target);
 CREATE TABLE IF NOT EXISTS last_duplicate (
     id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, bucket TEXT NOT NULL,
     key TEXT NOT NULL, etag TEXT NOT NULL, why TEXT NOT NULL
@@ -83,6 +93,29 @@ class DroppedDuplicate:
     key: str
     etag: str
     why: str
+
+
+@dataclass(frozen=True)
+class TargetTotals:
+    """What one target did, over every run of the daemons sharing this DB."""
+
+    name: str
+    invocations: int = 0
+    failures: int = 0
+    billed_mb_ms: int = 0  #: Σ Memory Size × Billed Duration of the REPORT lines
+    unreported: int = 0  #: invocations whose answer carried no REPORT line
+    p50_ms: float | None = None  #: of the latest RECENT_INVOCATIONS
+    p95_ms: float | None = None
+
+    @property
+    def gb_seconds(self) -> float:
+        return self.billed_mb_ms / 1024 / 1000
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 @dataclass(frozen=True)
@@ -221,6 +254,56 @@ class StateDB:
             self._conn.execute(
                 "INSERT INTO counters VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
+
+    def record_invocation(self, target: str, *, ok: bool, duration_ms: float,
+                          billed_ms: int | None = None, memory_mb: int | None = None) -> None:
+        """One invocation of *target*: its totals, and its duration among the recent ones."""
+        prefix = f"{TARGET_COUNTER}{target}."
+        deltas = {"invocations": 1, "failures": 0 if ok else 1,
+                  "billed_mb_ms": (billed_ms or 0) * (memory_mb or 0),
+                  "unreported": 0 if billed_ms is not None else 1}
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO counters VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    [(prefix + name, value) for name, value in deltas.items()])
+                cursor = self._conn.execute("INSERT INTO invocations VALUES (?, ?, ?, ?)",
+                                            (target, self._clock(), int(ok), duration_ms))
+                if (cursor.lastrowid or 0) % 100 == 0:
+                    self._conn.execute(
+                        "DELETE FROM invocations WHERE target = ? AND rowid <= (SELECT rowid "
+                        "FROM invocations WHERE target = ? ORDER BY rowid DESC LIMIT 1 "
+                        "OFFSET ?)", (target, target, RECENT_INVOCATIONS))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def target_totals(self) -> list[TargetTotals]:
+        """Every target that has run something, by name."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, value FROM counters WHERE name LIKE ?",
+                                      (TARGET_COUNTER + "%",)).fetchall()
+            durations: dict[str, list[float]] = {}
+            for target, duration in self._conn.execute(
+                    "SELECT target, duration_ms FROM invocations ORDER BY rowid DESC"):
+                recent = durations.setdefault(target, [])
+                if len(recent) < RECENT_INVOCATIONS:
+                    recent.append(duration)
+        totals: dict[str, dict[str, int]] = {}
+        for name, value in rows:
+            target, _, field_name = name[len(TARGET_COUNTER):].rpartition(".")
+            totals.setdefault(target, {})[field_name] = value
+        result = []
+        for target in sorted(totals):
+            ordered = sorted(durations.get(target, []))
+            fields = {k: v for k, v in totals[target].items()
+                      if k in ("invocations", "failures", "billed_mb_ms", "unreported")}
+            result.append(TargetTotals(target, **fields, p50_ms=_percentile(ordered, 50),
+                                       p95_ms=_percentile(ordered, 95)))
+        return result
 
     def record_error(self, source: str, message: str) -> None:
         with self._lock:

@@ -14,8 +14,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from openstack_handler.daemon.aws_clients import Endpoint
+from openstack_handler.daemon.report import AWS_PRICE_PER_GB_S, AWS_PRICE_PER_REQUEST, Pricing
 from openstack_handler.daemon.settings import Settings
-from openstack_handler.daemon.state import StateDB, StateSnapshot
+from openstack_handler.daemon.state import TARGET_COUNTER, StateDB, StateSnapshot, TargetTotals
 
 _DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                      "ApproximateNumberOfMessagesDelayed", "RedrivePolicy"]
@@ -52,10 +53,30 @@ class QueueDepth:
 
 
 @dataclass(frozen=True)
+class TargetLine:
+    """One target's totals, priced at its own rate and at AWS Lambda's."""
+
+    totals: TargetTotals
+    pricing: Pricing
+    configured: bool  #: named by today's settings (else: a target of an earlier config)
+
+    @property
+    def cost(self) -> float:
+        return self.pricing.cost(gb_seconds=self.totals.gb_seconds,
+                                 requests=self.totals.invocations)
+
+    @property
+    def lambda_cost(self) -> float:
+        return Pricing(AWS_PRICE_PER_GB_S, AWS_PRICE_PER_REQUEST).cost(
+            gb_seconds=self.totals.gb_seconds, requests=self.totals.invocations)
+
+
+@dataclass(frozen=True)
 class StatusReport:
     queues: tuple[QueueDepth, ...]
     state: StateSnapshot | None
     state_path: str
+    targets: tuple[TargetLine, ...] = ()
 
     @property
     def unreadable(self) -> list[QueueDepth]:
@@ -108,10 +129,54 @@ def collect_status(settings: Settings, sqs: Any, endpoint: Endpoint | None = Non
     inp_dlq = queue_depth(sqs, "input DLQ", settings.input_dlq_url or inp.dlq_url, endpoint)
     out_dlq = queue_depth(sqs, "output DLQ", settings.output_dlq_url or out.dlq_url, endpoint)
     snapshot = None
+    totals: list[TargetTotals] = []
     if settings.state_db_path.exists():
         with StateDB(settings.state_db_path) as state:
             snapshot = state.snapshot()
-    return StatusReport((inp, inp_dlq, out, out_dlq), snapshot, str(settings.state_db_path))
+            totals = state.target_totals()
+    return StatusReport((inp, inp_dlq, out, out_dlq), snapshot, str(settings.state_db_path),
+                        target_lines(settings, totals))
+
+
+def target_lines(settings: Settings, totals: list[TargetTotals]) -> tuple[TargetLine, ...]:
+    """The settings' targets in their order (those that ran nothing yet too), then any other
+    target the state DB remembers (an earlier configuration's), priced at the settings' rate."""
+    by_name = {t.name: t for t in totals}
+    lines = [TargetLine(by_name.pop(t.name, TargetTotals(t.name)),
+                        Pricing(t.price_per_gb_s or 0.0, t.price_per_request or 0.0), True)
+             for t in settings.placement_targets]
+    default = Pricing(settings.price_per_gb_s, settings.price_per_request)
+    lines += [TargetLine(t, default, False) for t in by_name.values()]
+    return tuple(lines)
+
+
+def render_targets(lines: tuple[TargetLine, ...]) -> list[str]:
+    """The per-target table: invocations, failures, share, p50/p95, GB-seconds, cost."""
+    total = sum(line.totals.invocations for line in lines)
+    if not total:
+        return []
+    rows = [("TARGET", "INVOCATIONS", "FAILED", "SHARE", "P50 MS", "P95 MS", "GB-S", "COST",
+             "ON LAMBDA")]
+    for line in lines:
+        t = line.totals
+        rows.append((t.name + ("" if line.configured else " (not configured)"),
+                     str(t.invocations), str(t.failures),
+                     f"{100 * t.invocations / total:.0f}%",
+                     "-" if t.p50_ms is None else f"{t.p50_ms:.0f}",
+                     "-" if t.p95_ms is None else f"{t.p95_ms:.0f}",
+                     f"{t.gb_seconds:.1f}", f"${line.cost:.6f}", f"${line.lambda_cost:.6f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:],
+                                                                           strict=True)])
+           for r in rows]
+    saved = sum(line.lambda_cost - line.cost for line in lines)
+    out.append(f"saved against running all of it on Lambda (AWS's x86 price per GB-s and per "
+               f"request): ${saved:.6f}")
+    unreported = sum(line.totals.unreported for line in lines)
+    if unreported:
+        out.append(f"  {unreported} invocation(s) came back without a REPORT line (failed "
+                   "before the function ran): counted, not billed")
+    return out
 
 
 def _cell(value: int | None) -> str:
@@ -139,13 +204,17 @@ def render_status(report: StatusReport, *, now: Callable[[], float] = time.time,
         return "\n".join(lines) + "\n"
     counters = report.state.counters
     labels = list(COUNTER_LABELS) + [(k, k) for k in sorted(counters)
-                                     if k not in dict(COUNTER_LABELS)]
+                                     if k not in dict(COUNTER_LABELS)
+                                     and not k.startswith(TARGET_COUNTER)]
     width = max(len(label) for _, label in labels)
     lines.append("THIS MACHINE (every replica: one state DB)")
     for key, label in labels:
         lines.append(f"{label.ljust(width)}  {counters.get(key, 0)}")
     lines.append(f"{'distinct videos remembered'.ljust(width)}  {report.state.processed_total}")
     lines.append("")
+    targets = render_targets(report.targets)
+    if targets:
+        lines += ["WHERE THE FUNCTION RAN (every replica)", *targets, ""]
     dup = report.state.last_duplicate
     if dup is not None:
         stamp = datetime.fromtimestamp(dup.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -52,6 +52,8 @@ class Heartbeat:
     last_error: str | None
     updated_at: datetime
     interval_s: float
+    #: where its invocations ran, "private=120,aws=14" (empty: one target, nothing to split)
+    split: str = ""
 
     def as_metadata(self, prefix: str = METADATA_PREFIX) -> dict[str, str]:
         """Nova server metadata: string values of at most 255 characters."""
@@ -60,6 +62,8 @@ class Heartbeat:
                   "last_error": _one_line(self.last_error or ""),
                   "updated_at": self.updated_at.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
                   "interval_s": f"{self.interval_s:g}"}
+        if self.split:
+            values["split"] = self.split
         return {prefix + key: _truncate(value) for key, value in values.items()}
 
 
@@ -280,13 +284,14 @@ def render_handler_servers(servers: Iterable[HandlerServer], *, cloud: str,
         return f"cloud {cloud}: no server carries handler metadata ({METADATA_PREFIX}state)\n"
     at = now()
     rows = [("SERVER", "ID", "NOVA", "REPLICA", "HANDLER", "VERSION", "PROCESSED", "FAILED",
-             "HEARTBEAT", "LAST ERROR")]
+             "SPLIT", "HEARTBEAT", "LAST ERROR")]
     for s in servers:
         state = s.value("state") or "?"
         if s.is_stale(at):
             state += " (stale)"
         rows.append((s.name, s.id, s.status, s.replica or "-", state, s.value("version") or "-",
                      s.value("processed") or "-", s.value("failed") or "-",
+                     s.value("split") or "-",
                      f"{_age_text(s.age_s(at))} ago" if s.age_s(at) is not None else "-",
                      s.value("last_error") or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -299,7 +304,13 @@ def render_handler_servers(servers: Iterable[HandlerServer], *, cloud: str,
 def heartbeat_from(*, state: str, version: str, counters: Mapping[str, int],
                    last_error: str | None, interval_s: float,
                    clock: Callable[[], float] = time.time) -> Heartbeat:
-    """A heartbeat from the state DB's counters (videos_ok / videos_failed) and last error."""
+    """A heartbeat from the state DB's counters (videos_ok / videos_failed, and each target's
+    ``target.<name>.invocations`` for the split) and last error."""
+    runs = {name[len("target."):-len(".invocations")]: int(value)
+            for name, value in counters.items()
+            if name.startswith("target.") and name.endswith(".invocations")}
+    split = ",".join(f"{name}={count}" for name, count in runs.items()) if len(runs) > 1 else ""
     return Heartbeat(state=state, version=version, processed=int(counters.get("videos_ok", 0)),
                      failed=int(counters.get("videos_failed", 0)), last_error=last_error,
-                     updated_at=datetime.fromtimestamp(clock(), UTC), interval_s=interval_s)
+                     updated_at=datetime.fromtimestamp(clock(), UTC), interval_s=interval_s,
+                     split=split)

@@ -70,6 +70,11 @@ def test_heartbeat_counts_come_from_the_state_counters() -> None:
                                                                 "duplicates": 9},
                         last_error="boom", interval_s=30, clock=lambda: NOW.timestamp())
     assert (hb.processed, hb.failed, hb.last_error, hb.updated_at) == (3, 2, "boom", NOW)
+    assert hb.split == "" and "handler_split" not in hb.as_metadata()  # one target: no split
+    two = heartbeat_from(state="running", version="v", interval_s=30, last_error=None,
+                         counters={"videos_ok": 5, "target.private.invocations": 4,
+                                   "target.private.failures": 1, "target.aws.invocations": 2})
+    assert two.as_metadata()["handler_split"] == "private=4,aws=2"
 
 
 def test_publishes_to_the_server_found_once() -> None:
@@ -187,9 +192,9 @@ def test_status_table_shows_age_and_marks_stale_heartbeats() -> None:
     lines = text.splitlines()
     assert lines[0] == "cloud handler: 3 handler server(s)"
     assert lines[1].split() == ["SERVER", "ID", "NOVA", "REPLICA", "HANDLER", "VERSION",
-                                "PROCESSED", "FAILED", "HEARTBEAT", "LAST", "ERROR"]
-    assert lines[2].split()[:10] == ["vm-a", "id-a", "ACTIVE", "-", "running", "0.1.0", "7",
-                                     "1", "14", "s"]
+                                "PROCESSED", "FAILED", "SPLIT", "HEARTBEAT", "LAST", "ERROR"]
+    assert lines[2].split()[:11] == ["vm-a", "id-a", "ACTIVE", "-", "running", "0.1.0", "7",
+                                     "1", "-", "14", "s"]
     assert "running (stale)" in lines[3] and "10 min ago" in lines[3]
     assert lines[3].endswith("results/x.csv: disk full")
     assert "stopped" in lines[4] and "stale" not in lines[4] and "3.0 h ago" in lines[4]
