@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from localcloud.cloud import LocalCloud
 from openstack_handler.demos.daemon_config import write_daemon_config
@@ -76,7 +77,8 @@ class DaemonProc:
 @contextmanager
 def run_daemon(cloud: LocalCloud, work: Path, *, concurrency: int, wait_time_s: int | None = 1,
                env_overrides: Mapping[str, str] | None = None,
-               hard_stop: bool = False, replica: str = "") -> Iterator[DaemonProc]:
+               hard_stop: bool = False, replica: str = "",
+               settings: Mapping[str, Any] | None = None) -> Iterator[DaemonProc]:
     """The real daemon (`python -m openstack_handler run`) on *cloud*; SIGTERM on exit.
 
     Daemons given the same *work* dir and distinct *replica* names are replicas on one machine
@@ -84,10 +86,11 @@ def run_daemon(cloud: LocalCloud, work: Path, *, concurrency: int, wait_time_s: 
 
     *wait_time_s* shortens the long poll so that a graceful stop takes seconds (None: the
     default 20 s; long polling returns as soon as a message arrives either way). *hard_stop*
-    sends the second SIGTERM at once (the daemon then exits without waiting out its polls)."""
+    sends the second SIGTERM at once (the daemon then exits without waiting out its polls).
+    *settings* go into its settings file beside the cloud's (``targets``, say)."""
     work.mkdir(parents=True, exist_ok=True)
     config = write_daemon_config(cloud, work / "daemon.toml", work / "results", work / "state",
-                                       concurrency=concurrency)
+                                 concurrency=concurrency, extra=settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(cloud.client_env())
     env["PYTHONPATH"] = str(REPO)

@@ -10,6 +10,7 @@ environment. `openstack_handler.demos` writes those settings as the daemon's con
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -282,6 +283,18 @@ class LocalCloud:
                             memory_mb=self.resources.function_memory_mb,
                             concurrency=self.concurrency, environment=environment,
                             faults=self.faults)
+
+    def private_service(self, *, concurrency: int, log_path: Path | None = None) -> LambdaEndpoint:
+        """A second Lambda service serving this cloud's video function with *concurrency*
+        slots, on a port of its own (not started): the private cloud's function service beside
+        the cloud's own Lambda, which then stands for AWS's. The caller starts and stops it."""
+        if self.endpoint is None or self.work_dir is None:
+            raise RuntimeError("LocalCloud is not started")
+        spec = self.endpoint.spec
+        video = dataclasses.replace(self.function_spec(), concurrency=concurrency)
+        return LambdaEndpoint(dataclasses.replace(spec, functions=(video,)), host=self.host,
+                              log_path=log_path or self.work_dir / "private-lambda.log",
+                              pythonpath=self.pythonpath, env=_without_aws_variables(os.environ))
 
     def set_faults(self, faults: FaultSpec | Mapping[str, Any] | None,
                    function: str | None = None) -> dict[str, Any]:

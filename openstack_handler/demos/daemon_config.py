@@ -4,16 +4,22 @@ written as the flat TOML the daemon reads, so the daemon is run as an operator r
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from localcloud.cloud import LocalCloud
 from openstack_handler.daemon.settings import settings_toml
 
 
 def write_daemon_config(cloud: LocalCloud, path: Path, results_dir: Path, state_dir: Path,
-                        concurrency: int = 4) -> Path:
-    """Write the daemon's TOML config for *cloud* atomically; returns *path*."""
-    text = settings_toml(cloud.daemon_settings(results_dir, state_dir, concurrency),
+                        concurrency: int = 4, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the daemon's TOML config for *cloud* atomically; returns *path*. *extra* settings
+    are added (with ``targets``, whose slots replace ``concurrency``)."""
+    settings = cloud.daemon_settings(results_dir, state_dir, concurrency) | dict(extra or {})
+    if settings.get("targets"):
+        settings.pop("concurrency")
+    text = settings_toml(settings,
                          header="openstack-handler daemon settings for the local cloud "
                                 "(its moto state is in memory: regenerate on every `local up`)")
     path.parent.mkdir(parents=True, exist_ok=True)
