@@ -3,6 +3,12 @@ start-lambda` serves), plus GetFunction/ListFunctions for status checks and a he
 Function URL configs, permissions and event source mappings are routed to
 :mod:`~lambda_service.control`.
 
+With the spec's ``authenticate`` on, every request but ``GET /health`` must be signed with SigV4
+by one of the spec's credentials (:mod:`~lambda_service.sigv4`, botocore's own signer), and one
+that is not is answered as Lambda answers it — 403 ``MissingAuthenticationTokenException`` (not
+signed), ``UnrecognizedClientException`` (an unknown access key) or ``InvalidSignatureException``
+(a wrong, malformed or expired signature) — before anything is routed: nothing runs.
+
 Admin (not part of Lambda's API): ``GET /_faults`` shows each function's fault spec, and
 ``POST /_faults[?function=NAME]`` with a fault-spec JSON body replaces it (every function when no
 name is given) — see :mod:`lambda_service.faults`.
@@ -19,8 +25,15 @@ from typing import Any
 
 import structlog
 
+from lambda_service import sigv4
 from lambda_service.control import ControlPlane
-from lambda_service.errors import InvalidParameterValue, ServiceError
+from lambda_service.errors import (
+    InvalidParameterValue,
+    InvalidSignature,
+    MissingAuthenticationToken,
+    ServiceError,
+    UnrecognizedClient,
+)
 from lambda_service.faults import FaultSpec
 from lambda_service.net import JSONResponses, NoDelayHTTPServer
 from lambda_service.service import Invocation, InvocationType, LambdaService, Outcome
@@ -53,10 +66,42 @@ class LambdaRequestHandler(JSONResponses):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the stdlib's per-request stderr line; invocations are logged by the pool."""
 
+    # -- who calls ---------------------------------------------------------------------------
+    def _authorized(self, body: bytes) -> bool:
+        """True when the request may go on; else the 403 is sent (and why is logged, not
+        told: the caller learns only Lambda's error type)."""
+        spec = self.server.service.spec
+        if not spec.authenticate:
+            return True
+        try:
+            sigv4.verify(method=self.command, target=self.path, headers=list(self.headers.items()),
+                         body=body, credentials=spec.credentials, region=spec.region,
+                         account_id=spec.account_id)
+        except sigv4.AccessDenied as exc:
+            error: ServiceError
+            if isinstance(exc, sigv4.MissingAuthentication):
+                error = MissingAuthenticationToken("Missing Authentication Token")
+            elif isinstance(exc, sigv4.UnknownAccessKey):
+                error = UnrecognizedClient("The security token included in the request is "
+                                           "invalid.")
+            else:
+                error = InvalidSignature(
+                    "The request signature we calculated does not match the signature you "
+                    "provided. Check your AWS Secret Access Key and signing method. Consult "
+                    "the service documentation for details.")
+            log.warning("request_refused", method=self.command, path=self.path.split("?")[0],
+                        client=self.client_address[0], error_type=error.error_type,
+                        reason=str(exc))
+            self._send_service_error(error)
+            return False
+        return True
+
     # -- routing -----------------------------------------------------------------------------
     def do_GET(self) -> None:
         path, _ = self._split_path()
         service = self.server.service
+        if path != HEALTH_PATH and not self._authorized(b""):
+            return
         if path == HEALTH_PATH:
             health = service.health()
             if self.server.control is not None:
@@ -87,6 +132,8 @@ class LambdaRequestHandler(JSONResponses):
     def do_POST(self) -> None:
         path, query = self._split_path()
         body = self._read_body()
+        if not self._authorized(body):
+            return
         if self._route_control(body):
             return
         if path == FAULTS_PATH:
@@ -104,11 +151,13 @@ class LambdaRequestHandler(JSONResponses):
         self._send_outcome(outcome)
 
     def do_PUT(self) -> None:
-        if not self._route_control(self._read_body()):
+        body = self._read_body()
+        if self._authorized(body) and not self._route_control(body):
             self._send_error_json(404, "ResourceNotFoundException", f"No route for {self.path}")
 
     def do_DELETE(self) -> None:
-        if not self._route_control(self._read_body()):
+        body = self._read_body()
+        if self._authorized(body) and not self._route_control(body):
             self._send_error_json(404, "ResourceNotFoundException", f"No route for {self.path}")
 
     def _route_control(self, body: bytes) -> bool:

@@ -72,3 +72,24 @@ class PreconditionFailed(ServiceError):
 
     status = 412
     error_type = "PreconditionFailedException"
+
+
+class MissingAuthenticationToken(ServiceError):
+    """The request is not signed (no Authorization header)."""
+
+    status = 403
+    error_type = "MissingAuthenticationTokenException"
+
+
+class UnrecognizedClient(ServiceError):
+    """The request is signed with an access key this service does not know."""
+
+    status = 403
+    error_type = "UnrecognizedClientException"
+
+
+class InvalidSignature(ServiceError):
+    """The signature does not match the request, or is malformed or expired."""
+
+    status = 403
+    error_type = "InvalidSignatureException"

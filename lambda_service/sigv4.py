@@ -33,6 +33,14 @@ class AccessDenied(Exception):
     """The request is not signed, or not signed right, by a known identity."""
 
 
+class MissingAuthentication(AccessDenied):
+    """The request carries no Authorization header at all."""
+
+
+class UnknownAccessKey(AccessDenied):
+    """The request is signed with an access key that is not one of the credentials."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who signed a verified request (for the event's `requestContext.authorizer.iam`)."""
@@ -58,7 +66,7 @@ def verify(*, method: str, target: str, headers: Sequence[tuple[str, str]], body
         by_name.setdefault(name.lower(), []).append(value)
     authorization = (by_name.get("authorization") or [""])[0].strip()
     if not authorization:
-        raise AccessDenied("missing Authorization header")
+        raise MissingAuthentication("missing Authorization header")
     match = _AUTH.match(authorization)
     if not match:
         raise AccessDenied("the Authorization header is not AWS4-HMAC-SHA256")
@@ -71,7 +79,7 @@ def verify(*, method: str, target: str, headers: Sequence[tuple[str, str]], body
                            f"{region}/{service}")
     secret = credentials.get(access_key)
     if secret is None:
-        raise AccessDenied("unknown access key")
+        raise UnknownAccessKey("unknown access key")
     amz_date = (by_name.get("x-amz-date") or [""])[0]
     try:
         signed_at = datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=UTC)

@@ -16,7 +16,9 @@ Lambda's ImageConfig overrides ``command``, ``entrypoint`` and ``working_directo
 ``faults`` is optional (see :mod:`lambda_service.faults`; off by default). Optional too:
 ``"aws_endpoint_url"`` (where the queues of event source mappings are: the local cloud's moto),
 ``"credentials"`` (access key → secret: what AWS_IAM Function URLs verify signatures against,
-and what the event source pollers call SQS with), ``"event_source_poll_wait_s"`` (the
+and what the event source pollers call SQS with), ``"authenticate"`` (default false: true makes
+every API request but ``GET /health`` carry a SigV4 signature by one of the credentials, as
+Lambda's API does — the private function service runs so), ``"event_source_poll_wait_s"`` (the
 pollers' long-poll wait) and ``"async_time_scale"`` (in (0, 1], default 1: multiplies every
 duration of the asynchronous-invocation contract, Lambda's retry delays and the maximum event
 age, so that tests run minutes as fractions of a second; see
@@ -105,6 +107,7 @@ class EndpointSpec:
     credentials: Mapping[str, str] = field(default_factory=dict)
     event_source_poll_wait_s: int = 5
     async_time_scale: float = 1.0
+    authenticate: bool = False
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.functions]
@@ -119,6 +122,10 @@ class EndpointSpec:
                             f"{self.async_time_scale!r}")
         object.__setattr__(self, "credentials", MappingProxyType(
             {str(k): str(v) for k, v in dict(self.credentials).items()}))
+        if not isinstance(self.authenticate, bool):
+            raise SpecError(f"authenticate must be true or false, not {self.authenticate!r}")
+        if self.authenticate and not self.credentials:
+            raise SpecError("authenticate needs credentials to verify signatures against")
 
     def function_arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
@@ -128,7 +135,7 @@ class EndpointSpec:
                 "functions": [f.to_json() for f in self.functions],
                 "aws_endpoint_url": self.aws_endpoint_url, "credentials": dict(self.credentials),
                 "event_source_poll_wait_s": self.event_source_poll_wait_s,
-                "async_time_scale": self.async_time_scale}
+                "async_time_scale": self.async_time_scale, "authenticate": self.authenticate}
 
     def write(self, path: Path) -> Path:
         """Write the spec (owner-only: it carries the local cloud's credentials)."""
@@ -148,7 +155,8 @@ class EndpointSpec:
                    aws_endpoint_url=data.get("aws_endpoint_url"),
                    credentials=data.get("credentials") or {},
                    event_source_poll_wait_s=int(data.get("event_source_poll_wait_s", 5)),
-                   async_time_scale=data.get("async_time_scale", 1.0))
+                   async_time_scale=data.get("async_time_scale", 1.0),
+                   authenticate=data.get("authenticate", False))
 
     @classmethod
     def load(cls, path: Path) -> EndpointSpec:
