@@ -28,6 +28,7 @@ its handler.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -178,17 +179,45 @@ class AsyncInvocations:
         self._stopped = False
         self._counters: dict[str, Counter[str]] = {name: Counter() for name in self._pools}
         self._threads: list[threading.Thread] = []
+        self._runners: Counter[str] = Counter()
+        self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        for name, pool in self._pools.items():
-            for i in range(pool.function.concurrency):
-                self._threads.append(threading.Thread(
-                    target=self._run, args=(name,), daemon=True, name=f"async-{name}-{i}"))
-        self._threads.append(threading.Thread(target=self._tick, daemon=True,
-                                              name="async-retries"))
-        for thread in self._threads:
+        self._started = True
+        for name in list(self._pools):
+            self._add_runners(name)
+        tick = threading.Thread(target=self._tick, daemon=True, name="async-retries")
+        self._threads.append(tick)
+        tick.start()
+
+    def _add_runners(self, name: str) -> None:
+        """As many runners as the function has environments (more when it grew)."""
+        pool = self._pools[name]
+        while self._runners[name] < pool.function.concurrency:
+            self._runners[name] += 1
+            thread = threading.Thread(target=self._run, args=(name,), daemon=True,
+                                      name=f"async-{name}-{self._runners[name]}")
+            self._threads.append(thread)
             thread.start()
+
+    def set_pool(self, name: str, pool: FunctionPool) -> None:
+        """A function made (CreateFunction) or replaced (a new configuration or code)."""
+        if name not in self._queues:
+            self._queues[name] = queue.Queue(QUEUE_LIMIT)
+            self._counters[name] = Counter()
+        self._pools[name] = pool
+        if self._started:
+            self._add_runners(name)
+
+    def remove(self, name: str) -> None:
+        """A function deleted: its runners end; what was queued for it is dropped."""
+        self._pools.pop(name, None)
+        events = self._queues.get(name)
+        for _ in range(self._runners.pop(name, 0)):
+            if events is not None:
+                with contextlib.suppress(queue.Full):
+                    events.put_nowait(None)
 
     def stop(self) -> None:
         """Stop taking and running events (what is queued is lost, as the local cloud's state)."""
@@ -218,6 +247,10 @@ class AsyncInvocations:
 
     # -- internals ---------------------------------------------------------------------------
     def _enqueue(self, event: AsyncEvent) -> None:
+        if event.function not in self._pools:
+            log.info("async_event_dropped", function=event.function,
+                     request_id=event.request_id, why="the function was deleted")
+            return
         try:
             self._queues[event.function].put_nowait(event)
         except queue.Full as exc:
@@ -229,11 +262,11 @@ class AsyncInvocations:
 
     def _run(self, function: str) -> None:
         """One runner: the next event of *function*, on the next free environment."""
-        pool = self._pools[function]
         events = self._queues[function]
         while True:
             event = events.get()
-            if event is None or self._stopped:
+            pool = self._pools.get(function)  # the newest version of the function
+            if event is None or self._stopped or pool is None:
                 return
             config = self._configs.effective(function)
             if self._clock() - event.enqueued_at >= config.event_age_s * self._scale:

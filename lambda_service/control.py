@@ -1,6 +1,7 @@
 """The control-plane routes beyond Invoke, as boto3's lambda client calls them (the REST routes of
-the Lambda API model): Function URL configs, the resource policy, event source mappings and
-event invoke configs (the asynchronous-invocation settings).
+the Lambda API model): the functions themselves (CreateFunction and the rest:
+:mod:`~lambda_service.functions`), Function URL configs, the resource policy, event source
+mappings and event invoke configs (the asynchronous-invocation settings).
 
 `ControlPlane.route()` answers a request it owns with (status, JSON body), or None for a path it
 does not own (the Invoke API in :mod:`~lambda_service.api` handles those).
@@ -16,6 +17,7 @@ from typing import Any
 from lambda_service.errors import InvalidRequestContent
 from lambda_service.event_invoke_config import EventInvokeConfig
 from lambda_service.event_sources import EventSourceMappings
+from lambda_service.functions import CONCURRENCY_GET_PREFIX, CONCURRENCY_PUT_PREFIX, FunctionsAPI
 from lambda_service.permissions import Policies
 from lambda_service.service import LambdaService
 from lambda_service.urls import FunctionUrls
@@ -50,6 +52,8 @@ class ControlPlane:
 
     def __init__(self, service: LambdaService, *, sqs: Callable[[], Any], host: str,
                  credentials: Mapping[str, str], poll_wait_s: int) -> None:
+        self.functions = FunctionsAPI(service,
+                                      default_concurrency=service.spec.default_concurrency or None)
         self.policies = Policies()
         self.urls = FunctionUrls(service, self.policies, host=host, credentials=credentials)
         self.mappings = EventSourceMappings(service, sqs, poll_wait_s=poll_wait_s)
@@ -57,6 +61,7 @@ class ControlPlane:
     def stop(self) -> None:
         self.mappings.stop()
         self.urls.stop()
+        self.functions.stop()
 
     def health(self) -> dict[str, Any]:
         return {"event_source_mappings": self.mappings.stats()}
@@ -69,11 +74,16 @@ class ControlPlane:
         if path.startswith(EVENT_INVOKE_PREFIX):
             return self._event_invoke_route(method, path[len(EVENT_INVOKE_PREFIX):].split("/"),
                                             query, body)
-        if path.startswith(FUNCTIONS_PREFIX):
+        if path.startswith((CONCURRENCY_PUT_PREFIX, CONCURRENCY_GET_PREFIX)):
+            return self.functions.route(method, path, _json(body))
+        if path.startswith(FUNCTIONS_PREFIX) or path == FUNCTIONS_PREFIX.rstrip("/"):
             parts = path[len(FUNCTIONS_PREFIX):].split("/")
             if len(parts) >= 2 and parts[1] == "policy":
                 return self._policy_route(method, parts, query, body)
-            return None
+            if len(parts) == 2 and parts[1] == "invocations":
+                return None  # the Invoke API (lambda_service.api)
+            return self.functions.route(method, path, _json(body) if method in ("POST", "PUT")
+                                        else {})
         if path == MAPPINGS_PATH or path.startswith(MAPPINGS_PATH + "/"):
             rest = path[len(MAPPINGS_PATH):].strip("/")
             return self._mapping_route(method, urllib.parse.unquote(rest), query, body)

@@ -220,6 +220,17 @@ class FunctionPool:
         with self._cond:
             return self._cond.wait_for(lambda: self._starting == 0, timeout_s)
 
+    def retire(self, timeout_s: float) -> None:
+        """Stop once the invocations running now have ended (at most *timeout_s*), in the
+        background: what a new version of the function replaces, or a deleted one."""
+        def wait_then_stop() -> None:
+            with self._cond:
+                self._cond.wait_for(lambda: self._busy == 0, timeout_s)
+            self.stop()
+
+        threading.Thread(target=wait_then_stop, daemon=True,
+                         name=f"retire-{self.function.name}").start()
+
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
@@ -264,7 +275,8 @@ class FunctionPool:
             memory_mb=self.function.memory_mb,
             function_arn=self._endpoint.function_arn(self.function.name),
             region=self._endpoint.region, environment=dict(self.function.environment),
-            log_stream_name=f"{stamp}/[$LATEST]{uuid.uuid4().hex}")
+            log_stream_name=f"{stamp}/[$LATEST]{uuid.uuid4().hex}",
+            code_path=self.function.code_path)
 
     def _spawn_in_background(self) -> None:
         with self._cond:

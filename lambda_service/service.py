@@ -21,6 +21,7 @@ from lambda_service.async_invoke import AsyncInvocations, Destinations, QueueFul
 from lambda_service.errors import (
     InvalidRequestContent,
     RequestTooLarge,
+    ResourceConflict,
     ResourceNotFound,
     TooManyRequests,
 )
@@ -95,6 +96,43 @@ class LambdaService:
         self.faults = {f.name: FaultInjector(faults_override or f.faults)
                        for f in spec.functions}
         self.started_at = time.time()
+        self._init_timeout_s = init_timeout_s
+        self._faults_override = faults_override
+
+    # -- functions made, changed and deleted through the API (lambda_service.functions) -------
+    def add_function(self, function: FunctionSpec) -> FunctionPool:
+        """Start *function*'s environments (in the background) and serve it."""
+        if function.name in self.pools:
+            raise ResourceConflict(f"Function already exist: {function.name}")
+        pool = self._start_pool(function)
+        self.faults[function.name] = FaultInjector(self._faults_override or function.faults)
+        self.pools[function.name] = pool
+        self.async_invocations.set_pool(function.name, pool)
+        return pool
+
+    def replace_function(self, function: FunctionSpec) -> FunctionPool:
+        """Serve a new version of *function* (configuration, code or slots): new invocations go
+        to fresh environments; the old ones finish what they run, then stop."""
+        old = self.resolve(function.name, None)
+        pool = self._start_pool(function)
+        self.pools[function.name] = pool
+        self.async_invocations.set_pool(function.name, pool)
+        old.retire(old.function.timeout_s + 5)
+        return pool
+
+    def remove_function(self, name: str) -> FunctionSpec:
+        old = self.resolve(name, None)
+        del self.pools[old.function.name]
+        self.faults.pop(old.function.name, None)
+        self.async_invocations.remove(old.function.name)
+        old.retire(old.function.timeout_s + 5)
+        return old.function
+
+    def _start_pool(self, function: FunctionSpec) -> FunctionPool:
+        pool = FunctionPool(function, self.spec, init_timeout_s=self._init_timeout_s,
+                            sandboxes=_sandboxes(function))
+        pool.start()
+        return pool
 
     def set_faults(self, spec: FaultSpec, function: str | None = None) -> dict[str, Any]:
         """Replace the fault spec of *function* (None: every function); returns all specs."""
@@ -107,28 +145,28 @@ class LambdaService:
         return {name: injector.spec.to_json() for name, injector in self.faults.items()}
 
     def start(self) -> None:
-        for pool in self.pools.values():
+        for pool in list(self.pools.values()):
             pool.start()
         self.async_invocations.start()
 
     def stop(self) -> None:
         self.async_invocations.stop()
-        for pool in self.pools.values():
+        for pool in list(self.pools.values()):
             pool.stop()
 
     def wait_warm(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         return all(p.wait_warm(max(0.0, deadline - time.monotonic()))
-                   for p in self.pools.values())
+                   for p in list(self.pools.values()))
 
     def is_warm(self) -> bool:
-        return all(p.stats()["starting"] == 0 for p in self.pools.values())
+        return all(p.stats()["starting"] == 0 for p in list(self.pools.values()))
 
     def health(self) -> dict[str, Any]:
         return {"status": "ready" if self.is_warm() else "starting",
                 "functions": {name: {**pool.stats(), **self.faults[name].stats(),
                                      **self.async_invocations.stats(name)}
-                              for name, pool in self.pools.items()}}
+                              for name, pool in list(self.pools.items())}}
 
     def resolve(self, function: str, qualifier: str | None) -> FunctionPool:
         """Accept a name, a partial or full ARN (`...:function:NAME[:QUALIFIER]`)."""

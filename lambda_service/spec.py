@@ -18,7 +18,9 @@ Lambda's ImageConfig overrides ``command``, ``entrypoint`` and ``working_directo
 ``"credentials"`` (access key → secret: what AWS_IAM Function URLs verify signatures against,
 and what the event source pollers call SQS with), ``"authenticate"`` (default false: true makes
 every API request but ``GET /health`` carry a SigV4 signature by one of the credentials, as
-Lambda's API does — the private function service runs so), ``"event_source_poll_wait_s"`` (the
+Lambda's API does — the private function service runs so), ``"default_concurrency"`` (the
+slots of a function made with CreateFunction without a reserved concurrency; 0, the default:
+this host's cores), ``"event_source_poll_wait_s"`` (the
 pollers' long-poll wait) and ``"async_time_scale"`` (in (0, 1], default 1: multiplies every
 duration of the asynchronous-invocation contract, Lambda's retry delays and the maximum event
 age, so that tests run minutes as fractions of a second; see
@@ -63,6 +65,8 @@ class FunctionSpec:
     command: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
     working_directory: str = ""
+    #: a directory put first on the workers' sys.path (a ZipFile made by CreateFunction)
+    code_path: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -87,7 +91,9 @@ class FunctionSpec:
                 raise SpecError(f"{self.name}: {exc}") from exc
 
     def to_json(self) -> dict[str, Any]:
-        code: dict[str, Any] = {"handler": self.handler} if self.handler else {
+        code: dict[str, Any] = {"handler": self.handler,
+                                **({"code_path": self.code_path} if self.code_path else {})
+                                } if self.handler else {
             "image": self.image, "command": list(self.command),
             "entrypoint": list(self.entrypoint), "working_directory": self.working_directory}
         return {"name": self.name, **code, "timeout_s": self.timeout_s,
@@ -108,6 +114,8 @@ class EndpointSpec:
     event_source_poll_wait_s: int = 5
     async_time_scale: float = 1.0
     authenticate: bool = False
+    #: slots of a function made with CreateFunction and no reserved concurrency (0: the cores)
+    default_concurrency: int = 0
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.functions]
@@ -124,6 +132,10 @@ class EndpointSpec:
             {str(k): str(v) for k, v in dict(self.credentials).items()}))
         if not isinstance(self.authenticate, bool):
             raise SpecError(f"authenticate must be true or false, not {self.authenticate!r}")
+        if isinstance(self.default_concurrency, bool) or \
+                not isinstance(self.default_concurrency, int) or self.default_concurrency < 0:
+            raise SpecError(f"default_concurrency must be an integer >= 0, not "
+                            f"{self.default_concurrency!r}")
         if self.authenticate and not self.credentials:
             raise SpecError("authenticate needs credentials to verify signatures against")
 
@@ -135,7 +147,8 @@ class EndpointSpec:
                 "functions": [f.to_json() for f in self.functions],
                 "aws_endpoint_url": self.aws_endpoint_url, "credentials": dict(self.credentials),
                 "event_source_poll_wait_s": self.event_source_poll_wait_s,
-                "async_time_scale": self.async_time_scale, "authenticate": self.authenticate}
+                "async_time_scale": self.async_time_scale, "authenticate": self.authenticate,
+                "default_concurrency": self.default_concurrency}
 
     def write(self, path: Path) -> Path:
         """Write the spec (owner-only: it carries the local cloud's credentials)."""
@@ -156,7 +169,8 @@ class EndpointSpec:
                    credentials=data.get("credentials") or {},
                    event_source_poll_wait_s=int(data.get("event_source_poll_wait_s", 5)),
                    async_time_scale=data.get("async_time_scale", 1.0),
-                   authenticate=data.get("authenticate", False))
+                   authenticate=data.get("authenticate", False),
+                   default_concurrency=data.get("default_concurrency", 0))
 
     @classmethod
     def load(cls, path: Path) -> EndpointSpec:

@@ -49,6 +49,7 @@ class WorkerConfig:
     region: str
     environment: dict[str, str]
     log_stream_name: str
+    code_path: str = ""  #: first on sys.path: where the function's own code was unpacked
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,9 @@ def worker_main(config: WorkerConfig, conn: Connection) -> None:
         "_HANDLER": config.handler,
     })
     os.environ.update(config.environment)  # before the import: module-scope clients read it
+    if config.code_path:
+        sys.path.insert(0, config.code_path)
+        os.environ["LAMBDA_TASK_ROOT"] = config.code_path
     started = time.monotonic()
     func: Callable[[Any, LambdaContext], Any] | None = None
     init_error: str | None = None

@@ -255,3 +255,39 @@ def test_the_course_clips_via_the_daemon_through_the_image_8_of_8(
     assert image_cloud.function_spec().image.startswith("localhost/face-recognition-with:")
     # AND nothing was written into the image's file system
     assert _root_changes(image_cloud) == []
+
+
+def test_a_function_made_with_create_function_from_the_image_recognises_a_frame(
+        gallery_image: str, course_data: Path, boto_session: Any, aws_env: str,
+        tmp_path: Path) -> None:
+    # GIVEN a Lambda service that serves nothing yet, and the course's students on moto
+    ddb = boto_session.client("dynamodb")
+    ddb.create_table(TableName="students-made", BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}])
+    for record in json.loads((course_data / "student_data.json").read_text()):
+        ddb.put_item(TableName="students-made",
+                     Item={k: {"S": str(v)} for k, v in record.items()})
+    env = {"GALLERY_PATH": IMAGE_GALLERY, "STUDENTS_TABLE": "students-made",
+           "AWS_ENDPOINT_URL": aws_env, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing"}
+    with endpoint(tmp_path) as (lam, _):
+        # WHEN an operator makes the function as on AWS: the image, its CMD, settings
+        made = lam.create_function(
+            FunctionName="frames-made", PackageType="Image", Role="arn:aws:iam::1:role/x",
+            Code={"ImageUri": gallery_image},
+            ImageConfig={"Command": ["lambda_image.handlers.frame_handler"]},
+            MemorySize=512, Timeout=60, Environment={"Variables": env})
+        lam.get_waiter("function_active_v2").wait(
+            FunctionName="frames-made", WaiterConfig={"Delay": 0.5, "MaxAttempts": 240})
+        content = base64.b64encode(_jpeg_of_first_frame(course_data / "videos" / "test_0.mp4"))
+        frame, error = _invoke(lam, "frames-made", {"content": content.decode(),
+                                                    "request_id": "made-1", "filename": "f.jpg"})
+        got = lam.get_function(FunctionName="frames-made")
+    # THEN it runs from the image and recognises the face
+    assert made["PackageType"] == "Image" and made["State"] in ("Pending", "Active")
+    assert got["Code"]["ImageUri"] == gallery_image
+    assert got["Configuration"]["ImageConfigResponse"]["ImageConfig"]["Command"] == [
+        "lambda_image.handlers.frame_handler"]
+    assert error is None, frame
+    assert json.loads(frame["body"])["result"] == "president_trump"
