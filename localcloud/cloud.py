@@ -284,13 +284,18 @@ class LocalCloud:
                             concurrency=self.concurrency, environment=environment,
                             faults=self.faults)
 
-    def private_service(self, *, concurrency: int, log_path: Path | None = None) -> LambdaEndpoint:
+    def private_service(self, *, concurrency: int, log_path: Path | None = None,
+                        credentials: Mapping[str, str] | None = None) -> LambdaEndpoint:
         """A second Lambda service serving this cloud's video function with *concurrency*
         slots, on a port of its own (not started): the private cloud's function service beside
-        the cloud's own Lambda, which then stands for AWS's. The caller starts and stops it."""
+        the cloud's own Lambda, which then stands for AWS's. With *credentials* (access key →
+        secret) it verifies every call's SigV4 signature against them, as the private service
+        does. The caller starts and stops it."""
         if self.endpoint is None or self.work_dir is None:
             raise RuntimeError("LocalCloud is not started")
         spec = self.endpoint.spec
+        if credentials:
+            spec = dataclasses.replace(spec, credentials=dict(credentials), authenticate=True)
         video = dataclasses.replace(self.function_spec(), concurrency=concurrency)
         return LambdaEndpoint(dataclasses.replace(spec, functions=(video,)), host=self.host,
                               log_path=log_path or self.work_dir / "private-lambda.log",

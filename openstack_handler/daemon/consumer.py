@@ -70,6 +70,7 @@ from openstack_handler.daemon.errors import (
     InvokeFailed,
     InvokeInterrupted,
     InvokeUnavailable,
+    TargetRefused,
 )
 from openstack_handler.daemon.events import (
     InputMessage,
@@ -573,6 +574,10 @@ class InputConsumer:
                     self._failed(flight, "function", exc, level="error",
                                  error_type=exc.error_type)
             except InvokeUnavailable as exc:  # retryable: the outage is logged once, not per try
+                if isinstance(exc, TargetRefused) and not target.availability.down:
+                    log.error("target.refused", error=str(exc),
+                              note="the target does not accept our credentials; its work "
+                                   "goes elsewhere until a dry run passes")
                 first = not target.availability.down
                 self.placement.mark_down(target, exc)
                 self._account(target, ok=False, started=started)

@@ -19,6 +19,12 @@ class InvokeUnavailable(RetryableError):
     """Invoke kept failing with throttling, 5xx or connection errors after our own retries."""
 
 
+class TargetRefused(InvokeUnavailable):
+    """The endpoint refused the call itself (403: it does not know our key, or the signature is
+    wrong): the function did not run, and retrying with the same key will not help; the target
+    is out of the rotation until a dry run passes."""
+
+
 class InvokeFailed(HandlerError):
     """lambda:Invoke itself was rejected (not found, access denied, bad request, read timeout)."""
 

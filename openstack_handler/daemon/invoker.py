@@ -39,6 +39,7 @@ from openstack_handler.daemon.errors import (
     InvokeFailed,
     InvokeInterrupted,
     InvokeUnavailable,
+    TargetRefused,
 )
 from openstack_handler.daemon.report import InvocationReport, report_from_log_result
 
@@ -76,6 +77,10 @@ def is_retryable_invoke_error(exc: BaseException) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return error.get("Code") in _THROTTLE_CODES or status == 429 or status >= 500
     return False
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 def backoff_wait(*, initial_s: float, cap_s: float) -> tenacity.wait.wait_base:
@@ -128,6 +133,8 @@ class LambdaInvoker:
             message = f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}"
             if is_retryable_invoke_error(exc):
                 raise InvokeUnavailable(message) from exc
+            if _status(exc) == 403:
+                raise TargetRefused(message) from exc
             raise InvokeFailed(message) from exc
         except (EndpointConnectionError, ConnectTimeoutError) as exc:
             raise InvokeUnavailable(f"cannot reach Lambda: {exc}") from exc

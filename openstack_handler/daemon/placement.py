@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
+
 from openstack_handler.daemon.availability import Availability
 from openstack_handler.daemon.aws_clients import Endpoint, build_client
 from openstack_handler.daemon.invoker import LambdaInvoker, lambda_client_config
@@ -206,8 +208,10 @@ def build_placement(settings: Settings, *, session: Any) -> tuple[Placement, dic
     attempts = settings.invoke_max_attempts if len(specs) == 1 else \
         min(2, settings.invoke_max_attempts)
     for spec in specs:
+        own = boto3.session.Session(profile_name=spec.profile, region_name=settings.region) \
+            if spec.profile else session
         client, endpoint = build_client(
-            settings, "lambda", session=session, target=spec,
+            settings, "lambda", session=own, target=spec,
             config=lambda_client_config(function_timeout_s=settings.function_timeout_s,
                                         concurrency=spec.slots))
         invoker = LambdaInvoker(client=client, function_name=spec.function_name or "",

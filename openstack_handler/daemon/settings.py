@@ -62,6 +62,9 @@ class TargetSettings:
     #: None: the settings' ``price_per_gb_s`` / ``price_per_request`` (AWS's by default).
     price_per_gb_s: float | None = None
     price_per_request: float | None = None
+    #: the AWS profile (shared credentials file) whose key signs this target's calls — the
+    #: private function service's own key pair; None: boto3's default chain, as for SQS.
+    profile: str | None = None
 
 
 
@@ -419,7 +422,7 @@ def _check_type(name: str, value: Any, *, source: str) -> Any:
 #: the keys a ``[[targets]]`` table may have, with their types.
 TARGET_KEYS = {"name": "str", "slots": "int", "function_name": "str | None",
                "endpoint_url": "str | None", "price_per_gb_s": "float | None",
-               "price_per_request": "float | None"}
+               "price_per_request": "float | None", "profile": "str | None"}
 
 
 def _targets(value: Any, *, source: str) -> tuple[TargetSettings, ...]:

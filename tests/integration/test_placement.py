@@ -4,7 +4,9 @@ choosing, per message, where each video runs.
 
 The function is the synthetic one (bench/synthetic.py: 1 s, then the result message), so that
 where and when each video ran is the only thing measured. Each service's own ``/health``
-counters say how many invocations it ran; the daemon's ``status`` must say the same.
+counters say how many invocations it ran; the daemon's ``status`` must say the same. The
+private service verifies every call's SigV4 signature against its own key pair, which the
+daemon signs its calls to it with (the target's ``profile``, from a shared credentials file).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 LATENCY_S = 1.0
 PRIVATE_SLOTS = 2
 AWS_SLOTS = 4
+PRIVATE_KEY, PRIVATE_SECRET = "AKIDPRIVATEFUNCTIONS", "the-private-service-secret"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
 @pytest.fixture()
 def private(cloud: LocalCloud, tmp_path: Path) -> Iterator[LambdaEndpoint]:
     """The private function service: the same function, PRIVATE_SLOTS slots, its own process."""
-    service = cloud.private_service(concurrency=PRIVATE_SLOTS, log_path=tmp_path / "private.log")
+    service = cloud.private_service(concurrency=PRIVATE_SLOTS, log_path=tmp_path / "private.log",
+                                    credentials={PRIVATE_KEY: PRIVATE_SECRET})
     service.start()
     yield service
     service.stop()
@@ -117,12 +121,23 @@ def _status(daemon: DaemonProc) -> dict[str, dict[str, str]]:
     return rows
 
 
+@pytest.fixture()
+def private_key(tmp_path: Path) -> dict[str, str]:
+    """The daemon's environment naming a shared credentials file with the private key pair."""
+    path = tmp_path / "aws-credentials"
+    path.write_text(f"[private]\naws_access_key_id = {PRIVATE_KEY}\n"
+                    f"aws_secret_access_key = {PRIVATE_SECRET}\n")
+    path.chmod(0o600)
+    return {"AWS_SHARED_CREDENTIALS_FILE": str(path)}
+
+
 def _targets(cloud: LocalCloud, private: LambdaEndpoint | None, *,
              private_slots: int = PRIVATE_SLOTS) -> list[dict[str, Any]]:
     targets = []
     if private is not None:
         targets.append({"name": "private", "endpoint_url": private.url, "slots": private_slots,
-                        "price_per_gb_s": 0.0, "price_per_request": 0.0})
+                        "price_per_gb_s": 0.0, "price_per_request": 0.0,
+                        "profile": "private"})
     targets.append({"name": "aws", "endpoint_url": cloud.lambda_url, "slots": AWS_SLOTS})
     return targets
 
@@ -130,14 +145,15 @@ def _targets(cloud: LocalCloud, private: LambdaEndpoint | None, *,
 @pytest.mark.parametrize("burst_after_s", [None, 2.5])
 def test_private_first_and_the_overflow_goes_to_aws_only_past_burst_after_s(
         cloud: LocalCloud, private: LambdaEndpoint, queues: None, tmp_path: Path,
-        burst_after_s: float | None) -> None:
+        burst_after_s: float | None, private_key: dict[str, str]) -> None:
     function = cloud.resources.function_name
     aws_before = _runs(cloud.endpoint, function)
     settings: dict[str, Any] = {"targets": _targets(cloud, private)}
     if burst_after_s is not None:
         settings["burst_after_s"] = burst_after_s
     keys = [f"burst-{burst_after_s}-{i:02d}.mp4" for i in range(16)]
-    with run_daemon(cloud, tmp_path / "daemon", concurrency=0, settings=settings) as daemon:
+    with run_daemon(cloud, tmp_path / "daemon", concurrency=0, settings=settings,
+                    env_overrides=private_key) as daemon:
         daemon.wait_ready()
         # GIVEN a burst of 16 videos: 8 s of work for the 2 private slots alone
         started = time.monotonic()
@@ -174,12 +190,13 @@ def test_private_first_and_the_overflow_goes_to_aws_only_past_burst_after_s(
 
 @pytest.mark.parametrize("only", ["private", "aws"])
 def test_one_target_alone_runs_everything(cloud: LocalCloud, private: LambdaEndpoint,
-                                          queues: None, tmp_path: Path, only: str) -> None:
+                                          queues: None, tmp_path: Path, only: str,
+                                          private_key: dict[str, str]) -> None:
     function = cloud.resources.function_name
     aws_before = _runs(cloud.endpoint, function)
     targets = [t for t in _targets(cloud, private) if t["name"] == only]
     keys = [f"only-{only}-{i}.mp4" for i in range(6)]
-    with run_daemon(cloud, tmp_path / "daemon", concurrency=0,
+    with run_daemon(cloud, tmp_path / "daemon", concurrency=0, env_overrides=private_key,
                     settings={"targets": targets, "burst_after_s": 0.0}) as daemon:
         daemon.wait_ready()
         _send(cloud, keys)
@@ -190,10 +207,11 @@ def test_one_target_alone_runs_everything(cloud: LocalCloud, private: LambdaEndp
 
 
 def test_the_private_service_killed_mid_work_its_videos_finish_on_aws_none_lost_or_doubled(
-        cloud: LocalCloud, queues: None, tmp_path: Path) -> None:
+        cloud: LocalCloud, queues: None, tmp_path: Path, private_key: dict[str, str]) -> None:
     function = cloud.resources.function_name
     aws_before = _runs(cloud.endpoint, function)
-    service = cloud.private_service(concurrency=4, log_path=tmp_path / "private.log").start()
+    service = cloud.private_service(concurrency=4, log_path=tmp_path / "private.log",
+                                    credentials={PRIVATE_KEY: PRIVATE_SECRET}).start()
     keys = [f"kill-{i:02d}.mp4" for i in range(60)]
     try:
         # GIVEN the private service with 4 slots first, and no burst rule: only a private
@@ -201,7 +219,8 @@ def test_the_private_service_killed_mid_work_its_videos_finish_on_aws_none_lost_
         # then)
         settings = {"targets": _targets(cloud, service, private_slots=4),
                     "visibility_timeout_s": 8, "grace_period_s": 5}
-        with run_daemon(cloud, tmp_path / "daemon", concurrency=0, settings=settings) as daemon:
+        with run_daemon(cloud, tmp_path / "daemon", concurrency=0, settings=settings,
+                    env_overrides=private_key) as daemon:
             daemon.wait_ready()
             _send(cloud, keys)
             wait_for(lambda: len(_results(daemon)) >= 12, timeout_s=60,
@@ -227,14 +246,15 @@ def test_the_private_service_killed_mid_work_its_videos_finish_on_aws_none_lost_
 
 
 def test_aws_throttling_everything_private_carries_on_alone(
-        cloud: LocalCloud, private: LambdaEndpoint, queues: None, tmp_path: Path) -> None:
+        cloud: LocalCloud, private: LambdaEndpoint, queues: None, tmp_path: Path,
+        private_key: dict[str, str]) -> None:
     function = cloud.resources.function_name
     aws_before = _runs(cloud.endpoint, function)
     cloud.set_faults({"throttle_rate": 1.0})
     keys = [f"throttled-{i:02d}.mp4" for i in range(10)]
     try:
         # GIVEN bursting at once, and an aws that answers every invocation with a 429
-        with run_daemon(cloud, tmp_path / "daemon", concurrency=0,
+        with run_daemon(cloud, tmp_path / "daemon", concurrency=0, env_overrides=private_key,
                         settings={"targets": _targets(cloud, private),
                                   "burst_after_s": 0.0}) as daemon:
             daemon.wait_ready()
@@ -250,3 +270,30 @@ def test_aws_throttling_everything_private_carries_on_alone(
     assert _runs(cloud.endpoint, function) == aws_before
     assert int(table["aws"]["FAILED"]) == int(table["aws"]["INVOCATIONS"]) >= 1
     assert int(table["private"]["INVOCATIONS"]) == 10
+
+
+def test_a_daemon_whose_key_the_private_service_refuses_runs_nothing_there(
+        cloud: LocalCloud, private: LambdaEndpoint, queues: None, tmp_path: Path) -> None:
+    function = cloud.resources.function_name
+    aws_before = _runs(cloud.endpoint, function)
+    # GIVEN a daemon that signs its private calls with a secret the service does not hold
+    wrong = tmp_path / "wrong-credentials"
+    wrong.write_text(f"[private]\naws_access_key_id = {PRIVATE_KEY}\n"
+                     "aws_secret_access_key = not-the-secret\n")
+    keys = [f"refused-{i}.mp4" for i in range(4)]
+    with run_daemon(cloud, tmp_path / "daemon", concurrency=0,
+                    env_overrides={"AWS_SHARED_CREDENTIALS_FILE": str(wrong)},
+                    settings={"targets": _targets(cloud, private)}) as daemon:
+        daemon.wait_ready()
+        # WHEN four videos arrive
+        _send(cloud, keys)
+        _wait_results(daemon, keys)
+        table = _status(daemon)
+    # THEN the private service ran none of them (each call was refused with Lambda's 403,
+    # logged once), and they ran on aws, the next target, although no burst rule is set
+    assert _runs(private, function) == 0
+    assert _runs(cloud.endpoint, function) - aws_before == 4
+    assert int(table["private"]["FAILED"]) == int(table["private"]["INVOCATIONS"]) >= 1
+    refused = [line for line in json_log_lines(daemon.log_path.read_text())
+               if line.get("event") == "target.refused"]
+    assert refused and "InvalidSignatureException" in refused[0]["error"]
