@@ -37,7 +37,7 @@ test: lint roots image
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 24 minutes): the function per clip, the torch and
+# Benchmarks (not part of `make test`; about 45 minutes): the function per clip, the torch and
 # ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
 # against a synthetic function, end to end with the peer-style baseline, the camera path (100
 # frames, both stages, at the course's pace and flat out), the function A/B against AB_BASE;
@@ -52,6 +52,7 @@ bench: $(STAMP) image
 	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 \
 		--out bench/out/function.json > /dev/null
 	$(PY) -m bench.orchestration --out bench/out
+	$(PY) -m bench.placement --out bench/out 2> bench/out/placement.log
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --data $(SHARED)/data/cse546-2023 \
 		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
 	$(PY) -m bench.bench_camera --data $(SHARED)/data/cse546-2023 --count 100 \

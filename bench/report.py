@@ -1,7 +1,7 @@
 """bench/out/*.json → bench/out/REPORT.md (tables, targets met/missed) and PNG plots.
 
 Renders whatever parts are present (function.json, e2e.json, orchestration.json, camera.json,
-ab_function.json); a missing part is listed as "not run" (the camera and A/B parts are left out).
+ab_function.json, placement.json); a missing part is listed as "not run" (the camera and A/B parts are left out).
 
     .venv/bin/python -m bench.report [--out bench/out] [--no-plots]
 """
@@ -425,8 +425,17 @@ def render(out: Path, *, with_plots: bool = True) -> str:
     ab = load(out, "ab_function")
     if ab:
         lines += ab_section(ab)
+    placement = load(out, "placement")
+    if placement:
+        from bench.placement import render as placement_section
+
+        lines += placement_section(placement).splitlines() + [""]
     if with_plots:
         made = plots(out, fn, e2e, orch)
+        if placement:
+            from bench.placement import plot as placement_plot
+
+            made.append(placement_plot(placement, out))
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in made] + [""]
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import orchestration, report
+from bench import orchestration, placement, report
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -34,6 +34,23 @@ def test_orchestration_bench_quick_run_writes_results_and_report(tmp_path: Path)
     # AND the report renders from whatever JSON is there
     report.main(["--out", str(tmp_path), "--no-plots"])
     assert "Orchestration" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_placement_bench_quick_run_places_and_prices_and_the_report_shows_it(
+        tmp_path: Path) -> None:
+    # GIVEN the placement bench at its smallest (12 messages; bursting at once, and never)
+    assert placement.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "placement.json").read_text())
+    # THEN bursting at once sent work to aws and finished sooner than never bursting, which
+    # ran everything privately and spent nothing on aws
+    at_once, never = data["burst"]["burst 0 s"], data["burst"]["never"]
+    assert at_once["messages"] == never["messages"] == 12
+    assert at_once["aws_invocation_share"] > 0 and at_once["aws_cost_usd"] > 0
+    assert never["aws_invocation_share"] == 0 and never["private_share"] == 1
+    assert at_once["completion_s"] < never["completion_s"]
+    assert data["steady"]["never"]["stream"]["messages"] == 9
+    report.main(["--out", str(tmp_path), "--no-plots"])
+    assert "Placement: private first" in (tmp_path / "REPORT.md").read_text()
 
 
 def test_report_says_how_often_borderline_faces_needed_extra_frames() -> None:
