@@ -27,6 +27,7 @@ from typing import Any, Self
 
 import structlog
 
+from lambda_service import systemd
 from lambda_service.api import FAULTS_PATH, HEALTH_PATH, LambdaHTTPServer
 from lambda_service.control import ControlPlane
 from lambda_service.faults import FaultSpec
@@ -68,12 +69,16 @@ def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 1
                               name="http", daemon=True)
     thread.start()
     log.info("lambda_endpoint_listening", host=host, port=port,
-             functions=[f.name for f in spec.functions], faults=service.fault_specs())
+             functions=[f.name for f in spec.functions], faults=service.fault_specs(),
+             authenticate=spec.authenticate)
+    systemd.keep_pinging(thread.is_alive, stop)
     try:
         if service.wait_warm(init_timeout_s):
             log.info("lambda_endpoint_warm")
+        systemd.notify("READY=1\nSTATUS=serving " + ", ".join(f.name for f in spec.functions))
         stop.wait()
     finally:
+        systemd.notify("STOPPING=1")
         log.info("lambda_endpoint_stopping")
         server.shutdown()
         server.server_close()
@@ -106,10 +111,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3001)
     parser.add_argument("--init-timeout", type=float, default=120.0,
                         help="seconds a worker may take to import its handler")
+    parser.add_argument("--credentials-file", type=Path,
+                        help="JSON {access key: secret} added to the spec's credentials (a "
+                             "systemd credential: the keys stay out of the spec file)")
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        spec = EndpointSpec.load(args.spec)
+        data = json.loads(args.spec.read_text(encoding="utf-8"))
+        if args.credentials_file is not None:
+            keys = json.loads(args.credentials_file.read_text(encoding="utf-8"))
+            if not isinstance(keys, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+                raise ValueError(f"{args.credentials_file}: expected a JSON object of access "
+                                 "key → secret")
+            data["credentials"] = {**(data.get("credentials") or {}), **keys}
+        spec = EndpointSpec.from_json(data)
         faults = FaultSpec.from_env(os.environ)
     except (OSError, ValueError) as exc:
         log.error("bad_spec", path=str(args.spec), error=str(exc))

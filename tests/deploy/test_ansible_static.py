@@ -60,12 +60,16 @@ def rendered_units(tmp_path_factory: pytest.TempPathFactory) -> Path:
     render(templates / "handler@.service.j2", "handler", unit_dir / "handler@.service",
            extra_vars)
     render(templates / "handler.service.j2", "handler", unit_dir / "handler.service", extra_vars)
+    render(templates / "handler-functions.service.j2", "handler",
+           unit_dir / "handler-functions.service",
+           {**extra_vars, "handler_functions_enabled": True, "handler_functions_host": "10.0.0.5"})
     (unit_dir / "handler@1.service").symlink_to("handler@.service")
     return unit_dir
 
 
 def test_the_units_verify_without_a_single_complaint(rendered_units: Path) -> None:
-    proc = subprocess.run(["systemd-analyze", "verify", "handler.service", "handler@1.service"],
+    proc = subprocess.run(["systemd-analyze", "verify", "handler.service", "handler@1.service",
+                           "handler-functions.service"],
                           cwd=rendered_units, capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
@@ -74,14 +78,18 @@ def test_the_units_verify_without_a_single_complaint(rendered_units: Path) -> No
     assert 'Environment="ODD=a \\"quoted\\" 100%% value"' in replica
     assert "Environment=OPENSTACK_HANDLER_REPLICA=%i" in replica
     assert "PartOf=handler.service" in replica
+    functions = (rendered_units / "handler-functions.service").read_text()
+    assert "--host 10.0.0.5 --port 9001" in functions and "Type=notify" in functions
+    assert "LoadCredential=keys.json:/etc/handler-functions/keys.json" in functions
     group = (rendered_units / "handler.service").read_text()
     assert [ln for ln in group.splitlines() if ln.startswith("Wants=")] == [
         "Wants=handler@1.service", "Wants=handler@2.service", "Wants=handler@3.service"]
 
 
-def test_a_replicas_exposure_is_at_most_2_5(rendered_units: Path) -> None:
+@pytest.mark.parametrize("unit", ["handler@1.service", "handler-functions.service"])
+def test_a_units_exposure_is_at_most_2_5(rendered_units: Path, unit: str) -> None:
     proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
-                           f"--threshold={int(MAX_EXPOSURE * 10)}", "handler@1.service"],
+                           f"--threshold={int(MAX_EXPOSURE * 10)}", unit],
                           cwd=rendered_units, capture_output=True, text=True, timeout=60,
                           check=False)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from ansible_helpers import REPO, PlayResult, run_playbook
-from system_helpers import CLOUD_SECRET
+from system_helpers import CLOUD_SECRET, FUNCTIONS_KEY, FUNCTIONS_PORT, FUNCTIONS_SECRET
 
 from localcloud.cloud import DUMMY_CREDENTIALS, REGION, LocalCloud
 from localcloud.machines.nspawn import Machine, Network, clone_root, root_path
@@ -120,6 +120,11 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         "handler_wheelhouse_dir": str(work / "wheelhouse"),
         "handler_restart_sec": 2,
         "handler_replicas": 2,
+        # the private function service on the VM's address on the veth (the private network)
+        "handler_functions_enabled": True,
+        "handler_functions_host": vm_network.guest_ip,
+        "handler_functions_port": FUNCTIONS_PORT,
+        "handler_functions_keys": {FUNCTIONS_KEY: FUNCTIONS_SECRET},
     }))
     return inventory, extra_vars
 

@@ -13,6 +13,10 @@ UNIT = "handler"
 REPLICAS = (f"{UNIT}@1", f"{UNIT}@2")
 #: the heartbeat credential's secret: it must reach the service and nothing else (no log line).
 CLOUD_SECRET = "not-a-real-secret-4f1e"
+#: the private function service: its unit, port and the one key pair it lets call it.
+FUNCTIONS_UNIT = "handler-functions"
+FUNCTIONS_PORT = 9001
+FUNCTIONS_KEY, FUNCTIONS_SECRET = "AKIDHANDLERVMFUNCS01", "functions-secret-9b2c"
 
 
 def unit_properties(vm: Machine, *names: str, unit: str = REPLICAS[0]) -> dict[str, str]:

@@ -5,17 +5,34 @@ folder. The tests share one VM and run in file order (deploy → use → break).
 
 from __future__ import annotations
 
+import io
+import json
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from ansible_helpers import PlayResult
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from daemon_helpers import status_counters
 from polling import wait_for
-from system_helpers import CLOUD_SECRET, REPLICAS, UNIT, journal_json_lines, unit_properties
+from system_helpers import (
+    CLOUD_SECRET,
+    FUNCTIONS_KEY,
+    FUNCTIONS_PORT,
+    FUNCTIONS_SECRET,
+    FUNCTIONS_UNIT,
+    REPLICAS,
+    UNIT,
+    journal_json_lines,
+    unit_properties,
+)
 
 from localcloud.cloud import DUMMY_CREDENTIALS, EndpointSession, LocalCloud
-from localcloud.machines.nspawn import Machine
+from localcloud.machines.nspawn import Machine, Network
 
 pytestmark = pytest.mark.system
 
@@ -122,6 +139,55 @@ def test_videos_uploaded_on_the_host_become_csv_files_in_the_vm(
                  interval_s=1, what=f"status counting {len(videos)} videos, input queue empty")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last status:\n{texts[-1] if texts else ''}") from None
+
+
+def test_the_private_function_service_is_hardened_and_serves_only_its_key_holders(
+        deployed: tuple[PlayResult, PlayResult], vm: Machine, vm_network: Network) -> None:
+    # GIVEN the function service the role enabled
+    props = unit_properties(vm, "ActiveState", "SubState", "Type", "User", "WatchdogUSec",
+                            "NRestarts", unit=FUNCTIONS_UNIT)
+    assert props == {"ActiveState": "active", "SubState": "running", "Type": "notify",
+                     "User": "handler-functions", "WatchdogUSec": "1min", "NRestarts": "0"}
+    security = vm.run(["systemd-analyze", "security", "--threshold=25",
+                       f"{FUNCTIONS_UNIT}.service"], check=False)
+    assert security.returncode == 0, security.stdout[-2000:]
+    modes = vm.run(["stat", "-c", "%n %a %U:%G", "/etc/handler-functions",
+                    "/etc/handler-functions/functions.json",
+                    "/etc/handler-functions/keys.json"]).stdout.split("\n")
+    assert modes[:3] == ["/etc/handler-functions 750 root:handler-functions",
+                         "/etc/handler-functions/functions.json 640 root:handler-functions",
+                         "/etc/handler-functions/keys.json 600 root:root"]
+    url = f"http://{vm_network.guest_ip}:{FUNCTIONS_PORT}"
+
+    def client(secret: str) -> Any:
+        return boto3.client("lambda", endpoint_url=url, region_name="us-east-1",
+                            aws_access_key_id=FUNCTIONS_KEY, aws_secret_access_key=secret,
+                            config=Config(retries={"max_attempts": 0}, read_timeout=60))
+
+    lam = client(FUNCTIONS_SECRET)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("greeter.py", "import os\n\ndef handler(event, context):\n"
+                                      "    return {'hello': event.get('name'), 'pid': os.getpid()}\n")
+    # WHEN an operator on the host makes a function there with boto3, as on AWS, and calls it
+    lam.create_function(FunctionName="greeter", Runtime="python3.11", Handler="greeter.handler",
+                        Role="arn:aws:iam::123456789012:role/x", Code={"ZipFile": archive.getvalue()})
+    try:
+        lam.get_waiter("function_active_v2").wait(
+            FunctionName="greeter", WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+        answer = lam.invoke(FunctionName="greeter", Payload=b'{"name": "vm"}')
+        # THEN it runs on the VM; a caller without the secret is refused and runs nothing
+        assert "FunctionError" not in answer
+        assert json.loads(answer["Payload"].read())["hello"] == "vm"
+        with pytest.raises(ClientError) as refused:
+            client("not-the-secret").invoke(FunctionName="greeter", Payload=b"{}")
+        assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    finally:
+        lam.delete_function(FunctionName="greeter")
+    journal = vm.run(["journalctl", "--unit", FUNCTIONS_UNIT, "--no-pager", "--output",
+                      "cat"]).stdout
+    assert "request_refused" in journal and FUNCTIONS_SECRET not in journal
 
 
 def test_stop_and_start_reach_every_replica(deployed: tuple[PlayResult, PlayResult],
