@@ -34,7 +34,6 @@ import boto3
 from openstack_handler.daemon.availability import Availability
 from openstack_handler.daemon.aws_clients import Endpoint, build_client
 from openstack_handler.daemon.invoker import LambdaInvoker, lambda_client_config
-from openstack_handler.daemon.report import Pricing
 from openstack_handler.daemon.settings import DEFAULT_TARGET, Settings
 
 
@@ -51,12 +50,11 @@ class Target:
     """One place to run the function; its counters are guarded by the Placement's lock."""
 
     def __init__(self, *, name: str, invoker: LambdaInvoker, slots: int,
-                 availability: Availability, pricing: Pricing | None = None) -> None:
+                 availability: Availability) -> None:
         self.name = name
         self.invoker = invoker
         self.slots = slots
         self.availability = availability
-        self.pricing = pricing or Pricing()
         self.in_flight = 0
         #: monotonic time before which a down target is not probed
         self.retry_at = 0.0
@@ -222,8 +220,6 @@ def build_placement(settings: Settings, *, session: Any) -> tuple[Placement, dic
         availability = Availability("lambda" if spec.name == DEFAULT_TARGET else
                                     f"target_{spec.name}", cap_s=settings.outage_backoff_max_s)
         targets.append(Target(name=spec.name, invoker=invoker, slots=spec.slots,
-                              availability=availability,
-                              pricing=Pricing(per_gb_s=spec.price_per_gb_s or 0.0,
-                                              per_request=spec.price_per_request or 0.0)))
+                              availability=availability))
         endpoints[spec.name] = endpoint
     return Placement(targets, burst_after_s=settings.burst_after_s), endpoints
