@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from lambda_service.errors import InvalidRequestContent
@@ -52,8 +53,9 @@ class ControlPlane:
 
     def __init__(self, service: LambdaService, *, sqs: Callable[[], Any], host: str,
                  credentials: Mapping[str, str], poll_wait_s: int) -> None:
-        self.functions = FunctionsAPI(service,
-                                      default_concurrency=service.spec.default_concurrency or None)
+        self.functions = FunctionsAPI(
+            service, default_concurrency=service.spec.default_concurrency or None,
+            state_dir=Path(service.spec.state_dir) if service.spec.state_dir else None)
         self.policies = Policies()
         self.urls = FunctionUrls(service, self.policies, host=host, credentials=credentials)
         self.mappings = EventSourceMappings(service, sqs, poll_wait_s=poll_wait_s)

@@ -65,17 +65,19 @@ def serve(spec: EndpointSpec, host: str, port: int, *, init_timeout_s: float = 1
                            credentials=spec.credentials, poll_wait_s=spec.event_source_poll_wait_s)
     server = LambdaHTTPServer((host, port), service, control)
     service.start()
+    restored = control.functions.restore()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="http", daemon=True)
     thread.start()
     log.info("lambda_endpoint_listening", host=host, port=port,
-             functions=[f.name for f in spec.functions], faults=service.fault_specs(),
+             functions=[f.name for f in spec.functions], restored=restored,
+             faults=service.fault_specs(),
              authenticate=spec.authenticate)
     systemd.keep_pinging(thread.is_alive, stop)
     try:
         if service.wait_warm(init_timeout_s):
             log.info("lambda_endpoint_warm")
-        systemd.notify("READY=1\nSTATUS=serving " + ", ".join(f.name for f in spec.functions))
+        systemd.notify("READY=1\nSTATUS=serving " + (", ".join(service.pools) or "no functions"))
         stop.wait()
     finally:
         systemd.notify("STOPPING=1")
@@ -114,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--credentials-file", type=Path,
                         help="JSON {access key: secret} added to the spec's credentials (a "
                              "systemd credential: the keys stay out of the spec file)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="keep the functions made with CreateFunction here, and serve them "
+                             "again after a restart (overrides the spec's state_dir)")
     args = parser.parse_args(argv)
     configure_logging()
     try:
@@ -125,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"{args.credentials_file}: expected a JSON object of access "
                                  "key → secret")
             data["credentials"] = {**(data.get("credentials") or {}), **keys}
+        if args.state_dir is not None:
+            data["state_dir"] = str(args.state_dir)
         spec = EndpointSpec.from_json(data)
         faults = FaultSpec.from_env(os.environ)
     except (OSError, ValueError) as exc:

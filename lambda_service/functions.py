@@ -14,8 +14,13 @@ Two kinds of code, as on Lambda:
 A function's slots are its reserved concurrency (``PutFunctionConcurrency``); without one it gets
 the service's default (the spec's ``default_concurrency``, else this host's cores). Any change
 starts fresh environments for new invocations; the old ones finish what they run first
-(:meth:`LambdaService.replace_function`). Functions made here live as long as the service: a
-restart serves the spec file's again.
+(:meth:`LambdaService.replace_function`).
+
+Functions outlive the process, as Lambda's do, when the service has a state directory (the
+spec's ``state_dir``; the private service's is systemd's ``StateDirectory=``): each call that
+changes a function rewrites ``functions.json`` there (atomically), zip code is unpacked under
+``code/`` beside it, and a restarted service serves them again before it says it is ready.
+Without one they live as long as the process (the tests' throwaway services).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import binascii
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -121,14 +127,53 @@ def _image_exists(uri: str) -> bool:
 class FunctionsAPI:
     """The function-management routes of one service."""
 
-    def __init__(self, service: LambdaService, *, code_root: Path | None = None,
+    def __init__(self, service: LambdaService, *, state_dir: Path | None = None,
                  default_concurrency: int | None = None) -> None:
         self.service = service
         self.default_concurrency = default_concurrency or os.cpu_count() or 1
-        self._code_root = code_root
+        self._state_file = state_dir / "functions.json" if state_dir is not None else None
+        self._code_root = state_dir / "code" if state_dir is not None else None
         self._own_code_root: tempfile.TemporaryDirectory[str] | None = None
         self.records = {name: FunctionRecord(runtime="python3.11")
                         for name in list(service.pools)}
+        #: the functions this API made (kept in the state directory), not the spec file's
+        self._made: set[str] = set()
+
+    def restore(self) -> list[str]:
+        """Serve again the functions a previous process made (its state file); code no longer
+        on disk, or an entry that no longer parses, is logged and left out. Returns their
+        names."""
+        if self._state_file is None or not self._state_file.exists():
+            return []
+        try:
+            saved = json.loads(self._state_file.read_text(encoding="utf-8"))["functions"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("functions_state_unreadable", path=str(self._state_file), error=str(exc))
+            return []
+        restored = []
+        for entry in saved:
+            try:
+                function = FunctionSpec(**entry["function"])
+                record = FunctionRecord(**entry["record"])
+            except (KeyError, TypeError, SpecError) as exc:
+                log.error("function_not_restored", entry=str(entry)[:200], error=str(exc))
+                continue
+            if function.code_path and not Path(function.code_path).is_dir():
+                log.error("function_not_restored", function=function.name,
+                          error=f"its code is gone ({function.code_path})")
+                continue
+            if function.name in self.service.pools:
+                log.error("function_not_restored", function=function.name,
+                          error="the spec file serves a function of that name")
+                continue
+            self.service.add_function(function)
+            self.records[function.name] = record
+            self._made.add(function.name)
+            restored.append(function.name)
+        self._remove_unused_code()
+        if restored:
+            log.info("functions_restored", functions=restored, path=str(self._state_file))
+        return restored
 
     def stop(self) -> None:
         if self._own_code_root is not None:
@@ -195,6 +240,8 @@ class FunctionsAPI:
         function = self._spec(name=name, concurrency=self.default_concurrency, **fields)
         self.service.add_function(function)
         self.records[name] = record
+        self._made.add(name)
+        self._save()
         log.info("function_created", function=name, package=package,
                  concurrency=function.concurrency)
         return self.configuration(name)
@@ -228,6 +275,7 @@ class FunctionsAPI:
             record.role = str(body["Role"])
         self._replace(function, changes)
         record.touched()
+        self._save()
         return self.configuration(name)
 
     def update_code(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,14 +293,18 @@ class FunctionsAPI:
             return self.configuration(name)
         self._replace(function, changes)
         record.touched()
+        self._save()
         return self.configuration(name)
 
     def delete(self, name: str) -> None:
         name = self._name(name)
         function = self.service.remove_function(name)
         self.records.pop(name, None)
+        self._made.discard(name)
+        self._save()
         log.info("function_deleted", function=name)
-        if function.code_path and self._own_code_root is not None:
+        if function.code_path and self._code_root is not None and \
+                Path(function.code_path).is_relative_to(self._code_root):
             shutil.rmtree(Path(function.code_path).parent, ignore_errors=True)
 
     def put_concurrency(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,6 +318,7 @@ class FunctionsAPI:
                                         "DeleteFunction to stop the function")
         self._replace(self.service.pools[name].function, {"concurrency": reserved})
         self.records[name].reserved = reserved
+        self._save()
         return {"ReservedConcurrentExecutions": reserved}
 
     def get_concurrency(self, name: str) -> dict[str, Any]:
@@ -278,6 +331,7 @@ class FunctionsAPI:
             self._replace(self.service.pools[name].function,
                           {"concurrency": self.default_concurrency})
             self.records[name].reserved = None
+            self._save()
 
     # -- what Lambda answers -----------------------------------------------------------------
     def configuration(self, name: str) -> dict[str, Any]:
@@ -308,6 +362,34 @@ class FunctionsAPI:
         return config
 
     # -- internals ---------------------------------------------------------------------------
+    def _save(self) -> None:
+        """The made functions, as they are now, to the state file (write, fsync, rename: a
+        crash leaves the old file or the new one, never half of one)."""
+        if self._state_file is None:
+            return
+        entries = [{"function": self.service.pools[name].function.to_json(),
+                    "record": dataclasses.asdict(self.records[name])}
+                   for name in sorted(self._made) if name in self.service.pools]
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._state_file.with_suffix(".json.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"functions": entries}, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self._state_file)
+
+    def _remove_unused_code(self) -> None:
+        """Code directories no function points at (left by UpdateFunctionCode, whose old
+        version ran until its environments were done, or by a crash mid-CreateFunction)."""
+        if self._code_root is None or not self._code_root.is_dir():
+            return
+        used = {Path(pool.function.code_path).parent for pool in self.service.pools.values()
+                if pool.function.code_path}
+        for directory in self._code_root.iterdir():
+            if directory.is_dir() and directory not in used:
+                shutil.rmtree(directory, ignore_errors=True)
+
     def _name(self, function: str) -> str:
         """A name or ARN as `resolve` reads it; ResourceNotFound when there is none."""
         return self.service.resolve(function, None).function.name
@@ -413,6 +495,7 @@ class FunctionsAPI:
         if self._code_root is None:
             self._own_code_root = tempfile.TemporaryDirectory(prefix="lambda-code-")
             self._code_root = Path(self._own_code_root.name)
+        self._code_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
                 members = zipped.infolist()

@@ -20,7 +20,8 @@ and what the event source pollers call SQS with), ``"authenticate"`` (default fa
 every API request but ``GET /health`` carry a SigV4 signature by one of the credentials, as
 Lambda's API does — the private function service runs so), ``"default_concurrency"`` (the
 slots of a function made with CreateFunction without a reserved concurrency; 0, the default:
-this host's cores), ``"event_source_poll_wait_s"`` (the
+this host's cores), ``"state_dir"`` (where the functions made with the API are kept, so that
+a restarted service serves them again; unset: they live as long as the process), ``"event_source_poll_wait_s"`` (the
 pollers' long-poll wait) and ``"async_time_scale"`` (in (0, 1], default 1: multiplies every
 duration of the asynchronous-invocation contract, Lambda's retry delays and the maximum event
 age, so that tests run minutes as fractions of a second; see
@@ -116,6 +117,8 @@ class EndpointSpec:
     authenticate: bool = False
     #: slots of a function made with CreateFunction and no reserved concurrency (0: the cores)
     default_concurrency: int = 0
+    #: where the functions made with the API are kept across restarts ("": in memory only)
+    state_dir: str = ""
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.functions]
@@ -148,7 +151,8 @@ class EndpointSpec:
                 "aws_endpoint_url": self.aws_endpoint_url, "credentials": dict(self.credentials),
                 "event_source_poll_wait_s": self.event_source_poll_wait_s,
                 "async_time_scale": self.async_time_scale, "authenticate": self.authenticate,
-                "default_concurrency": self.default_concurrency}
+                "default_concurrency": self.default_concurrency,
+                **({"state_dir": self.state_dir} if self.state_dir else {})}
 
     def write(self, path: Path) -> Path:
         """Write the spec (owner-only: it carries the local cloud's credentials)."""
@@ -170,7 +174,8 @@ class EndpointSpec:
                    event_source_poll_wait_s=int(data.get("event_source_poll_wait_s", 5)),
                    async_time_scale=data.get("async_time_scale", 1.0),
                    authenticate=data.get("authenticate", False),
-                   default_concurrency=data.get("default_concurrency", 0))
+                   default_concurrency=data.get("default_concurrency", 0),
+                   state_dir=str(data.get("state_dir") or ""))
 
     @classmethod
     def load(cls, path: Path) -> EndpointSpec:

@@ -204,6 +204,7 @@ def worker_main(config: WorkerConfig, conn: Connection) -> None:
     if config.code_path:
         sys.path.insert(0, config.code_path)
         os.environ["LAMBDA_TASK_ROOT"] = config.code_path
+        os.chdir(config.code_path)  # Lambda runs a function in its task root (/var/task)
     started = time.monotonic()
     func: Callable[[Any, LambdaContext], Any] | None = None
     init_error: str | None = None

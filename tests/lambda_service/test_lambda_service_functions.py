@@ -4,8 +4,11 @@ concurrency — with boto3 against the real service over HTTP: each success, and
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
+import signal
 import time
 import zipfile
 from collections.abc import Iterator
@@ -222,3 +225,43 @@ def test_an_update_lets_running_invocations_finish_on_the_old_version(
     _active(lam, "busy-greeter")
     assert _call(lam, "busy-greeter")["version"] == 2
     lam.delete_function(FunctionName="busy-greeter")
+
+
+def test_functions_outlive_the_process_in_its_state_directory(
+        tmp_path: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Lambda's functions outlive any one server: a service with a state directory, killed
+    with -9, serves the same functions, code, configuration and slots when it starts again."""
+    spec = dataclasses.replace(SPEC, state_dir=str(tmp_path / "state"))
+    # GIVEN functions made, configured and deleted through the API
+    with serve(spec, tmp_path_factory, "lambda-state-1") as first:
+        lam = lambda_client(first.url)
+        lam.create_function(FunctionName="kept", Runtime="python3.11", Role=ROLE,
+                            Handler="greeter.handler", Code={"ZipFile": _zip(1)})
+        _active(lam, "kept")
+        lam.update_function_code(FunctionName="kept", ZipFile=_zip(2))
+        _active(lam, "kept")
+        lam.update_function_configuration(FunctionName="kept", MemorySize=512,
+                                          Environment={"Variables": {"GREETING": "again"}})
+        lam.put_function_concurrency(FunctionName="kept", ReservedConcurrentExecutions=1)
+        revision = _active(lam, "kept")["Configuration"]["RevisionId"]
+        lam.create_function(FunctionName="gone", Runtime="python3.11", Role=ROLE,
+                            Handler="greeter.handler", Code={"ZipFile": _zip(3)})
+        lam.delete_function(FunctionName="gone")
+        # WHEN the service is killed without a chance to save anything
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+    # THEN a new process on the same state directory serves them as they were
+    with serve(spec, tmp_path_factory, "lambda-state-2") as second:
+        lam = lambda_client(second.url)
+        got = lam.get_function(FunctionName="kept")
+        assert got["Configuration"]["State"] == "Active"  # warm before it said it was ready
+        assert (got["Configuration"]["RevisionId"], got["Configuration"]["MemorySize"],
+                got["Concurrency"]) == (revision, 512, {"ReservedConcurrentExecutions": 1})
+        assert _call(lam, "kept")["greeting"] == "again" and _call(lam, "kept")["version"] == 2
+        names = sorted(f["FunctionName"] for f in lam.list_functions()["Functions"])
+        assert names == ["from-spec", "kept"]
+        with pytest.raises(ClientError) as missing:
+            lam.get_function(FunctionName="gone")
+        assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    # AND only the current version's code is left on disk
+    assert len(list((tmp_path / "state" / "code").iterdir())) == 1
