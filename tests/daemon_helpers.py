@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,3 +67,17 @@ def status_counters(text: str, *labels: str) -> dict[str, str]:
     """The counters of `openstack-handler status` output whose labels start with *labels*,
     as {label: value}."""
     return dict(line.rsplit(None, 1) for line in text.splitlines() if line.startswith(labels))
+
+
+def status_targets(text: str) -> dict[str, dict[str, str]]:
+    """`status`'s table of where the function ran: {target: {column: cell}}."""
+    lines = text.splitlines()
+    start = lines.index("WHERE THE FUNCTION RAN (every replica)") + 1
+    header = re.split(r"\s{2,}", lines[start].strip())
+    rows = {}
+    for line in lines[start + 1:]:
+        if line.startswith("saved against") or not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows

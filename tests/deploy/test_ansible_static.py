@@ -51,6 +51,7 @@ def rendered_units(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pointing at this venv's CLI), in one directory as systemd would find them."""
     unit_dir = tmp_path_factory.mktemp("units")
     extra_vars = {"handler_venv_dir": str(VENV_BIN.parent),
+                  "handler_functions_venv_dir": str(VENV_BIN.parent),
                   "handler_aws_credentials": {"aws_access_key_id": "x"},
                   "handler_clouds_yaml": {"clouds": {}},
                   "handler_environment": {"AWS_ENDPOINT_URL": "http://10.0.0.1:5000",

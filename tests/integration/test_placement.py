@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import json_log_lines
+from daemon_helpers import json_log_lines, status_targets
 from polling import wait_for
 from queue_hygiene import video_path_queues
 
@@ -109,16 +108,7 @@ def _status(daemon: DaemonProc) -> dict[str, dict[str, str]]:
     out = subprocess.run([sys.executable, "-m", "openstack_handler", "status", "--config",
                           str(daemon.config)], env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout
-    lines = out.splitlines()
-    start = lines.index("WHERE THE FUNCTION RAN (every replica)") + 1
-    header = re.split(r"\s{2,}", lines[start].strip())
-    rows = {}
-    for line in lines[start + 1:]:
-        if line.startswith("saved against"):
-            break
-        cells = re.split(r"\s{2,}", line.strip())
-        rows[cells[0]] = dict(zip(header, cells, strict=True))
-    return rows
+    return status_targets(out)
 
 
 @pytest.fixture()

@@ -17,6 +17,8 @@ CLOUD_SECRET = "not-a-real-secret-4f1e"
 FUNCTIONS_UNIT = "handler-functions"
 FUNCTIONS_PORT = 9001
 FUNCTIONS_KEY, FUNCTIONS_SECRET = "AKIDHANDLERVMFUNCS01", "functions-secret-9b2c"
+#: the profile in the daemon's credentials file that holds that key
+FUNCTIONS_PROFILE = "private-functions"
 
 
 def unit_properties(vm: Machine, *names: str, unit: str = REPLICAS[0]) -> dict[str, str]:

@@ -5,24 +5,27 @@ folder. The tests share one VM and run in file order (deploy → use → break).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import boto3
 import pytest
-from ansible_helpers import PlayResult
+from ansible_helpers import REPO, PlayResult, run_playbook
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from daemon_helpers import status_counters
+from daemon_helpers import s3_event, status_counters, status_targets
 from polling import wait_for
 from system_helpers import (
     CLOUD_SECRET,
     FUNCTIONS_KEY,
     FUNCTIONS_PORT,
+    FUNCTIONS_PROFILE,
     FUNCTIONS_SECRET,
     FUNCTIONS_UNIT,
     REPLICAS,
@@ -244,3 +247,92 @@ def test_a_bad_config_exits_78_and_is_not_restarted_in_a_loop(
     wait_for(lambda: all(unit_properties(vm, "ActiveState", unit=r)["ActiveState"] == "active"
                          for r in REPLICAS), timeout_s=60, interval_s=0.5,
              what="both replicas active after the fix")
+
+
+def _recognition_zip(course_data: Path) -> bytes:
+    """The recognition function as a Lambda deployment package: the lambda_image package and
+    the course's gallery beside it (GALLERY_PATH=encoding: relative to the task root, as on
+    Lambda). Its packages and models are the runtime's, which the role installed."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted((REPO / "lambda_image").glob("*.py")):
+            archive.write(path, path.relative_to(REPO).as_posix())
+        archive.write(course_data / "encoding", "encoding")
+    return buffer.getvalue()
+
+
+def test_the_course_clips_are_recognised_on_the_vm_and_its_overflow_runs_on_the_hosts_lambda(
+        deployed: tuple[PlayResult, PlayResult], deployment_files: tuple[Path, Path],
+        vm: Machine, vm_network: Network, host_cloud: LocalCloud, course_data: Path,
+        course_records: dict[str, str], tmp_path: Path) -> None:
+    """The hybrid on one VM: the recognition function on the VM's own service first, the host's
+    Lambda (standing for AWS) past its slots. Last in the file: it re-plays the handler with
+    targets, which the tests above do not expect."""
+    lam = boto3.client("lambda", endpoint_url=f"http://{vm_network.guest_ip}:{FUNCTIONS_PORT}",
+                       region_name="us-east-1", aws_access_key_id=FUNCTIONS_KEY,
+                       aws_secret_access_key=FUNCTIONS_SECRET,
+                       config=Config(retries={"max_attempts": 0}, read_timeout=120))
+    name = host_cloud.resources.function_name
+    environment = {key: value for key, value in host_cloud.function_spec().environment.items()
+                   if key not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    environment |= {"GALLERY_PATH": "encoding", "INFERENCE_RUNTIME": "onnx",
+                    "MODEL_DIR": "/opt/handler-functions/models", "INFERENCE_THREADS": "1"}
+    # GIVEN the recognition function made on the VM's service from a zip, as an operator would
+    # on AWS, with 2 slots (one per daemon replica)
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::1:role/x",
+                        Handler="lambda_image.handlers.s3_handler", Timeout=60, MemorySize=2048,
+                        Code={"ZipFile": _recognition_zip(course_data)},
+                        Environment={"Variables": environment})
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
+    # AND the service restarted since: its functions are kept in its state directory
+    vm.run(["systemctl", "restart", FUNCTIONS_UNIT], timeout=180)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name,
+                                              WaiterConfig={"Delay": 1, "MaxAttempts": 180})
+    assert lam.get_function_concurrency(FunctionName=name) == {
+        "ReservedConcurrentExecutions": 2, "ResponseMetadata": ANY}
+    # AND the daemon re-played with two targets: the VM's service first, the host's Lambda
+    # (AWS's stand-in) at once when the VM's slots are full
+    inventory, extra_vars = deployment_files
+    variables = json.loads(extra_vars.read_text())
+    settings = {k: v for k, v in variables["handler_settings"].items() if k != "concurrency"}
+    settings |= {"burst_after_s": 0, "targets": [
+        {"name": "private", "slots": 1, "function_name": name, "profile": FUNCTIONS_PROFILE,
+         "endpoint_url": f"http://{vm_network.guest_ip}:{FUNCTIONS_PORT}"},
+        {"name": "aws", "slots": 2, "function_name": name}]}
+    hybrid_vars = tmp_path / "vars-hybrid.json"
+    hybrid_vars.write_text(json.dumps({**variables, "handler_settings": settings}))
+    played = run_playbook(inventory, hybrid_vars, "--tags", "aws,handler",
+                          log_path=tmp_path / "ansible.log")
+    assert played.returncode == 0, played.output[-3000:]
+    results = vm.host_path(RESULTS_DIR) / "hybrid"  # a key's prefix is a directory there
+    # WHEN the course clips are uploaded
+    s3 = EndpointSession(host_cloud.moto_url).client("s3")
+    bucket = host_cloud.provisioned.input_bucket
+    videos = sorted((course_data / "videos").glob("*.mp4"))
+    for video in videos:
+        s3.upload_file(str(video), bucket, f"hybrid/{video.name}")
+    # THEN every one is recognised right, on the VM while it had a slot and on the host past it
+    wait_for(lambda: len(list(results.glob("*.csv"))) == len(videos), timeout_s=240,
+             interval_s=0.5, what=f"{len(videos)} CSV files in the VM's {RESULTS_DIR}")
+    for video in videos:
+        rows = (results / f"{video.stem}.csv").read_text().splitlines()
+        assert rows[0] == course_records[video.name], (video.name, rows)
+    status = vm.run(["runuser", "-u", "handler", "--", "env",
+                     f"AWS_ENDPOINT_URL={host_cloud.moto_url}", "AWS_DEFAULT_REGION=us-east-1",
+                     *(f"{k}={v}" for k, v in DUMMY_CREDENTIALS.items()),
+                     "/opt/openstack-handler/venv/bin/openstack-handler", "status",
+                     "--config", CONFIG]).stdout
+    targets = status_targets(status)
+    ran = {target: int(targets[target]["INVOCATIONS"]) for target in ("private", "aws")}
+    assert ran["private"] >= 1 and ran["aws"] >= 1 and sum(ran.values()) >= len(videos), status
+    # AND given alone, the VM's function recognises each course clip itself: 8/8
+    for video in videos:
+        etag = s3.head_object(Bucket=bucket, Key=f"hybrid/{video.name}")["ETag"].strip('"')
+        answer = lam.invoke(FunctionName=name, LogType="Tail", Payload=json.dumps(
+            s3_event(bucket, f"hybrid/{video.name}", etag=etag,
+                     size=video.stat().st_size)).encode())
+        assert "FunctionError" not in answer, answer["Payload"].read()
+        result = json.loads(answer["Payload"].read())["results"][0]
+        assert result["status"] == "ok", result
+        assert result["csv"].splitlines()[0] == course_records[video.name], (video.name, result)
+        assert "REPORT RequestId: " in base64.b64decode(answer["LogResult"]).decode()
