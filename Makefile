@@ -39,7 +39,8 @@ test-unit: $(STAMP)
 
 # Benchmarks (not part of `make test`; about 45 minutes): the function per clip, the torch and
 # ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
-# against a synthetic function, end to end with the peer-style baseline, the camera path (100
+# against a synthetic function, placement on two Lambda services, the real function on the
+# private service against the local cloud, end to end with the peer-style baseline, the camera path (100
 # frames, both stages, at the course's pace and flat out), the function A/B against AB_BASE;
 # then bench/out/REPORT.md and PNG plots from bench/out/*.json.
 # The function's warm time per course clip is compared, interleaved call by call, with this
@@ -53,6 +54,8 @@ bench: $(STAMP) image
 		--out bench/out/function.json > /dev/null
 	$(PY) -m bench.orchestration --out bench/out
 	$(PY) -m bench.placement --out bench/out 2> bench/out/placement.log
+	SHARED_DATA=$(SHARED)/data $(PY) -m bench.private_function --data $(SHARED)/data/cse546-2023 \
+		--out bench/out > /dev/null 2> bench/out/private_function.log
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --data $(SHARED)/data/cse546-2023 \
 		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
 	$(PY) -m bench.bench_camera --data $(SHARED)/data/cse546-2023 --count 100 \

@@ -1,7 +1,8 @@
 """bench/out/*.json → bench/out/REPORT.md (tables, targets met/missed) and PNG plots.
 
 Renders whatever parts are present (function.json, e2e.json, orchestration.json, camera.json,
-ab_function.json, placement.json); a missing part is listed as "not run" (the camera and A/B parts are left out).
+ab_function.json, placement.json, private_function.json); a missing part is listed as "not run"
+(the camera and A/B parts are left out).
 
     .venv/bin/python -m bench.report [--out bench/out] [--no-plots]
 """
@@ -430,6 +431,11 @@ def render(out: Path, *, with_plots: bool = True) -> str:
         from bench.placement import render as placement_section
 
         lines += placement_section(placement).splitlines() + [""]
+    private = load(out, "private_function")
+    if private:
+        from bench.private_function import render as private_section
+
+        lines += private_section(private).splitlines() + [""]
     if with_plots:
         made = plots(out, fn, e2e, orch)
         if placement:

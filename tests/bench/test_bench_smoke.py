@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import orchestration, placement, report
+from bench import orchestration, placement, private_function, report
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -51,6 +51,22 @@ def test_placement_bench_quick_run_places_and_prices_and_the_report_shows_it(
     assert data["steady"]["never"]["stream"]["messages"] == 9
     report.main(["--out", str(tmp_path), "--no-plots"])
     assert "Placement: private first" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_private_function_bench_runs_the_image_on_both_services_with_the_same_answers(
+        tmp_path: Path, course_data: Path) -> None:
+    # GIVEN the shipped image on the local cloud and, made with CreateFunction, on the private
+    # service (SigV4 verified); one warm round of the course clips
+    assert private_function.main(["--data", str(course_data), "--rounds", "1",
+                                  "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "private_function.json").read_text())
+    # THEN both answered every clip alike, and both times were measured
+    assert data["same_answers"] is True and data["clips"] == 8
+    assert data["right"] == {"local_cloud": 8, "private": 8}
+    assert all(ms > 0 for ms in data["warm_ms_median"].values())
+    assert data["private_over_local_cloud"] > 0
+    report.main(["--out", str(tmp_path), "--no-plots"])
+    assert "The real function on the private service" in (tmp_path / "REPORT.md").read_text()
 
 
 def test_report_says_how_often_borderline_faces_needed_extra_frames() -> None:
