@@ -5,7 +5,8 @@ concurrency (Put/Get/DeleteFunctionConcurrency), on their REST routes, with Lamb
 Two kinds of code, as on Lambda:
 
 - ``PackageType: Image`` with ``Code.ImageUri`` naming an image in this host's container storage
-  (``localhost/face-recognition:<tag>``): run as Lambda runs images
+  (``localhost/face-recognition:<tag>``) or an OCI archive on this host
+  (``oci-archive:/path/fr.tar``, imported into the storage): run as Lambda runs images
   (:mod:`lambda_service.environment`);
 - ``PackageType: Zip`` with ``Code.ZipFile`` and a ``Handler``: the archive is unpacked into a
   directory of its own, put first on the workers' ``sys.path`` (the service's own Python runs
@@ -83,6 +84,7 @@ class FunctionRecord:
     code_sha256: str = ""
     code_size: int = 0
     reserved: int | None = None  #: reserved concurrency, when one was put
+    image_uri: str = ""  #: the ImageUri given (an archive's: the function runs its image ID)
     revision: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
     last_modified: str = dataclasses.field(default_factory=lambda: _now())
 
@@ -114,14 +116,19 @@ def _image_config(config: Any) -> dict[str, Any]:
     return fields
 
 
-def _image_exists(uri: str) -> bool:
-    from lambda_service.image import ImageConfig, ImageRunError  # buildah: images only
+def _resolve_image(uri: str) -> str:
+    """The image to run for *uri*: an image in this host's container storage as it is named,
+    or the image ID of an OCI archive (``oci-archive:/path``), imported; InvalidParameterValue
+    when there is none."""
+    from lambda_service.image import OCI_ARCHIVE, ImageConfig, ImageRunError, import_archive
 
     try:
-        ImageConfig.read(uri)
-    except ImageRunError:
-        return False
-    return True
+        image = import_archive(uri) if uri.startswith(OCI_ARCHIVE) else uri
+        ImageConfig.read(image)
+    except ImageRunError as exc:
+        raise InvalidParameterValue(f"Source image {uri} does not exist. Provide a valid "
+                                    f"source image. ({exc})") from exc
+    return image
 
 
 class FunctionsAPI:
@@ -250,7 +257,7 @@ class FunctionsAPI:
         name = self._name(name)
         function = self.service.pools[name].function
         record = self.records[name]
-        code = ({"RepositoryType": "ECR", "ImageUri": function.image,
+        code = ({"RepositoryType": "ECR", "ImageUri": record.image_uri or function.image,
                  "ResolvedImageUri": function.image} if function.image else
                 {"RepositoryType": "S3", "Location": ""})
         answer: dict[str, Any] = {"Configuration": self.configuration(name), "Code": code}
@@ -458,11 +465,10 @@ class FunctionsAPI:
             if "ZipFile" in code or handler:
                 raise InvalidParameterValue("Please don't provide Handler or ZipFile for "
                                             "package type Image")
-            if not _image_exists(uri):
-                raise InvalidParameterValue(f"Source image {uri} does not exist. Provide a "
-                                            "valid source image.")
-            record.code_sha256 = hashlib.sha256(uri.encode()).hexdigest()
-            return {"image": uri, "handler": "", **_image_config(code.get("ImageConfig"))}
+            image = _resolve_image(uri)
+            record.image_uri = uri
+            record.code_sha256 = hashlib.sha256(image.encode()).hexdigest()
+            return {"image": image, "handler": "", **_image_config(code.get("ImageConfig"))}
         if package != "Zip":
             raise InvalidParameterValue(f"PackageType must be Zip or Image, not {package!r}")
         if any(k in code for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):

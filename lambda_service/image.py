@@ -120,6 +120,25 @@ def with_files(image: str, files: Mapping[str, Path], *,
     return name
 
 
+#: Lambda names an image by URI; this service also takes an OCI archive a build elsewhere wrote
+#: (``buildah push IMAGE oci-archive:/path/fr.tar``, ``docker save`` in OCI layout, …)
+OCI_ARCHIVE = "oci-archive:"
+
+
+def import_archive(uri: str) -> str:
+    """The image of the OCI archive *uri* (``oci-archive:PATH``) in this host's container
+    storage, imported when it is not there yet (layers already stored are not copied again);
+    returns its image ID. ImageRunError when the file is missing or is not an OCI archive."""
+    path = Path(uri[len(OCI_ARCHIVE):])
+    if not path.is_absolute() or not path.is_file():
+        raise ImageRunError(f"{uri}: no such archive (an absolute path on this host)")
+    image_id = _buildah("pull", "--quiet", f"{OCI_ARCHIVE}{path}").stdout.strip().splitlines()
+    if not image_id:
+        raise ImageRunError(f"{uri}: buildah imported no image")
+    log.info("image_archive_imported", archive=str(path), image=image_id[-1])
+    return image_id[-1]
+
+
 def remove_stale_roots(function: str) -> list[str]:
     """Remove the working containers of *function* whose endpoint process is gone."""
     out = _buildah("containers", "--format", "{{.ContainerName}}", check=False).stdout

@@ -257,10 +257,24 @@ def test_the_course_clips_via_the_daemon_through_the_image_8_of_8(
     assert _root_changes(image_cloud) == []
 
 
+def _image_id(image: str) -> str:
+    return subprocess.run(["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}",
+                           image], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.parametrize("source", ["container storage", "oci archive"])
 def test_a_function_made_with_create_function_from_the_image_recognises_a_frame(
-        gallery_image: str, course_data: Path, boto_session: Any, aws_env: str,
+        source: str, gallery_image: str, course_data: Path, boto_session: Any, aws_env: str,
         tmp_path: Path) -> None:
-    # GIVEN a Lambda service that serves nothing yet, and the course's students on moto
+    # GIVEN the image by its name in the host's container storage, or as an OCI archive a build
+    # elsewhere wrote (its layers uncompressed: quicker to write here)
+    image_uri = gallery_image
+    if source == "oci archive":
+        archive = tmp_path / "face-recognition.tar"
+        subprocess.run(["buildah", "push", "--quiet", "--disable-compression", gallery_image,
+                        f"oci-archive:{archive}"], check=True, capture_output=True, timeout=300)
+        image_uri = f"oci-archive:{archive}"
+    # AND a Lambda service that serves nothing yet, and the course's students on moto
     ddb = boto_session.client("dynamodb")
     ddb.create_table(TableName="students-made", BillingMode="PAY_PER_REQUEST",
                      KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
@@ -275,7 +289,7 @@ def test_a_function_made_with_create_function_from_the_image_recognises_a_frame(
         # WHEN an operator makes the function as on AWS: the image, its CMD, settings
         made = lam.create_function(
             FunctionName="frames-made", PackageType="Image", Role="arn:aws:iam::1:role/x",
-            Code={"ImageUri": gallery_image},
+            Code={"ImageUri": image_uri},
             ImageConfig={"Command": ["lambda_image.handlers.frame_handler"]},
             MemorySize=512, Timeout=60, Environment={"Variables": env})
         lam.get_waiter("function_active_v2").wait(
@@ -286,7 +300,9 @@ def test_a_function_made_with_create_function_from_the_image_recognises_a_frame(
         got = lam.get_function(FunctionName="frames-made")
     # THEN it runs from the image and recognises the face
     assert made["PackageType"] == "Image" and made["State"] in ("Pending", "Active")
-    assert got["Code"]["ImageUri"] == gallery_image
+    assert got["Code"]["ImageUri"] == image_uri  # as given; it runs what that resolved to
+    assert got["Code"]["ResolvedImageUri"] == (
+        gallery_image if source == "container storage" else _image_id(gallery_image))
     assert got["Configuration"]["ImageConfigResponse"]["ImageConfig"]["Command"] == [
         "lambda_image.handlers.frame_handler"]
     assert error is None, frame

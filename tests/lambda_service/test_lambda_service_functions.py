@@ -165,6 +165,12 @@ def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
     ({"FunctionName": "no-image", "PackageType": "Image",
       "Code": {"ImageUri": "localhost/no-such-image:latest"}},
      ("InvalidParameterValueException", 400)),
+    ({"FunctionName": "no-archive", "PackageType": "Image",
+      "Code": {"ImageUri": "oci-archive:/nonexistent/face-recognition.tar"}},
+     ("InvalidParameterValueException", 400)),
+    ({"FunctionName": "relative-archive", "PackageType": "Image",
+      "Code": {"ImageUri": "oci-archive:face-recognition.tar"}},
+     ("InvalidParameterValueException", 400)),
 ])
 def test_bad_input_gets_lambdas_error_types_and_makes_nothing(
         lam: Any, kwargs: dict[str, Any], expected: tuple[str, int]) -> None:
