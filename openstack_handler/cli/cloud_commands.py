@@ -10,6 +10,10 @@ import os
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openstack_handler.provisioning.spec import Change, Provisioned, ResourceSpec
 
 from openstack_handler.daemon.exit_codes import ExitCode
 
@@ -216,6 +220,37 @@ def add_aws_commands(subparsers: argparse._SubParsersAction) -> None:
     prov.add_argument("--max-event-age", type=int, default=21600, metavar="SECONDS",
                       help="serverless: an event older than this is not retried (60..21600; default: "
                            "%(default)s, Lambda's)")
+    private = prov.add_argument_group(
+        "the private function service",
+        "Also make the video function on a private function service (our Lambda service on "
+        "a VM, docs/deploying.md) with the same Lambda calls, and write the daemon's targets: "
+        "it first, AWS's Lambda past its slots (docs/placement.md).")
+    private.add_argument("--private-endpoint-url", metavar="URL",
+                         help="the service, e.g. http://10.0.0.5:9001")
+    private.add_argument("--private-profile", metavar="NAME",
+                         help="the profile whose key signs the calls to it, here and in the "
+                              "daemon's target (default: boto3's chain)")
+    private.add_argument("--private-function-profile", metavar="NAME",
+                         help="(required) the profile whose keys the function itself uses for "
+                              "S3, SQS and DynamoDB: the service has no execution roles")
+    private.add_argument("--private-slots", type=int, default=1, metavar="N",
+                         help="its reserved concurrency, and the daemon's slots there "
+                              "(default: %(default)s; with replicas, give each its share)")
+    private.add_argument("--private-gallery", type=Path, metavar="FILE",
+                         help="a zip of this installation's lambda_image and FILE (a VM: the "
+                              "ONNX worker mode)")
+    private.add_argument("--private-model-dir", default="/opt/handler-functions/models",
+                         metavar="DIR", help="the models on the service's host, for the zip "
+                                             "(default: %(default)s, where the role puts them)")
+    private.add_argument("--private-image-uri", metavar="URI",
+                         help="instead of a zip, an image (or oci-archive:PATH) on the "
+                              "service's host; GALLERY_PATH is --gallery-in-image")
+    private.add_argument("--aws-slots", type=int, metavar="N",
+                         help="the daemon's slots on AWS's Lambda (default: the config's "
+                              "concurrency, else 32)")
+    private.add_argument("--burst-after", type=float, metavar="SECONDS",
+                         help="the daemon's burst_after_s: how long a message waits for the "
+                              "private slots before AWS takes it (0: at once; default: never)")
     prov.add_argument("--json", action="store_true",
                       help='print {"changed", "changes", "settings", "camera"} (for Ansible) '
                            "instead of lines")
@@ -288,6 +323,8 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         changes.extend(camera.changes)
     try:
         changes.extend(provision_trigger(session, spec, provisioned))
+        if args.private_endpoint_url:
+            changes.extend(_provision_private(args, spec, provisioned))
     except ProvisioningError as exc:
         print(f"openstack-handler aws provision: error: {exc}", file=sys.stderr)
         return int(ExitCode.CONFIG_ERROR)
@@ -303,6 +340,20 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         "function_timeout_s": spec.function_timeout_s,
         "region": provisioned.region,
     })
+    if args.private_endpoint_url:
+        from openstack_handler.provisioning.private import private_targets
+
+        concurrency = values.pop("concurrency", None)  # the targets' slots say it now
+        previous = values.get("targets")
+        written = {t.get("name"): t for t in previous if isinstance(t, dict)} \
+            if isinstance(previous, list) else {}
+        aws_slots = (args.aws_slots or (concurrency if isinstance(concurrency, int) else None)
+                     or written.get("aws", {}).get("slots") or 32)
+        values["targets"] = private_targets(
+            function_name=spec.function_name, endpoint_url=args.private_endpoint_url,
+            profile=args.private_profile, private_slots=args.private_slots, aws_slots=aws_slots)
+        if args.burst_after is not None:
+            values["burst_after_s"] = args.burst_after
     text = settings_toml(values, header="openstack-handler settings (written by aws provision)")
     if not args.config_out.exists() or args.config_out.read_text(encoding="utf-8") != text:
         args.config_out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +371,51 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
                   f"(auth {camera.auth_type}), answers on {camera.response_queue_url}")
         print(describe_changes(changes))  # the last line reads "unchanged" when nothing changed
     return int(ExitCode.OK)
+
+
+def _provision_private(args: argparse.Namespace, spec: ResourceSpec,
+                       provisioned: Provisioned) -> list[Change]:
+    """The video function on the private service (--private-*): its changes."""
+    import boto3
+    from botocore.config import Config
+
+    from openstack_handler.provisioning.aws import function_environment
+    from openstack_handler.provisioning.private import (
+        ZIP_GALLERY,
+        PrivateFunction,
+        ensure_private_function,
+    )
+    from openstack_handler.provisioning.spec import ProvisioningError
+
+    if not args.private_function_profile:
+        raise ProvisioningError("--private-endpoint-url needs --private-function-profile: the "
+                                "function's own keys for S3, SQS and DynamoDB (the private "
+                                "service has no execution roles)")
+    if (args.private_gallery is None) == (args.private_image_uri is None):
+        raise ProvisioningError("--private-endpoint-url needs --private-gallery FILE (a zip, "
+                                "for a VM) or --private-image-uri URI, one of them")
+    keys = boto3.session.Session(profile_name=args.private_function_profile).get_credentials()
+    if keys is None:
+        raise ProvisioningError(f"profile {args.private_function_profile!r} has no keys")
+    frozen = keys.get_frozen_credentials()
+    extra = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key,
+             **({"AWS_SESSION_TOKEN": frozen.token} if frozen.token else {}),
+             # the function reaches the services this run provisioned, wherever they are
+             **({"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
+                if os.environ.get("AWS_ENDPOINT_URL") else {})}
+    if args.private_image_uri is None:
+        extra |= {"INFERENCE_RUNTIME": "onnx", "MODEL_DIR": args.private_model_dir}
+    gallery = ZIP_GALLERY if args.private_image_uri is None else args.gallery_in_image
+    function = PrivateFunction(
+        name=spec.function_name, slots=args.private_slots, timeout_s=spec.function_timeout_s,
+        memory_mb=spec.function_memory_mb, image_uri=args.private_image_uri,
+        gallery=args.private_gallery,
+        environment=function_environment(spec, provisioned, gallery, extra))
+    lam = boto3.session.Session(profile_name=args.private_profile,
+                                region_name=provisioned.region).client(
+        "lambda", endpoint_url=args.private_endpoint_url,
+        config=Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=120))
+    return ensure_private_function(lam, function)
 
 
 def _read_toml(path: Path) -> dict[str, object]:
