@@ -11,6 +11,7 @@ environment. `openstack_handler.demos` writes those settings as the daemon's con
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ import boto3
 import structlog
 
 from lambda_service.endpoint import LambdaEndpoint
-from lambda_service.faults import FaultSpec
+from lambda_service.faults import FAULTS_ENV, FaultSpec
 from lambda_service.net import free_port
 from lambda_service.spec import EndpointSpec, FunctionSpec, split_handler
 from localcloud.moto_server import MotoServer
@@ -170,8 +171,15 @@ class LocalCloud:
             self.camera_function_specs() if self.camera_enabled else ())
         if not functions:
             raise ValueError("LocalCloud needs the video function, the camera path or both")
+        # The service starts with no function: they are made with CreateFunction, as an operator
+        # makes them on AWS or on the private service, and kept in its state directory, so a
+        # restarted service serves them again. The faults are the service's override (they
+        # apply to every function, and again after a restart).
+        env = _without_aws_variables(os.environ)
+        if self.faults is not None:
+            env[FAULTS_ENV] = json.dumps(self.faults.to_json())
         self.endpoint = LambdaEndpoint(
-            EndpointSpec(functions=functions, region=REGION,
+            EndpointSpec(functions=(), region=REGION, state_dir=str(self.work_dir / "lambda"),
                          account_id=self._provisioned.account_id,
                          aws_endpoint_url=self.moto.url,
                          credentials={DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]:
@@ -179,8 +187,10 @@ class LocalCloud:
                          event_source_poll_wait_s=self.event_source_poll_wait_s,
                          async_time_scale=self.async_time_scale),
             host=self.host, port=lambda_port, log_path=self.work_dir / "lambda.log",
-            pythonpath=self.pythonpath, env=_without_aws_variables(os.environ))
+            pythonpath=self.pythonpath, env=env)
         self.endpoint.start(timeout_s=self.start_timeout_s)
+        create_functions(self.session().client("lambda"), functions,
+                         timeout_s=self.start_timeout_s)
         # the input bucket's trigger in serverless mode (daemon mode: provision() made it)
         self.trigger_changes = provision_trigger(self.session(), self.resources,
                                                  self.provisioned)
@@ -345,3 +355,38 @@ def _without_aws_variables(env: Mapping[str, str]) -> dict[str, str]:
     """The endpoint's environment without the caller's AWS settings (profiles, endpoints...):
     the function gets exactly what `function_spec()` gives it."""
     return {k: v for k, v in env.items() if not k.startswith("AWS_")}
+
+
+def create_functions(lam: Any, functions: Sequence[FunctionSpec], *,
+                     timeout_s: float = 180.0) -> None:
+    """Make *functions* on the Lambda service *lam* talks to with the calls used on AWS:
+    ``CreateFunction`` (an image's ``ImageUri`` and ``ImageConfig``; a handler as a zip of
+    ``lambda_image``, the deployment package, which the workers' path completes) and
+    ``PutFunctionConcurrency`` (their slots); then wait until every one is Active (warm)."""
+    from openstack_handler.provisioning.private import function_zip
+
+    archive: bytes | None = None
+    for function in functions:
+        if function.image:
+            image_config = {key: value for key, value in (
+                ("Command", list(function.command)), ("EntryPoint", list(function.entrypoint)),
+                ("WorkingDirectory", function.working_directory)) if value}
+            code: dict[str, Any] = {"PackageType": "Image",
+                                    "Code": {"ImageUri": function.image},
+                                    **({"ImageConfig": image_config} if image_config else {})}
+        else:
+            archive = archive if archive is not None else function_zip(None)
+            module, func = split_handler(function.handler)
+            code = {"PackageType": "Zip", "Runtime": "python3.11", "Handler": f"{module}.{func}",
+                    "Code": {"ZipFile": archive}}
+        lam.create_function(FunctionName=function.name, Role="arn:aws:iam::000000000000:role/local",
+                            Timeout=max(1, round(function.timeout_s)),
+                            MemorySize=function.memory_mb,
+                            Environment={"Variables": dict(function.environment)}, **code)
+        lam.put_function_concurrency(FunctionName=function.name,
+                                     ReservedConcurrentExecutions=function.concurrency)
+    for function in functions:
+        lam.get_waiter("function_active_v2").wait(
+            FunctionName=function.name,
+            WaiterConfig={"Delay": 0.2, "MaxAttempts": max(1, int(timeout_s / 0.2))})
+

@@ -68,8 +68,9 @@ class PrivateFunction:
                                     "its zip, not both")
 
 
-def function_zip(gallery: Path) -> bytes:
-    """The deployment package: lambda_image/*.py (this installation's) and the gallery."""
+def function_zip(gallery: Path | None) -> bytes:
+    """The deployment package: lambda_image/*.py (this installation's) and, given one, the
+    gallery at :data:`ZIP_GALLERY`."""
     found = importlib.util.find_spec("lambda_image")
     if found is None or not found.submodule_search_locations:
         raise ProvisioningError("the lambda_image package is not installed here")
@@ -78,7 +79,8 @@ def function_zip(gallery: Path) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         members = [(f"lambda_image/{p.name}", p.read_bytes())
                    for p in sorted(package.glob("*.py"))]
-        members.append((ZIP_GALLERY, gallery.read_bytes()))
+        if gallery is not None:
+            members.append((ZIP_GALLERY, gallery.read_bytes()))
         for name, data in members:
             info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
