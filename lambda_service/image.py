@@ -5,14 +5,17 @@ execution environment of a function boots read-only (`lambda_service.environment
 `ImageConfig` is what the image says about how to run it (ENTRYPOINT, CMD, ENV, WORKDIR), read
 from its OCI configuration the way Lambda reads it.
 
-Working containers are named ``lambda-<function>-<pid>``: a root left behind by an endpoint that
-was killed is removed the next time one for the same function starts.
+Working containers are named ``lambda-<function>-<pid>-r<n>``, one per pool (a function's
+update, or its reserved concurrency, makes a new pool while the old one's environments finish on
+their own root): a root left behind by an endpoint that was killed is removed the next time one
+for the same function starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -27,7 +30,8 @@ import structlog
 
 log = structlog.get_logger()
 
-_OWNED = re.compile(r"^lambda-(?P<function>[A-Za-z0-9_-]+)-(?P<pid>\d+)$")
+_OWNED = re.compile(r"^lambda-(?P<function>[A-Za-z0-9_-]+)-(?P<pid>\d+)(?:-r\d+)?$")
+_ROOTS = itertools.count(1)
 
 
 class ImageRunError(RuntimeError):
@@ -65,7 +69,7 @@ class ImageRoot:
 
     def __init__(self, image: str, function: str) -> None:
         self.image = image
-        self.name = f"lambda-{function}-{os.getpid()}"
+        self.name = f"lambda-{function}-{os.getpid()}-r{next(_ROOTS)}"
         self._function = function
         self.path: Path | None = None
 

@@ -224,7 +224,11 @@ def image_cloud(function_image: str, course_data: Path,
 def _root_changes(cloud: LocalCloud) -> list[str]:
     """Files written into the function's root: its working container's overlay upper layer."""
     assert cloud.endpoint is not None
-    name = f"lambda-{cloud.resources.function_name}-{cloud.endpoint.pid}"
+    prefix = f"lambda-{cloud.resources.function_name}-{cloud.endpoint.pid}-r"
+    names = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    # the function's current pool's root (its reserved concurrency made a second pool)
+    (name,) = [n for n in names if n.startswith(prefix)]
     merged = Path(subprocess.run(
         ["buildah", "inspect", "--type", "container", "--format", "{{.MountPoint}}", name],
         capture_output=True, text=True, check=True).stdout.strip())
