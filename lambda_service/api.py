@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import urllib.parse
 from typing import Any
 
@@ -37,7 +36,6 @@ from lambda_service.errors import (
 from lambda_service.faults import FaultSpec
 from lambda_service.net import JSONResponses, NoDelayHTTPServer
 from lambda_service.service import Invocation, InvocationType, LambdaService, Outcome
-from lambda_service.spec import FunctionSpec
 
 log = structlog.get_logger()
 
@@ -52,7 +50,7 @@ class LambdaHTTPServer(NoDelayHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], service: LambdaService,
-                 control: ControlPlane | None = None) -> None:
+                 control: ControlPlane) -> None:
         self.service = service
         self.control = control
         super().__init__(address, LambdaRequestHandler)
@@ -104,8 +102,7 @@ class LambdaRequestHandler(JSONResponses):
             return
         if path == HEALTH_PATH:
             health = service.health()
-            if self.server.control is not None:
-                health.update(self.server.control.health())
+            health.update(self.server.control.health())
             self.send_json(200 if health["status"] == "ready" else 503, health)
             return
         if self._route_control(b""):
@@ -113,21 +110,9 @@ class LambdaRequestHandler(JSONResponses):
         if path == FAULTS_PATH:
             self.send_json(200, service.fault_specs())
             return
-        parts = self._function_parts(path)
-        try:
-            if parts == []:
-                self.send_json(200, {"Functions": [_configuration(service, p.function)
-                                                    for p in service.pools.values()]})
-            elif parts is not None and len(parts) == 1:
-                pool = service.resolve(parts[0], None)
-                self.send_json(200, {"Configuration": _configuration(service, pool.function)})
-            elif parts is not None and len(parts) == 2 and parts[1] == "configuration":
-                pool = service.resolve(parts[0], None)
-                self.send_json(200, _configuration(service, pool.function))
-            else:
-                self._send_error_json(404, "ResourceNotFoundException", f"No route for {path}")
-        except ServiceError as exc:
-            self._send_service_error(exc)
+        # the function-management routes (ListFunctions, GetFunction, …) are the control
+        # plane's: lambda_service.functions
+        self._send_error_json(404, "ResourceNotFoundException", f"No route for {path}")
 
     def do_POST(self) -> None:
         path, query = self._split_path()
@@ -164,8 +149,6 @@ class LambdaRequestHandler(JSONResponses):
         """Answer a Function URL, permission or event source mapping call; False if the path is
         not one of theirs."""
         control = self.server.control
-        if control is None:
-            return False
         path, query = self._split_path()
         try:
             answer = control.route(self.command, path, query, body)
@@ -251,19 +234,3 @@ class LambdaRequestHandler(JSONResponses):
             headers["Retry-After"] = "1"
         self.send_body(status, body, headers)
 
-
-
-def _configuration(service: LambdaService, function: FunctionSpec) -> dict[str, Any]:
-    """A FunctionConfiguration shaped like Lambda's (the fields a status check reads)."""
-    code: dict[str, Any] = {"Handler": function.handler, "Runtime": "python3.11",
-                            "PackageType": "Zip"}
-    if function.image:
-        config = {key: value for key, value in (
-            ("Command", list(function.command)), ("EntryPoint", list(function.entrypoint)),
-            ("WorkingDirectory", function.working_directory)) if value}
-        code = {"PackageType": "Image", "ImageConfigResponse": {"ImageConfig": config}}
-    return {"FunctionName": function.name, "FunctionArn": service.spec.function_arn(function.name),
-            **code,
-            "Timeout": math.ceil(function.timeout_s), "MemorySize": function.memory_mb,
-            "Environment": {"Variables": dict(function.environment)}, "Version": "$LATEST",
-            "State": "Active", "LastUpdateStatus": "Successful"}
