@@ -143,8 +143,8 @@ class FunctionsAPI:
         self._own_code_root: tempfile.TemporaryDirectory[str] | None = None
         self.records = {name: FunctionRecord(runtime="python3.11")
                         for name in list(service.pools)}
-        #: the functions this API made (kept in the state directory), not the spec file's
-        self._made: set[str] = set()
+        #: the spec file's functions: every other one was made by this API (and is kept)
+        self._from_spec = frozenset(f.name for f in service.spec.functions)
 
     def restore(self) -> list[str]:
         """Serve again the functions a previous process made (its state file); code no longer
@@ -175,7 +175,6 @@ class FunctionsAPI:
                 continue
             self.service.add_function(function)
             self.records[function.name] = record
-            self._made.add(function.name)
             restored.append(function.name)
         self._remove_unused_code()
         if restored:
@@ -247,7 +246,6 @@ class FunctionsAPI:
         function = self._spec(name=name, concurrency=self.default_concurrency, **fields)
         self.service.add_function(function)
         self.records[name] = record
-        self._made.add(name)
         self._save()
         log.info("function_created", function=name, package=package,
                  concurrency=function.concurrency)
@@ -307,7 +305,6 @@ class FunctionsAPI:
         name = self._name(name)
         function = self.service.remove_function(name)
         self.records.pop(name, None)
-        self._made.discard(name)
         self._save()
         log.info("function_deleted", function=name)
         if function.code_path and self._code_root is not None and \
@@ -358,11 +355,8 @@ class FunctionsAPI:
             "State": "Active" if warm else "Pending",
             "LastUpdateStatus": "Successful" if warm else "InProgress"}
         if function.image:
-            image_config = {key: value for key, value in (
-                ("Command", list(function.command)), ("EntryPoint", list(function.entrypoint)),
-                ("WorkingDirectory", function.working_directory)) if value}
             config |= {"PackageType": "Image",
-                       "ImageConfigResponse": {"ImageConfig": image_config}}
+                       "ImageConfigResponse": {"ImageConfig": function.image_config()}}
         else:
             config |= {"PackageType": "Zip", "Handler": function.handler,
                        "Runtime": record.runtime or "python3.11"}
@@ -376,7 +370,7 @@ class FunctionsAPI:
             return
         entries = [{"function": self.service.pools[name].function.to_json(),
                     "record": dataclasses.asdict(self.records[name])}
-                   for name in sorted(self._made) if name in self.service.pools]
+                   for name in sorted(self.service.pools) if name not in self._from_spec]
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         partial = self._state_file.with_suffix(".json.partial")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

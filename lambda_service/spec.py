@@ -21,10 +21,10 @@ every API request but ``GET /health`` carry a SigV4 signature by one of the cred
 Lambda's API does — the private function service runs so), ``"default_concurrency"`` (the
 slots of a function made with CreateFunction without a reserved concurrency; 0, the default:
 this host's cores), ``"state_dir"`` (where the functions made with the API are kept, so that
-a restarted service serves them again; unset: they live as long as the process), ``"event_source_poll_wait_s"`` (the
-pollers' long-poll wait) and ``"async_time_scale"`` (in (0, 1], default 1: multiplies every
-duration of the asynchronous-invocation contract, Lambda's retry delays and the maximum event
-age, so that tests run minutes as fractions of a second; see
+a restarted service serves them again; unset: they live as long as the process),
+``"event_source_poll_wait_s"`` (the pollers' long-poll wait) and ``"async_time_scale"`` (in
+(0, 1], default 1: multiplies every duration of the asynchronous-invocation contract, Lambda's
+retry delays and the maximum event age, so that tests run minutes as fractions of a second; see
 :mod:`lambda_service.async_invoke`).
 """
 
@@ -90,6 +90,12 @@ class FunctionSpec:
                 object.__setattr__(self, "faults", FaultSpec.from_json(self.faults))
             except ValueError as exc:
                 raise SpecError(f"{self.name}: {exc}") from exc
+
+    def image_config(self) -> dict[str, Any]:
+        """Lambda's ImageConfig of an image function: the overrides it sets, by their API names."""
+        return {key: value for key, value in (
+            ("Command", list(self.command)), ("EntryPoint", list(self.entrypoint)),
+            ("WorkingDirectory", self.working_directory)) if value}
 
     def to_json(self) -> dict[str, Any]:
         code: dict[str, Any] = {"handler": self.handler,

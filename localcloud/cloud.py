@@ -368,9 +368,7 @@ def create_functions(lam: Any, functions: Sequence[FunctionSpec], *,
     archive: bytes | None = None
     for function in functions:
         if function.image:
-            image_config = {key: value for key, value in (
-                ("Command", list(function.command)), ("EntryPoint", list(function.entrypoint)),
-                ("WorkingDirectory", function.working_directory)) if value}
+            image_config = function.image_config()
             code: dict[str, Any] = {"PackageType": "Image",
                                     "Code": {"ImageUri": function.image},
                                     **({"ImageConfig": image_config} if image_config else {})}
