@@ -455,7 +455,7 @@ def ensure_image_function(session: SessionLike, *, name: str, image_uri: str, co
             lam.get_waiter("function_updated_v2").wait(FunctionName=name,
                                                        WaiterConfig=waiter_config)
             changes.append(Change("lambda function", name, "updated", image_uri))
-        differing = _function_config_diff(current["Configuration"], desired)
+        differing = function_config_diff(current["Configuration"], desired)
         if differing:
             lam.update_function_configuration(FunctionName=name,
                                               **{k: desired[k] for k in differing})
@@ -519,12 +519,15 @@ def _create_function(lam: Any, name: str, image_uri: str, desired: Mapping[str, 
     return create()
 
 
-def _function_config_diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
-    differing = [k for k in ("Role", "Timeout", "MemorySize") if current.get(k) != desired[k]]
+def function_config_diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
+    """The keys of *desired* (UpdateFunctionConfiguration's) that the function's *current*
+    configuration does not have; Environment and ImageConfig compared as Lambda answers them."""
+    differing = [k for k in ("Role", "Timeout", "MemorySize", "Handler", "Runtime")
+                 if k in desired and current.get(k) != desired[k]]
     if current.get("Environment", {}).get("Variables", {}) != desired["Environment"]["Variables"]:
         differing.append("Environment")
-    image_config = current.get("ImageConfigResponse", {}).get("ImageConfig", {})
-    if image_config.get("Command") != desired["ImageConfig"]["Command"]:
+    if "ImageConfig" in desired and current.get("ImageConfigResponse", {}).get(
+            "ImageConfig", {}).get("Command") != desired["ImageConfig"]["Command"]:
         differing.append("ImageConfig")
     return differing
 

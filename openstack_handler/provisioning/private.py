@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from openstack_handler.provisioning.aws import function_config_diff
 from openstack_handler.provisioning.spec import Change, ProvisioningError
 
 log = structlog.get_logger()
@@ -131,7 +132,7 @@ def ensure_private_function(lam: Any, function: PrivateFunction, *,
             lam.get_waiter("function_updated_v2").wait(FunctionName=function.name,
                                                        WaiterConfig=waiter)
             changes.append(Change("private function", where, "updated", "code"))
-        differing = _differing(config, desired)
+        differing = function_config_diff(config, desired)
         if differing:
             lam.update_function_configuration(FunctionName=function.name,
                                               **{k: desired[k] for k in differing})
@@ -150,17 +151,6 @@ def ensure_private_function(lam: Any, function: PrivateFunction, *,
         log.info("provisioned", kind=change.kind, name=change.name, action=change.action,
                  detail=change.detail)
     return changes
-
-
-def _differing(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
-    differing = [k for k in ("Timeout", "MemorySize", "Handler", "Runtime")
-                 if k in desired and current.get(k) != desired[k]]
-    if current.get("Environment", {}).get("Variables", {}) != desired["Environment"]["Variables"]:
-        differing.append("Environment")
-    if "ImageConfig" in desired and current.get("ImageConfigResponse", {}).get(
-            "ImageConfig", {}).get("Command") != desired["ImageConfig"]["Command"]:
-        differing.append("ImageConfig")
-    return differing
 
 
 def private_targets(*, function_name: str, endpoint_url: str, profile: str | None,
