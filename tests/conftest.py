@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,20 @@ def course_records(course_data: Path) -> dict[str, str]:
     with (course_data / "expected.csv").open(newline="") as handle:
         return {r["video"]: f"{r['name']},{r['major']},{r['year']}"
                 for r in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="session")
+def image_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exported models the built image carries (its /opt/models, export-onnx's output):
+    what the handler role installs for the private function service's ONNX worker mode."""
+    from lambda_service.image import ImageRoot
+    from localcloud.machines.images import image_name
+
+    dest = tmp_path_factory.mktemp("image-models") / "models"
+    with ImageRoot(image_name(), "test-models") as root:
+        assert root.path is not None
+        shutil.copytree(root.path / "opt" / "models", dest)
+    return dest
 
 
 @pytest.fixture(scope="session")

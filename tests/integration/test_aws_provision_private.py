@@ -5,7 +5,6 @@ daemon's targets that put it first; against moto as AWS."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,24 +16,11 @@ from test_aws_provision_cli import provision_cli
 
 from lambda_service.endpoint import LambdaEndpoint
 from lambda_service.spec import EndpointSpec
-from localcloud.machines.images import image_name
 from openstack_handler.daemon.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
 CALLER_KEY, CALLER_SECRET = "AKIDPRIVATECALLER001", "private-caller-secret"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The exported models the shipped image carries: what the role installs on a VM."""
-    from lambda_service.image import ImageRoot
-
-    dest = tmp_path_factory.mktemp("private-models") / "models"
-    with ImageRoot(image_name(), "provision-private-models") as root:
-        assert root.path is not None
-        shutil.copytree(root.path / "opt" / "models", dest)
-    return dest
 
 
 @pytest.fixture()
@@ -68,7 +54,7 @@ def _caller(url: str) -> Any:
 
 
 def test_provision_makes_the_function_on_the_private_service_and_puts_it_first(
-        profiles: None, private_service: LambdaEndpoint, models: Path, course_data: Path,
+        profiles: None, private_service: LambdaEndpoint, image_models: Path, course_data: Path,
         course_records: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / "handler.toml"
     config.write_text("concurrency = 8\n")
@@ -77,7 +63,7 @@ def test_provision_makes_the_function_on_the_private_service_and_puts_it_first(
             "--private-endpoint-url", private_service.url, "--private-profile", "private-caller",
             "--private-function-profile", "private-function",
             "--private-gallery", str(course_data / "encoding"),
-            "--private-model-dir", str(models), "--burst-after", "0")
+            "--private-model-dir", str(image_models), "--burst-after", "0")
     # WHEN the operator provisions with the private service named
     first = provision_cli(*args)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -92,7 +78,7 @@ def test_provision_makes_the_function_on_the_private_service_and_puts_it_first(
     got = lam.get_function(FunctionName="face-recognition")
     assert got["Concurrency"] == {"ReservedConcurrentExecutions": 1}
     variables = got["Configuration"]["Environment"]["Variables"]
-    assert (variables["INFERENCE_RUNTIME"], variables["MODEL_DIR"]) == ("onnx", str(models))
+    assert (variables["INFERENCE_RUNTIME"], variables["MODEL_DIR"]) == ("onnx", str(image_models))
     s3 = boto3.client("s3")
     s3.upload_file(str(course_data / "videos" / "test_0.mp4"), "hybrid-input", "test_0.mp4")
     answer = lam.invoke(FunctionName="face-recognition", Payload=json.dumps({"Records": [{

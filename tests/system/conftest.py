@@ -26,7 +26,6 @@ from system_helpers import (
 )
 
 from localcloud.cloud import DUMMY_CREDENTIALS, REGION, LocalCloud
-from localcloud.machines.images import image_name
 from localcloud.machines.nspawn import Machine, Network, clone_root, root_path
 from localcloud.machines.roots import HANDLER_VM
 
@@ -89,21 +88,8 @@ def source_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def function_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The models the shipped image carries (its /opt/models, export-onnx's output), for the
-    role to install on the VM: the function runs there from a zip, in the ONNX worker mode."""
-    from lambda_service.image import ImageRoot
-
-    dest = tmp_path_factory.mktemp("function-models") / "models"
-    with ImageRoot(image_name(), "system-test-models") as root:
-        assert root.path is not None
-        shutil.copytree(root.path / "opt" / "models", dest)
-    return dest
-
-
-@pytest.fixture(scope="session")
 def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud: LocalCloud,
-                     source_snapshot: Path, function_models: Path,
+                     source_snapshot: Path, image_models: Path,
                      tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An inventory naming the VM, and the operator's variables for the handler role."""
     work = tmp_path_factory.mktemp("ansible")
@@ -145,7 +131,7 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         "handler_functions_host": vm_network.guest_ip,
         "handler_functions_port": FUNCTIONS_PORT,
         "handler_functions_keys": {FUNCTIONS_KEY: FUNCTIONS_SECRET},
-        "handler_functions_models_dir": str(function_models),
+        "handler_functions_models_dir": str(image_models),
         # the daemon's key for that service, for a [[targets]] entry with profile = ...
         "handler_aws_profiles": {FUNCTIONS_PROFILE: {
             "aws_access_key_id": FUNCTIONS_KEY, "aws_secret_access_key": FUNCTIONS_SECRET}},

@@ -16,7 +16,7 @@ from unittest.mock import ANY
 
 import boto3
 import pytest
-from ansible_helpers import REPO, PlayResult, run_playbook
+from ansible_helpers import PlayResult, run_playbook
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from daemon_helpers import s3_event, status_counters, status_targets
@@ -36,6 +36,7 @@ from system_helpers import (
 
 from localcloud.cloud import DUMMY_CREDENTIALS, EndpointSession, LocalCloud
 from localcloud.machines.nspawn import Machine, Network
+from openstack_handler.provisioning.private import ZIP_GALLERY, function_zip
 
 pytestmark = pytest.mark.system
 
@@ -249,18 +250,6 @@ def test_a_bad_config_exits_78_and_is_not_restarted_in_a_loop(
              what="both replicas active after the fix")
 
 
-def _recognition_zip(course_data: Path) -> bytes:
-    """The recognition function as a Lambda deployment package: the lambda_image package and
-    the course's gallery beside it (GALLERY_PATH=encoding: relative to the task root, as on
-    Lambda). Its packages and models are the runtime's, which the role installed."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted((REPO / "lambda_image").glob("*.py")):
-            archive.write(path, path.relative_to(REPO).as_posix())
-        archive.write(course_data / "encoding", "encoding")
-    return buffer.getvalue()
-
-
 def test_the_course_clips_are_recognised_on_the_vm_and_its_overflow_runs_on_the_hosts_lambda(
         deployed: tuple[PlayResult, PlayResult], deployment_files: tuple[Path, Path],
         vm: Machine, vm_network: Network, host_cloud: LocalCloud, course_data: Path,
@@ -275,13 +264,14 @@ def test_the_course_clips_are_recognised_on_the_vm_and_its_overflow_runs_on_the_
     name = host_cloud.resources.function_name
     environment = {key: value for key, value in host_cloud.function_spec().environment.items()
                    if key not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
-    environment |= {"GALLERY_PATH": "encoding", "INFERENCE_RUNTIME": "onnx",
+    environment |= {"GALLERY_PATH": ZIP_GALLERY, "INFERENCE_RUNTIME": "onnx",
                     "MODEL_DIR": "/opt/handler-functions/models", "INFERENCE_THREADS": "1"}
-    # GIVEN the recognition function made on the VM's service from a zip, as an operator would
-    # on AWS, with 2 slots (one per daemon replica)
+    # GIVEN the recognition function made on the VM's service from a zip (lambda_image and the
+    # course gallery; its packages and models are the runtime's, which the role installed), as
+    # an operator would on AWS, with 2 slots (one per daemon replica)
     lam.create_function(FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::1:role/x",
                         Handler="lambda_image.handlers.s3_handler", Timeout=60, MemorySize=2048,
-                        Code={"ZipFile": _recognition_zip(course_data)},
+                        Code={"ZipFile": function_zip(course_data / "encoding")},
                         Environment={"Variables": environment})
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
     # AND the service restarted since: its functions are kept in its state directory
