@@ -40,8 +40,9 @@ test-unit: $(STAMP)
 # Benchmarks (not part of `make test`; about 45 minutes): the function per clip, the torch and
 # ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
 # against a synthetic function, placement on two Lambda services, the real function on the
-# private service against the local cloud, end to end with the peer-style baseline, the camera path (100
-# frames, both stages, at the course's pace and flat out), the function A/B against AB_BASE;
+# private service against the local cloud, end to end with the peer-style baseline, the camera
+# path (100 frames, both stages, at the course's pace and flat out), the function A/B against
+# AB_BASE;
 # then bench/out/REPORT.md and PNG plots from bench/out/*.json.
 # The function's warm time per course clip is compared, interleaved call by call, with this
 # commit's (the last before the decision rule that scales with the gallery, issue 30).
