@@ -5,9 +5,9 @@
 #   bake.sh GUEST_IP
 #
 # Keystone (fernet, MariaDB), Glance (file store), Placement, Nova API/conductor/scheduler and a
-# nova-compute with the fake driver, Neutron's API server (ML2, no agents), RabbitMQ. Service
-# passwords are random, generated here, and stay inside this root; the admin password is replaced
-# at every `up` (localcloud/machines/openstack.py).
+# nova-compute with the fake driver, Neutron's API server (ML2, no agents), Heat (API and engine,
+# its stack domain), RabbitMQ. Service passwords are random, generated here, and stay inside this
+# root; the admin password is replaced at every `up` (localcloud/machines/openstack.py).
 set -euo pipefail
 IP=${1:?usage: bake.sh GUEST_IP}
 REGION=RegionOne
@@ -34,7 +34,8 @@ PY
     echo "no answer from $1" >&2; return 1
 }
 
-SERVICES="keystone glance-api placement-api nova-api nova-conductor nova-scheduler neutron-api"
+SERVICES="keystone glance-api placement-api nova-api nova-conductor nova-scheduler neutron-api
+          heat-api heat-engine"
 # They started unconfigured at boot (and failed): stop them, and the ones we never run.
 systemctl stop $SERVICES nova-compute-fake neutron-rpc-server nova-api-metadata 2>/dev/null || true
 systemctl disable --now neutron-rpc-server nova-api-metadata 2>/dev/null || true
@@ -53,7 +54,7 @@ collation-server = utf8mb4_general_ci
 EOF
 systemctl restart mariadb
 declare -A DBPW
-for db in keystone glance placement nova_api nova nova_cell0 neutron; do
+for db in keystone glance placement nova_api nova nova_cell0 neutron heat; do
     user=${db%%_*}
     [ -n "${DBPW[$user]:-}" ] || DBPW[$user]=$(pw)
     mysql -e "CREATE DATABASE IF NOT EXISTS $db;
@@ -139,13 +140,14 @@ service_auth() {  # CONF SECTION USER: credentials nova/neutron use to call each
     set_ini "$1" "$2" password "${SVCPW[$3]}"
     set_ini "$1" "$2" region_name $REGION
 }
-for svc in glance placement nova neutron; do service_user $svc; done
+for svc in glance placement nova neutron heat; do service_user $svc; done
 openstack role add --project service --user nova service
 openstack role add --project service --user neutron service
 endpoints glance image "http://$IP:9292"
 endpoints placement placement "http://$IP:8778"
 endpoints nova compute "http://$IP:8774/v2.1"
 endpoints neutron network "http://$IP:9696"
+endpoints heat orchestration "http://$IP:8004/v1/%(project_id)s"
 
 # -- Glance -----------------------------------------------------------------------------------
 phase "Glance"
@@ -223,12 +225,47 @@ set_ini $ML2 ml2_type_flat flat_networks public
 set_ini $ML2 ml2_type_vxlan vni_ranges 1:1000
 su -s /bin/sh -c "neutron-db-manage --config-file $NEC --config-file $ML2 upgrade head" neutron
 
+# -- Heat: the API and one engine; stack users live in their own domain ----------------------
+phase "Heat"
+HC=/etc/heat/heat.conf
+HEAT_DOMAIN_PW=$(pw)
+openstack domain show heat >/dev/null 2>&1 \
+    || openstack domain create --description "Heat's stack projects and users" heat >/dev/null
+if openstack user show --domain heat heat_domain_admin >/dev/null 2>&1; then
+    openstack user set --domain heat --password "$HEAT_DOMAIN_PW" heat_domain_admin
+else
+    openstack user create --domain heat --password "$HEAT_DOMAIN_PW" heat_domain_admin >/dev/null
+fi
+openstack role add --domain heat --user-domain heat --user heat_domain_admin admin
+for role in heat_stack_owner heat_stack_user; do
+    openstack role show $role >/dev/null 2>&1 || openstack role create $role >/dev/null
+done
+set_ini $HC database connection "$(db_url heat heat)"
+set_ini $HC DEFAULT transport_url "$TRANSPORT"
+set_ini $HC DEFAULT region_name_for_services $REGION
+set_ini $HC DEFAULT heat_metadata_server_url "http://$IP:8000"
+set_ini $HC DEFAULT heat_waitcondition_server_url "http://$IP:8000/v1/waitcondition"
+set_ini $HC DEFAULT stack_domain_admin heat_domain_admin
+set_ini $HC DEFAULT stack_domain_admin_password "$HEAT_DOMAIN_PW"
+set_ini $HC DEFAULT stack_user_domain_name heat
+set_ini $HC DEFAULT num_engine_workers 1
+set_ini $HC DEFAULT log_dir /var/log/heat
+set_ini $HC heat_api workers 1
+authtoken $HC heat
+set_ini $HC trustee auth_type password
+set_ini $HC trustee auth_url "http://$IP:5000"
+set_ini $HC trustee username heat
+set_ini $HC trustee password "${SVCPW[heat]}"
+set_ini $HC trustee user_domain_name Default
+set_ini $HC clients_keystone auth_uri "http://$IP:5000"
+su -s /bin/sh -c "heat-manage db_sync" heat
+
 # -- uwsgi: Debian sizes the API servers for a big host (8-16 processes each, every one loading
 # the whole app); on a small machine that is minutes of boot. Two each is plenty here.
 phase "uwsgi sizing"
 for ini in /etc/keystone/keystone-uwsgi.ini /etc/glance/glance-api-uwsgi.ini \
            /etc/placement/placement-api-uwsgi.ini /etc/nova/nova-api-uwsgi.ini \
-           /etc/neutron/neutron-api-uwsgi.ini; do
+           /etc/heat/heat-api-uwsgi.ini /etc/neutron/neutron-api-uwsgi.ini; do
     [ -f "$ini" ] && set_ini "$ini" uwsgi processes 2
 done
 # neutron runs on eventlet: with Debian's 32 uwsgi threads a greenlet can be resumed from another
@@ -242,7 +279,8 @@ install -m 0644 /root/openstack-bake/nova-compute-fake.service /etc/systemd/syst
 systemctl daemon-reload
 systemctl enable $SERVICES nova-compute-fake >/dev/null 2>&1
 systemctl restart $SERVICES nova-compute-fake
-for url in "http://$IP:9292" "http://$IP:8778" "http://$IP:8774" "http://$IP:9696"; do
+for url in "http://$IP:9292" "http://$IP:8778" "http://$IP:8774" "http://$IP:9696" \
+           "http://$IP:8004"; do
     wait_http "$url"
 done
 
@@ -271,6 +309,7 @@ openstack user show handler >/dev/null 2>&1 \
     || openstack user create --domain default --project handler --password "$(pw)" handler >/dev/null
 openstack role show member >/dev/null 2>&1 || openstack role create member >/dev/null
 openstack role add --project handler --user handler member
+openstack role add --project handler --user handler heat_stack_owner
 openstack quota set --instances 20 --cores 40 --ram 102400 handler
 
 echo "baked: $IP"

@@ -2,17 +2,21 @@
 
 Keystone (fernet tokens, MariaDB), Glance (file store), Placement, Nova API/conductor/scheduler
 with a nova-compute on the fake driver (servers go ACTIVE without a hypervisor), Neutron's API
-server (ML2 without agents: networks, subnets, routers, no data plane) and RabbitMQ — the real
-services, so openstacksdk and Ansible's openstack.cloud modules talk to what they would talk to on
-a DevStack host. DevStack itself cannot be installed offline (it clones from the internet).
+server (ML2 without agents: networks, subnets, routers, no data plane), Heat (API and engine)
+and RabbitMQ — the real services, so openstacksdk and Ansible's openstack.cloud modules talk to
+what they would talk to on a DevStack host. DevStack itself cannot be installed offline (it
+clones from the internet).
 
-Two cached layers (:mod:`localcloud.machines.nspawn`; ``make roots`` builds both before the tests): the packages (debootstrap + apt, ~5 min, 1.8 GB), then
-that root booted once to run ``devstack/container/bake.sh`` (databases, service users, endpoints,
-cells, flavors, the ``handler`` project and user) and powered off. Every ``up`` boots an overlay
+Two cached layers (:mod:`localcloud.machines.nspawn`; ``make roots`` builds both before the
+tests): the packages (debootstrap + apt, ~3 min, 1.9 GB), then that root booted once to run
+``devstack/container/bake.sh`` (databases, service users, endpoints, cells, flavors, Heat's stack
+domain, the ``handler`` project and user; ~5 min) and powered off. Every ``up`` boots an overlay
 on the baked root in its own network namespace (the guest is always 10.231.251.2, which the baked
 endpoints name), sets a fresh password for the ``handler`` user, creates an application credential
-with a fresh secret and writes it to the caller's ``clouds.yaml`` (mode 0600) — the only place the
-secret goes. ``down`` powers off, unmounts, deletes the namespace and the overlay.
+with a fresh secret, gives the pool controller's user ``handler-pool`` a fresh password (Heat
+needs a password login), and writes both to the caller's ``clouds.yaml`` (mode 0600, entries
+``NAME`` and ``NAME-heat``) — the only place the secrets go. ``down`` powers off, unmounts,
+deletes the namespace and the overlay.
 
     python -m localcloud.machines.openstack up --clouds-yaml PATH [--cloud NAME]
     python -m localcloud.machines.openstack status
@@ -69,21 +73,26 @@ NETNS = "oh-openstack"
 #: 10.231.251.0/30: outside Network.for_this_process's 1..250, so it never meets a test VM.
 SUBNET_OCTET = 251
 REGION = "RegionOne"
+#: the pool controller's user in the tenant's project (Heat needs a password login; see
+#: _orchestration_password)
+ORCHESTRATION_USER = "handler-pool"
 #: where a running cloud keeps its overlay (on disk: the databases grow) and its state file.
 DEFAULT_WORK_DIR = Path("/var/lib/openstack-handler/openstack")
 #: the OpenStack units Debian enables; off until bake.sh has configured them.
 BAKED_SERVICES = ("keystone.service", "glance-api.service", "placement-api.service",
                   "nova-api.service", "nova-api-metadata.service", "nova-conductor.service",
-                  "nova-scheduler.service", "neutron-api.service", "neutron-rpc-server.service")
+                  "nova-scheduler.service", "neutron-api.service", "neutron-rpc-server.service",
+                  "heat-api.service", "heat-engine.service")
 SERVICE_PORTS = {"identity": 5000, "image": 9292, "placement": 8778, "compute": 8774,
-                 "network": 9696}
+                 "network": 9696, "orchestration": 8004}
 
 #: Debian's OpenStack (Zed in bookworm). Debian's nova-compute package would pull in qemu/KVM;
 #: the fake driver needs only python3-nova, so the compute service gets a unit of our own.
 OPENSTACK_PACKAGES = (
     "mariadb-server", "python3-pymysql", "rabbitmq-server", "keystone", "glance-api",
     "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "python3-nova",
-    "neutron-server", "python3-openstackclient", "crudini",
+    "neutron-server", "heat-api", "heat-engine", "python3-heatclient",
+    "python3-openstackclient", "crudini",
 )
 
 # Package scripts must not start services in the (not booted) build container.
@@ -119,6 +128,11 @@ class CloudInfo:
     user: str = "handler"
     #: the process that will ``down`` it (None: whoever runs ``down``, e.g. the CLI's user).
     owner_pid: int | None = None
+
+    @property
+    def heat_cloud_name(self) -> str:
+        """The clouds.yaml entry that drives Heat (see :func:`_orchestration_password`)."""
+        return f"{self.cloud_name}-heat"
 
 
 def guest_network() -> Network:
@@ -235,8 +249,8 @@ def up(clouds_yaml: Path, *, cloud_name: str = "handler", cache_dir: Path = DEFA
         _write_state(work_dir, info)
         admin = _admin_auth(machine)
         _wait_ready(info, admin, deadline=started + timeout_s)
-        _write_clouds_yaml(clouds_yaml, cloud_name, info.auth_url,
-                           *_application_credential(info, admin))
+        _write_clouds_yaml(clouds_yaml, info, *_application_credential(info, admin),
+                           _orchestration_password(info, admin))
     except BaseException:
         down(work_dir=work_dir)
         raise
@@ -343,17 +357,28 @@ def _wait_ready(info: CloudInfo, admin: dict[str, str], *, deadline: float) -> N
         try:
             conn = _connect(admin)
             services = list(conn.compute.services(binary="nova-compute"))
-            if any(s.state == "up" and s.status == "enabled" for s in services):
-                # Placement must know the fake compute's resources before a boot can schedule.
-                if list(conn.placement.resource_providers()):
-                    return
-                problem = "no resource provider in placement yet"
-            else:
+            if not any(s.state == "up" and s.status == "enabled" for s in services):
                 problem = "nova-compute not up yet"
+            # Placement must know the fake compute's resources before a boot can schedule.
+            elif not list(conn.placement.resource_providers()):
+                problem = "no resource provider in placement yet"
+            # A stack needs a heat-engine that reports in (the API alone accepts and waits).
+            elif not _heat_engine_up(conn):
+                problem = "heat-engine not up yet"
+            else:
+                return
         except (SDKException, ClientException) as exc:
             problem = f"{type(exc).__name__}: {exc}"[:300]
         time.sleep(1)
     raise ContainerError(f"cloud not ready: {problem}")
+
+
+def _heat_engine_up(conn: Any) -> bool:
+    """Whether a heat-engine reports in (Heat's services API, admin only; openstacksdk has no
+    call for it)."""
+    response = conn.orchestration.get("/services")
+    return response.ok and any(e.get("status") == "up"
+                               for e in response.json().get("services", []))
 
 
 def _application_credential(info: CloudInfo, admin: dict[str, str]) -> tuple[str, str]:
@@ -388,14 +413,59 @@ def _create_credential_as(user_id: str, auth: dict[str, str]) -> Any:
         secret=secrets.token_urlsafe(32), description="openstack-handler (container cloud)")
 
 
-def _write_clouds_yaml(path: Path, cloud_name: str, auth_url: str, credential_id: str,
-                       secret: str) -> None:
-    """clouds.yaml (JSON is valid YAML), created 0600 and replaced atomically."""
-    document = {"clouds": {cloud_name: {
-        "auth_type": "v3applicationcredential", "region_name": REGION,
-        "identity_api_version": 3, "interface": "public",
-        "auth": {"auth_url": auth_url, "application_credential_id": credential_id,
-                 "application_credential_secret": secret}}}}
+def _orchestration_password(info: CloudInfo, admin: dict[str, str]) -> str:
+    """The pool controller's user (:data:`ORCHESTRATION_USER`, member and heat_stack_owner in
+    the tenant's project), made if missing, with a fresh password; returned, never logged.
+
+    Heat makes a Keystone trust for every stack so that it can act on the owner's behalf later,
+    and Keystone refuses to manage trusts for a token from an application credential (any
+    application credential, restricted or not). So what drives Heat logs in with a password:
+    a user of its own, which keeps the daemon's application credential as narrow as it was.
+    """
+    conn = _connect(admin)
+    project = conn.identity.find_project(info.project, ignore_missing=False)
+    password = secrets.token_urlsafe(24)
+    user = conn.identity.find_user(ORCHESTRATION_USER)
+    if user is None:
+        user = conn.identity.create_user(name=ORCHESTRATION_USER, domain_id="default",
+                                         default_project_id=project.id, password=password,
+                                         description="openstack-handler's pool controller")
+    else:
+        conn.identity.update_user(user, password=password)
+    for role in ("member", "heat_stack_owner"):
+        conn.identity.assign_project_role_to_user(
+            project, user, conn.identity.find_role(role, ignore_missing=False))
+    _log_in_as({**admin, "username": ORCHESTRATION_USER, "password": password,
+                "project_name": info.project})
+    return password
+
+
+@retry(retry=retry_if_exception(_is_unauthorized), stop=stop_after_delay(15),
+       wait=wait_fixed(1), reraise=True)
+def _log_in_as(auth: dict[str, str]) -> None:
+    """A first login after a password change (see :func:`_create_credential_as` for why it may
+    take a second), so the password works by the time ``up`` returns."""
+    _connect(auth).authorize()
+
+
+def _write_clouds_yaml(path: Path, info: CloudInfo, credential_id: str, secret: str,
+                       orchestration_password: str) -> None:
+    """clouds.yaml (JSON is valid YAML), created 0600 and replaced atomically: the tenant's
+    application credential as *cloud_name*, the pool controller's login as
+    ``<cloud_name>-heat``."""
+    common = {"region_name": REGION, "identity_api_version": 3, "interface": "public"}
+    document = {"clouds": {
+        info.cloud_name: {**common, "auth_type": "v3applicationcredential",
+                          "auth": {"auth_url": info.auth_url,
+                                   "application_credential_id": credential_id,
+                                   "application_credential_secret": secret}},
+        info.heat_cloud_name: {**common, "auth_type": "password",
+                               "auth": {"auth_url": info.auth_url,
+                                        "username": ORCHESTRATION_USER,
+                                        "password": orchestration_password,
+                                        "user_domain_name": "Default",
+                                        "project_name": info.project,
+                                        "project_domain_name": "Default"}}}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
