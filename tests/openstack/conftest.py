@@ -178,6 +178,30 @@ def openstack_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         openstack.down()
 
 
+def admin_connection(openstack_cloud: Any) -> Any:
+    """The container's admin (what a tenant may not do: reset a server's state, set quotas,
+    read user data), from the credentials bake.sh left in the guest."""
+    from localcloud.machines.openstack import _connect
+
+    text = (Path(openstack_cloud.overlay) / "root/openstack/admin-openrc").read_text()
+    values = dict(line.removeprefix("export ").split("=", 1)
+                  for line in text.splitlines() if line.startswith("export "))
+    return _connect({"auth_url": values["OS_AUTH_URL"], "username": values["OS_USERNAME"],
+                     "password": values["OS_PASSWORD"], "project_name": values["OS_PROJECT_NAME"],
+                     "user_domain_name": "Default", "project_domain_name": "Default"})
+
+
+def heat_connection(openstack_cloud: Any) -> Any:
+    """The pool controller's login (Heat needs a password login, not an application
+    credential: localcloud.machines.openstack._orchestration_password)."""
+    import openstack.connection
+    from openstack.config.loader import OpenStackConfig
+
+    region = OpenStackConfig(config_files=[openstack_cloud.clouds_yaml]).get_one(
+        cloud=openstack_cloud.heat_cloud_name, api_timeout=60)  # a hung API fails, not hangs
+    return openstack.connection.Connection(config=region)
+
+
 @pytest.fixture()
 def cloud_env(openstack_cloud: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """openstacksdk finds the container's clouds.yaml; returns the cloud's name."""
