@@ -355,7 +355,10 @@ class FunctionPool:
             self._release(worker)
         else:
             self._replace(worker)
-        self._count("invocations")
+        with self._cond:
+            self._counters["invocations"] += 1
+            # with the count, the mean duration per invocation (a pool agent's seconds/message)
+            self._counters["duration_ms_total"] += round(result.duration_ms)
         if result.function_error:
             self._count("errors")
         log.info("invocation", function=self.function.name, request_id=request_id,

@@ -34,7 +34,8 @@ import boto3
 from openstack_handler.daemon.availability import Availability
 from openstack_handler.daemon.aws_clients import Endpoint, build_client
 from openstack_handler.daemon.invoker import LambdaInvoker, lambda_client_config
-from openstack_handler.daemon.settings import DEFAULT_TARGET, Settings
+from openstack_handler.daemon.pool_target import PoolInvoker, PoolMember, PoolRefresher
+from openstack_handler.daemon.settings import DEFAULT_TARGET, Settings, TargetSettings
 
 
 @dataclass
@@ -49,11 +50,13 @@ class TargetCounts:
 class Target:
     """One place to run the function; its counters are guarded by the Placement's lock."""
 
-    def __init__(self, *, name: str, invoker: LambdaInvoker, slots: int,
-                 availability: Availability) -> None:
+    def __init__(self, *, name: str, invoker: LambdaInvoker | PoolInvoker, slots: int,
+                 availability: Availability, max_slots: int | None = None) -> None:
         self.name = name
         self.invoker = invoker
+        #: the slots it has now (a pool target's change with its servers), and at most
         self.slots = slots
+        self.max_slots = slots if max_slots is None else max_slots
         self.availability = availability
         self.in_flight = 0
         #: monotonic time before which a down target is not probed
@@ -92,7 +95,13 @@ class Placement:
 
     @property
     def total_slots(self) -> int:
-        return sum(t.slots for t in self.targets)
+        """Invocations in flight at most (the consumer's threads)."""
+        return sum(t.max_slots for t in self.targets)
+
+    def set_slots(self, target: Target, slots: int) -> None:
+        """A pool target's servers changed: it has *slots* now."""
+        with self._lock:
+            target.slots = max(0, min(slots, target.max_slots))
 
     @property
     def all_down(self) -> bool:
@@ -195,31 +204,57 @@ class Placement:
                     for t in self.targets]
 
 
-def build_placement(settings: Settings, *, session: Any) -> tuple[Placement, dict[str, Endpoint]]:
+#: where a pool target's servers come from: the target's settings → a call listing them now.
+Discovery = Callable[[TargetSettings], Callable[[], Sequence[PoolMember]]]
+
+
+def build_placement(settings: Settings, *, session: Any, discovery: Discovery | None = None
+                    ) -> tuple[Placement, dict[str, Endpoint], list[PoolRefresher]]:
     """The settings' targets, each with its own Lambda client (its endpoint, sockets for its
-    slots), and the endpoint each one calls."""
+    slots), the endpoint each fixed one calls, and a refresher per pool target (not started)."""
     targets = []
     endpoints: dict[str, Endpoint] = {}
+    refreshers: list[PoolRefresher] = []
     specs = settings.placement_targets
     # One target waits out a throttle with the invoker's retries; among several, a target that
     # does not answer after one retry is taken out and its work moves to the next.
     attempts = settings.invoke_max_attempts if len(specs) == 1 else \
         min(2, settings.invoke_max_attempts)
+    pools: list[tuple[Target, PoolInvoker]] = []
     for spec in specs:
         own = boto3.session.Session(profile_name=spec.profile, region_name=settings.region) \
             if spec.profile else session
-        client, endpoint = build_client(
-            settings, "lambda", session=own, target=spec,
-            config=lambda_client_config(function_timeout_s=settings.function_timeout_s,
-                                        concurrency=spec.slots))
-        invoker = LambdaInvoker(client=client, function_name=spec.function_name or "",
-                                max_attempts=attempts,
-                                backoff_initial_s=settings.invoke_backoff_initial_s,
-                                backoff_max_s=settings.invoke_backoff_max_s)
+        config = lambda_client_config(function_timeout_s=settings.function_timeout_s,
+                                      concurrency=spec.slots)
+
+        def invoker_on(client: Any, spec: TargetSettings = spec) -> LambdaInvoker:
+            return LambdaInvoker(client=client, function_name=spec.function_name or "",
+                                 max_attempts=attempts,
+                                 backoff_initial_s=settings.invoke_backoff_initial_s,
+                                 backoff_max_s=settings.invoke_backoff_max_s)
+
         # the lone default target keeps the "lambda.unavailable" events it always logged
         availability = Availability("lambda" if spec.name == DEFAULT_TARGET else
                                     f"target_{spec.name}", cap_s=settings.outage_backoff_max_s)
-        targets.append(Target(name=spec.name, invoker=invoker, slots=spec.slots,
-                              availability=availability))
-        endpoints[spec.name] = endpoint
-    return Placement(targets, burst_after_s=settings.burst_after_s), endpoints
+        if spec.pool:
+            if discovery is None:
+                raise ValueError(f"target {spec.name} is a pool: a discovery is needed")
+            pool_invoker = PoolInvoker(
+                function_name=spec.function_name or "", slots_per_member=spec.slots,
+                make_invoker=lambda url, own=own, config=config, invoker_on=invoker_on:
+                    invoker_on(own.client("lambda", endpoint_url=url, config=config)))
+            target = Target(name=spec.name, invoker=pool_invoker, slots=0,
+                            availability=availability, max_slots=spec.max_slots)
+            pools.append((target, pool_invoker))
+            refreshers.append(PoolRefresher(pool_invoker, discover=discovery(spec),
+                                            refresh_s=settings.pool_refresh_s, name=spec.name))
+        else:
+            client, endpoints[spec.name] = build_client(settings, "lambda", session=own,
+                                                        target=spec, config=config)
+            target = Target(name=spec.name, invoker=invoker_on(client), slots=spec.slots,
+                            availability=availability)
+        targets.append(target)
+    placement = Placement(targets, burst_after_s=settings.burst_after_s)
+    for target, pool_invoker in pools:
+        pool_invoker.bind(lambda slots, target=target: placement.set_slots(target, slots))
+    return placement, endpoints, refreshers

@@ -65,6 +65,17 @@ class TargetSettings:
     #: the AWS profile (shared credentials file) whose key signs this target's calls — the
     #: private function service's own key pair; None: boto3's default chain, as for SQS.
     profile: str | None = None
+    #: the private pool's Heat stack: the target's places are that pool's servers (ACTIVE,
+    #: heartbeating, not draining; read through ``cloud_name`` every ``pool_refresh_s``), each
+    #: with ``slots``; endpoint_url is then unused. None: one fixed place.
+    pool: str | None = None
+    #: a pool target's servers at most (its invocation threads are sized for them)
+    max_servers: int = 19
+
+    @property
+    def max_slots(self) -> int:
+        """Invocations in flight at most on this target."""
+        return self.slots * self.max_servers if self.pool else self.slots
 
 
 
@@ -158,6 +169,10 @@ class Settings:
     #: a later target takes a message only when the earlier ones are full and the message has
     #: waited this long (0: at once); None: never (a down target's work still moves on).
     burst_after_s: float | None = None
+    #: how often a pool target's servers are read from the cloud, and how old a server's
+    #: heartbeat may be for it to take work.
+    pool_refresh_s: float = 5.0
+    pool_stale_after_s: float = 30.0
     #: what a GB-second and a request cost, for status (AWS Lambda's x86 price by default).
     price_per_gb_s: float = AWS_PRICE_PER_GB_S
     price_per_request: float = AWS_PRICE_PER_REQUEST
@@ -187,7 +202,7 @@ class Settings:
     @property
     def total_slots(self) -> int:
         """Invocations in flight at most, over every target."""
-        return sum(t.slots for t in self.placement_targets)
+        return sum(t.max_slots for t in self.placement_targets)
 
     @property
     def invoke_read_timeout_s(self) -> int:
@@ -422,7 +437,8 @@ def _check_type(name: str, value: Any, *, source: str) -> Any:
 #: the keys a ``[[targets]]`` table may have, with their types.
 TARGET_KEYS = {"name": "str", "slots": "int", "function_name": "str | None",
                "endpoint_url": "str | None", "price_per_gb_s": "float | None",
-               "price_per_request": "float | None", "profile": "str | None"}
+               "price_per_request": "float | None", "profile": "str | None",
+               "pool": "str | None", "max_servers": "int"}
 
 
 def _targets(value: Any, *, source: str) -> tuple[TargetSettings, ...]:
@@ -519,6 +535,14 @@ def _validate_targets(s: Settings, need: Any) -> None:
         need(_REPLICA.fullmatch(t.name) is not None,
              f"targets: name must be 1..32 letters, digits or '-', not {t.name!r}")
         need(1 <= t.slots <= 1000, f"targets: {t.name}: slots must be 1..1000, not {t.slots}")
+        need(1 <= t.max_servers <= 100,
+             f"targets: {t.name}: max_servers must be 1..100, not {t.max_servers}")
+        need(t.pool is None or s.cloud_name is not None,
+             f"targets: {t.name}: a pool target needs cloud_name (the clouds.yaml entry that "
+             "reads the pool's servers)")
+        need(t.pool is None or t.endpoint_url is None,
+             f"targets: {t.name}: a pool target's endpoints come from its servers; drop "
+             "endpoint_url")
         need(t.endpoint_url is None or t.endpoint_url.startswith(("http://", "https://")),
              f"targets: {t.name}: endpoint_url must be an http(s) URL, not {t.endpoint_url!r}")
         need(t.function_name is None or bool(t.function_name),
@@ -527,6 +551,9 @@ def _validate_targets(s: Settings, need: Any) -> None:
             need(price is None or price >= 0, f"targets: {t.name}: prices must be >= 0")
     need(s.burst_after_s is None or 0 <= s.burst_after_s <= 3600,
          f"burst_after_s must be 0..3600 or unset (never), not {s.burst_after_s}")
+    need(0.5 <= s.pool_refresh_s <= 3600 and s.pool_stale_after_s >= s.pool_refresh_s,
+         f"pool_refresh_s must be 0.5..3600 and pool_stale_after_s at least that, not "
+         f"{s.pool_refresh_s} and {s.pool_stale_after_s}")
     need(s.price_per_gb_s >= 0 and s.price_per_request >= 0, "prices must be >= 0")
 
 
