@@ -11,6 +11,8 @@
                                              move dead letters back once their cause is fixed
     openstack-handler forget --config FILE KEY...  forget processed videos: their next upload
                                              is processed again (de-duplication drops it)
+    openstack-handler autoscale --config FILE     size the private pool (Heat) from the backlog
+    openstack-handler pool-agent --config FILE    a pool server's heartbeat and drain handshake
     openstack-handler local up|demo|camera-demo ...  the embedded local cloud (moto + Lambda)
     openstack-handler aws provision ...      the AWS resources, from one declarative definition
 
@@ -29,6 +31,7 @@ from collections.abc import Callable, Sequence
 from openstack_handler import __version__
 from openstack_handler.cli.cloud_commands import add_aws_commands, add_local_commands
 from openstack_handler.cli.daemon_commands import add_daemon_commands
+from openstack_handler.cli.pool_commands import add_pool_commands
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.exit_codes import ExitCode
 
@@ -42,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_daemon_commands(sub)
+    add_pool_commands(sub)
     add_local_commands(sub)
     add_aws_commands(sub)
     return parser
