@@ -100,11 +100,20 @@ def _cmd_autoscale(args: argparse.Namespace) -> int:
 
 
 def _cmd_pool_agent(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from openstack_handler.logs import configure_logging
     from openstack_handler.private_cloud.cloud_status import connect
+    from openstack_handler.private_cloud.identity import read_identity
     from openstack_handler.private_cloud.pool_agent import AgentSettings, PoolAgent
 
     settings = _load(AgentSettings, args.config)
     configure_logging(None, stream=sys.stdout)
+    if not settings.server_id:  # on a guest: which server this is, from Nova's metadata service
+        identity = read_identity(settings.metadata_url, timeout_s=5)
+        if identity is None:
+            raise ConfigError("pool-agent: no server_id set and none from the metadata service "
+                              f"({settings.metadata_url})")
+        settings = dataclasses.replace(settings, server_id=identity.uuid)
     agent = PoolAgent(settings, connect=lambda: connect(settings.cloud_name))
     return _serve(agent, name="pool-agent")

@@ -159,11 +159,9 @@ class HeatPool:
     # -- reading ------------------------------------------------------------------------------
 
     def _stack(self) -> Any:
-        from openstack.exceptions import SDKException
-
         try:
             stack = self.conn.orchestration.find_stack(self.stack_name, ignore_missing=True)
-        except SDKException as exc:
+        except _cloud_errors() as exc:
             raise PoolError(f"stack {self.stack_name}: {exc}") from exc
         if stack is None:
             raise PoolError(f"stack {self.stack_name} not found")
@@ -177,15 +175,13 @@ class HeatPool:
         return None
 
     def read(self) -> PoolState:
-        from openstack.exceptions import SDKException
-
         stack = self._stack()
         try:
             nested = self._group_stack_id(stack)
             members = list(self.conn.orchestration.resources(nested)) if nested else []
             by_id = {s.id: s for s in self.conn.compute.servers(details=True)
                      if (s.metadata or {}).get(POOL_KEY) == self.stack_name}
-        except SDKException as exc:
+        except _cloud_errors() as exc:
             raise PoolError(f"stack {self.stack_name}: {exc}") from exc
         servers = []
         for member in sorted(members, key=lambda r: _member_order(r.name)):
@@ -222,10 +218,13 @@ class HeatPool:
     def mark_unhealthy(self, server: PoolServer, reason: str) -> None:
         """Heat's mark-unhealthy on *server*'s member: the next stack update replaces it."""
         stack = self._stack()
-        nested_id = self._group_stack_id(stack)
-        if nested_id is None:
+        try:
+            nested_id = self._group_stack_id(stack)
+            nested = self.conn.orchestration.get_stack(nested_id) if nested_id else None
+        except _cloud_errors() as exc:
+            raise PoolError(f"stack {stack.name}: {exc}") from exc
+        if nested is None:
             raise PoolError(f"stack {stack.name} has no {GROUP_RESOURCE} group yet")
-        nested = self.conn.orchestration.get_stack(nested_id)
         self._patch(f"/stacks/{nested.name}/{nested.id}/resources/{server.member}",
                     {"mark_unhealthy": True, "resource_status_reason": reason[:255]})
         log.info("pool.marked_unhealthy", stack=stack.name, member=server.member,
@@ -238,11 +237,9 @@ class HeatPool:
 
     def set_metadata(self, server_id: str, values: Mapping[str, str]) -> None:
         """Set (merge) *values* into the server's metadata."""
-        from openstack.exceptions import SDKException
-
         try:
             self.conn.compute.set_server_metadata(server_id, **dict(values))
-        except SDKException as exc:
+        except _cloud_errors() as exc:
             raise PoolError(f"server {server_id}: {exc}") from exc
 
     def _patch(self, path: str, body: Mapping[str, Any]) -> None:
@@ -251,7 +248,7 @@ class HeatPool:
         try:
             response = self.conn.orchestration.patch(path, json=dict(body))
             exceptions.raise_from_response(response)
-        except exceptions.SDKException as exc:
+        except _cloud_errors() as exc:
             raise PoolError(f"{path}: {exc}") from exc
 
 
@@ -273,6 +270,15 @@ def serving_servers(conn: Any, pool_name: str, *, stale_after_s: float,
                 and (now - beat).total_seconds() <= stale_after_s:
             serving.append(candidate)
     return sorted(serving, key=lambda s: s.name or "")
+
+
+def _cloud_errors() -> tuple[type[Exception], ...]:
+    """What a call to the cloud raises when the cloud says no or cannot be reached (openstacksdk's
+    errors, and keystoneauth's for a refused connection or login)."""
+    from keystoneauth1.exceptions import ClientException
+    from openstack.exceptions import SDKException
+
+    return (SDKException, ClientException)
 
 
 def _member_order(name: str) -> tuple[int, str]:

@@ -35,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from openstack_handler.private_cloud.identity import NOVA_METADATA_URL
 from openstack_handler.private_cloud.pool import (
     DRAIN_KEY,
     DRAIN_REQUESTED,
@@ -56,10 +57,11 @@ class AgentSettings:
 
     #: the clouds.yaml entry whose credential may set this server's metadata
     cloud_name: str
-    #: this server's id (on a guest: from the metadata service)
-    server_id: str
     #: the function service's URL as the daemons reach it
     endpoint_url: str
+    #: this server's id; "" (the default on a guest): its uuid from Nova's metadata service
+    server_id: str = ""
+    metadata_url: str = NOVA_METADATA_URL
     #: the same service as the agent reaches it (loopback on a guest); default: endpoint_url
     service_url: str = ""
     #: the function whose work counts (its slots divide the mean duration)
@@ -70,7 +72,7 @@ class AgentSettings:
     drain_quiet_s: float = 15.0
 
     def __post_init__(self) -> None:
-        for name in ("cloud_name", "server_id", "endpoint_url"):
+        for name in ("cloud_name", "endpoint_url"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
         if not self.endpoint_url.startswith(("http://", "https://")):
@@ -155,10 +157,12 @@ class PoolAgent:
             count = usage.invocations - previous.invocations
             mean_s = (usage.duration_ms_total - previous.duration_ms_total) / count / 1000
             self._s_per_message = max(0.001, mean_s / usage.slots)
-        ran = previous is None or usage.invocations != previous.invocations or usage.in_flight
-        if ran:
+        # quiet: nothing running now, and nothing ran since (an invocation that began and ended
+        # between two beats shows in the count)
+        ran = previous is None or usage.invocations != previous.invocations
+        if usage.in_flight:
             self._quiet_since = None
-        elif self._quiet_since is None:
+        elif ran or self._quiet_since is None:
             self._quiet_since = now
         state = "serving"
         if metadata.get(DRAIN_KEY) == DRAIN_REQUESTED:

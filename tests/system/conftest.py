@@ -100,6 +100,10 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
     }}}}))
     extra_vars = work / "vars.json"
+    refusing_cloud = {"auth_type": "v3applicationcredential",
+                      "auth": {"auth_url": f"http://{vm_network.host_ip}:9/v3",
+                               "application_credential_id": "system-test",
+                               "application_credential_secret": CLOUD_SECRET}}
     extra_vars.write_text(json.dumps({
         # The aws play converges the cloud's resources (LocalCloud made them with this prefix)
         # and publishes the queue URLs and function name to the handler play, as for an operator.
@@ -112,11 +116,7 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         "handler_settings": {"wait_time_s": 2, "concurrency": 4, "cloud_name": "handler",
                              "cloud_server": VM_NAME, "metadata_url": ""},
         "handler_extras": ["openstack"],
-        "handler_clouds_yaml": {"clouds": {"handler": {
-            "auth_type": "v3applicationcredential",
-            "auth": {"auth_url": f"http://{vm_network.host_ip}:9/v3",
-                     "application_credential_id": "system-test",
-                     "application_credential_secret": CLOUD_SECRET}}}},
+        "handler_clouds_yaml": {"clouds": {"handler": refusing_cloud}},
         "handler_environment": {"AWS_ENDPOINT_URL": host_cloud.moto_url,
                                 "AWS_ENDPOINT_URL_LAMBDA": host_cloud.lambda_url},
         "handler_aws_credentials": {
@@ -135,6 +135,23 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
         # the daemon's key for that service, for a [[targets]] entry with profile = ...
         "handler_aws_profiles": {FUNCTIONS_PROFILE: {
             "aws_access_key_id": FUNCTIONS_KEY, "aws_secret_access_key": FUNCTIONS_SECRET}},
+        # the private pool's controller and agent, towards a cloud that refuses connections:
+        # hardened, and alive whatever the cloud does (the OpenStack tier runs them for real)
+        "handler_autoscale_enabled": True,
+        "handler_autoscale_settings": {
+            "cloud_name": "handler-heat", "stack_name": "handler-pool",
+            "input_queue_url": host_cloud.provisioned.input_queue_url,
+            "endpoint_url": host_cloud.moto_url, "region": REGION, "interval_s": 5.0},
+        "handler_pool_agent_enabled": True,
+        "handler_pool_agent_settings": {
+            "cloud_name": "handler", "server_id": VM_NAME, "interval_s": 5.0,
+            "endpoint_url": f"http://{vm_network.guest_ip}:{FUNCTIONS_PORT}"},
+        "handler_pool_clouds_yaml": {"clouds": {
+            "handler": refusing_cloud,
+            "handler-heat": {"auth_type": "password", "auth": {
+                "auth_url": f"http://{vm_network.host_ip}:9/v3", "username": "handler-pool",
+                "password": CLOUD_SECRET, "user_domain_name": "Default",
+                "project_name": "handler", "project_domain_name": "Default"}}}},
     }))
     return inventory, extra_vars
 

@@ -19,7 +19,7 @@ import pytest
 from ansible_helpers import PlayResult, run_playbook
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from daemon_helpers import s3_event, status_counters, status_targets
+from daemon_helpers import json_log_lines, s3_event, status_counters, status_targets
 from polling import wait_for
 from system_helpers import (
     CLOUD_SECRET,
@@ -192,6 +192,40 @@ def test_the_private_function_service_is_hardened_and_serves_only_its_key_holder
     journal = vm.run(["journalctl", "--unit", FUNCTIONS_UNIT, "--no-pager", "--output",
                       "cat"]).stdout
     assert "request_refused" in journal and FUNCTIONS_SECRET not in journal
+
+
+def test_the_pool_controller_and_agent_are_hardened_and_outlive_a_refusing_cloud(
+        deployed: tuple[PlayResult, PlayResult], vm: Machine) -> None:
+    # GIVEN the pool's two services the role enabled (their cloud refuses every connection)
+    for unit in ("handler-autoscale", "handler-pool-agent"):
+        props = unit_properties(vm, "ActiveState", "SubState", "Type", "User", "NRestarts",
+                                "WatchdogUSec", unit=unit)
+        assert props["ActiveState"] == "active" and props["SubState"] == "running", props
+        assert props["Type"] == "notify" and props["User"] == "handler-pool", props
+        assert props["NRestarts"] == "0" and props["WatchdogUSec"] != "0", props
+        # THEN systemd finds nothing wrong with them and rates their exposure at most 2.5
+        verify = vm.run(["systemd-analyze", "verify", f"/etc/systemd/system/{unit}.service"],
+                        check=False)
+        assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+        security = vm.run(["systemd-analyze", "security", "--threshold=25", f"{unit}.service"],
+                          check=False)
+        assert security.returncode == 0, security.stdout[-2000:]
+    modes = vm.run(["stat", "-c", "%n %a %U:%G", "/etc/handler-pool/clouds.yaml",
+                    "/etc/handler-pool/autoscale.toml"]).stdout.split("\n")
+    assert modes[:2] == ["/etc/handler-pool/clouds.yaml 600 root:root",
+                         "/etc/handler-pool/autoscale.toml 640 root:handler-pool"]
+
+    # AND each round is a decision in the journal (here: hold, the pool cannot be read), and
+    # neither the password nor the credential secret appears there
+    def decisions() -> list[dict[str, Any]]:
+        out = vm.run(["journalctl", "--unit", "handler-autoscale", "--output", "cat",
+                      "--no-pager"]).stdout
+        return [ln for ln in json_log_lines(out) if ln.get("event") == "autoscale.decision"]
+
+    held = wait_for(decisions, timeout_s=60, what="autoscale.decision in the journal")
+    assert held[0]["action"] == "hold" and "cannot read the pool" in held[0]["reason"], held[0]
+    journal = vm.run(["journalctl", "--no-pager", "--output", "cat"]).stdout
+    assert CLOUD_SECRET not in journal
 
 
 def test_stop_and_start_reach_every_replica(deployed: tuple[PlayResult, PlayResult],
