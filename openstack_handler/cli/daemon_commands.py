@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.exit_codes import ExitCode
@@ -62,6 +63,15 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--cloud", metavar="NAME",
                        help="clouds.yaml entry: list the servers carrying handler heartbeat "
                             "metadata and its age (needs the `openstack` extra)")
+    status.add_argument("--pool", metavar="STACK",
+                        help="with --cloud: also the private pool's servers (active, booting, "
+                             "draining) and the burst share")
+    status.add_argument("--autoscale-state", metavar="FILE",
+                        help="with --pool: the controller's state_file, for its last decision, "
+                             "the desired size and the backlog")
+    status.add_argument("--pool-target", metavar="NAME", default="private",
+                        help="with --pool: the daemons' target name for the pool (default "
+                             "private), for the burst share")
     status.set_defaults(func=_cmd_status)
 
     redrive = sub.add_parser(
@@ -206,11 +216,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"openstack-handler status: {problem}", file=sys.stderr)
             return int(ExitCode.UNAVAILABLE)
     if args.cloud:
-        return _cloud_status(args.cloud)
+        return _cloud_status(args.cloud, pool=args.pool, autoscale_state=args.autoscale_state,
+                             pool_target=args.pool_target)
+    if args.pool:
+        raise ConfigError("status --pool needs --cloud")
     return int(ExitCode.OK)
 
 
-def _cloud_status(cloud: str) -> int:
+def _cloud_status(cloud: str, *, pool: str | None = None, autoscale_state: str | None = None,
+                  pool_target: str = "private") -> int:
     """The handler servers of *cloud*; openstacksdk is imported here, never at CLI import."""
     try:
         from keystoneauth1.exceptions import ClientException
@@ -226,8 +240,13 @@ def _cloud_status(cloud: str) -> int:
         print("openstack-handler status --cloud needs openstacksdk: "
               "pip install 'openstack-handler[openstack]'", file=sys.stderr)
         return int(ExitCode.UNAVAILABLE)
+    from openstack_handler.private_cloud.autoscaler import read_last_decision
+    from openstack_handler.private_cloud.pool import pool_summary, render_pool
+
     try:
-        servers = handler_servers(connect(cloud))
+        conn = connect(cloud)
+        servers = handler_servers(conn)
+        summary = pool_summary(conn, pool, stale_after_s=60) if pool else None
     except ConfigException as exc:
         raise ConfigError(f"cloud {cloud!r}: {exc}") from exc
     except (SDKException, ClientException) as exc:
@@ -235,7 +254,24 @@ def _cloud_status(cloud: str) -> int:
               file=sys.stderr)
         return int(ExitCode.UNAVAILABLE)
     sys.stdout.write(render_handler_servers(servers, cloud=cloud))
+    if summary is not None:
+        decision = read_last_decision(Path(autoscale_state)) if autoscale_state else None
+        sys.stdout.write(render_pool(summary, last_decision=decision,
+                                     burst_share=_burst_share(servers, pool_target)))
     return int(ExitCode.OK)
+
+
+def _burst_share(servers: Sequence[Any], pool_target: str) -> float | None:
+    """The share of invocations that ran on targets other than the pool's, summed over the
+    daemons' heartbeats (``handler_split``: ``private=120,aws=14``); None without any."""
+    runs: dict[str, int] = {}
+    for server in servers:
+        for part in (server.value("split") or "").split(","):
+            name, _, count = part.partition("=")
+            if name and count.isdigit():
+                runs[name] = runs.get(name, 0) + int(count)
+    total = sum(runs.values())
+    return None if total == 0 else 1 - runs.get(pool_target, 0) / total
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:

@@ -29,6 +29,8 @@ from typing import Any
 
 import structlog
 
+from openstack_handler.private_cloud.pool import POOL_KEY
+
 log = structlog.get_logger(__name__)
 
 METADATA_PREFIX = "handler_"
@@ -253,6 +255,8 @@ def handler_servers(conn: Any) -> list[HandlerServer]:
     found = []
     for server in conn.compute.servers(details=True):
         metadata = dict(server.metadata or {})
+        if POOL_KEY in metadata:  # a pool server: its agent's keys, shown by render_pool
+            continue
         for key in metadata:
             if (match := _STATE_KEY.fullmatch(key)) is not None:
                 found.append(HandlerServer(name=server.name or "", id=server.id,

@@ -272,6 +272,63 @@ def serving_servers(conn: Any, pool_name: str, *, stale_after_s: float,
     return sorted(serving, key=lambda s: s.name or "")
 
 
+@dataclass(frozen=True)
+class PoolSummary:
+    """The pool as ``status --cloud NAME --pool STACK`` shows it (Nova only)."""
+
+    name: str
+    active: int  #: serving: ACTIVE, a fresh heartbeat, no drain requested
+    booting: int  #: no heartbeat yet
+    draining: int
+    other: int  #: ERROR, a stale heartbeat, …
+    servers: tuple[PoolServer, ...]
+
+
+def pool_summary(conn: Any, pool_name: str, *, stale_after_s: float,
+                 now: datetime | None = None) -> PoolSummary:
+    now = now or datetime.now(UTC)
+    servers = [PoolServer(member="", id=s.id, name=s.name, status=s.status, resource_status="",
+                          created_at=parse_time(s.created_at), metadata=dict(s.metadata or {}))
+               for s in conn.compute.servers(details=True)
+               if (s.metadata or {}).get(POOL_KEY) == pool_name]
+    serving = {s.id for s in serving_servers(conn, pool_name, stale_after_s=stale_after_s,
+                                             now=now)} if servers else set()
+    draining = [s for s in servers if s.drain_requested]
+    booting = [s for s in servers if s.heartbeat_at is None and not s.drain_requested
+               and s.status in ("ACTIVE", "BUILD")]
+    other = len(servers) - len(serving) - len(draining) - len(booting)
+    return PoolSummary(name=pool_name, active=len(serving), booting=len(booting),
+                       draining=len(draining), other=max(0, other),
+                       servers=tuple(sorted(servers, key=lambda s: s.name or "")))
+
+
+def render_pool(summary: PoolSummary, *, last_decision: Mapping[str, Any] | None,
+                burst_share: float | None) -> str:
+    """The pool's lines for ``status --cloud``: its counts, the controller's last decision (its
+    state file), the share of work that ran off the pool (the daemons' heartbeats)."""
+    desired = (last_decision or {}).get("desired")
+    lines = [f"pool {summary.name}: desired {desired if desired is not None else '?'}, active "
+             f"{summary.active}, booting {summary.booting}, draining {summary.draining}"
+             + (f", other {summary.other}" if summary.other else "")]
+    if last_decision:
+        lines.append(f"  backlog {last_decision.get('backlog', '?')}; last decision "
+                     f"{last_decision.get('at', '?')}: {last_decision.get('action', '?')} — "
+                     f"{last_decision.get('reason', '')}")
+    else:
+        lines.append("  no decision known (give the controller's state_file with "
+                     "--autoscale-state)")
+    if burst_share is not None:
+        lines.append(f"  burst share (work not on the pool, from the daemons' heartbeats): "
+                     f"{burst_share:.0%}")
+    for server in summary.servers:
+        state = server.metadata.get(STATE_KEY, "-")
+        if server.drain_requested and state != DRAINED:
+            state = "draining"
+        lines.append(f"  {server.name}  {server.id}  {server.status}  {state}  in flight "
+                     f"{server.in_flight}")
+    return "\n".join(lines) + "\n"
+
+
 def _cloud_errors() -> tuple[type[Exception], ...]:
     """What a call to the cloud raises when the cloud says no or cannot be reached (openstacksdk's
     errors, and keystoneauth's for a refused connection or login)."""

@@ -226,3 +226,37 @@ def test_an_agent_whose_service_does_not_answer_publishes_no_heartbeat() -> None
     agent = PoolAgent(AgentSettings(cloud_name="c", server_id="s", endpoint_url="http://x:1"),
                       connect=lambda: type("Conn", (), {"compute": compute})(), usage=usage)
     assert agent.beat() is None and compute.metadata == {}
+
+
+# -- what `status --cloud NAME --pool STACK` shows ---------------------------------------------
+
+def test_the_pool_summary_names_its_counts_and_the_last_decision() -> None:
+    from openstack_handler.private_cloud.pool import PoolSummary, render_pool
+
+    summary = PoolSummary(name="p", active=2, booting=1, draining=1, other=0,
+                          servers=(server("0"), server("1", drain=True, in_flight=1)))
+    text = render_pool(summary, last_decision={"desired": 3, "backlog": 42, "action": "in",
+                                               "at": "2026-12-07T12:00:00Z",
+                                               "reason": "in: backlog 42 asks for 3"},
+                       burst_share=0.25)
+    lines = text.splitlines()
+    assert lines[0] == "pool p: desired 3, active 2, booting 1, draining 1"
+    assert lines[1] == ("  backlog 42; last decision 2026-12-07T12:00:00Z: in — "
+                        "in: backlog 42 asks for 3")
+    assert "25%" in lines[2]
+    assert lines[4].split()[-4:] == ["draining", "in", "flight", "1"]
+
+
+def test_the_burst_share_is_the_work_off_the_pool_in_the_daemons_heartbeats() -> None:
+    from openstack_handler.cli.daemon_commands import _burst_share
+
+    class Beat:
+        def __init__(self, split: str) -> None:
+            self.split = split
+
+        def value(self, key: str) -> str:
+            return self.split if key == "split" else ""
+
+    share = _burst_share([Beat("private=30,aws=10"), Beat("private=50,aws=10")], "private")
+    assert share == pytest.approx(0.2)
+    assert _burst_share([Beat("")], "private") is None

@@ -13,6 +13,7 @@ function service and a real pool agent per ACTIVE server). The function is the s
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from queue_hygiene import video_path_queues
 
 from bench.procs import run_daemon
 from localcloud.cloud import LocalCloud
+from openstack_handler.cli import main
 from openstack_handler.private_cloud.pool import HeatPool, load_template
 from openstack_handler.provisioning.spec import ResourceSpec
 
@@ -209,6 +211,14 @@ def test_a_backlog_grows_the_pool_bursts_while_it_boots_and_drains_it_back_to_mi
 
         wait_until(done, timeout_s=120, what=f"120 results; daemon: {daemon.tail()}")
         worked_off_s = time.monotonic() - started
+        # `status --cloud` shows the pool: its counts and the controller's last decision
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["status", "--cloud", cloud_env, "--pool", pool.name,
+                         "--autoscale-state", str(tmp_path / "autoscale-state.json")]) == 0
+        pool_lines = out.getvalue().split(f"pool {pool.name}: ", 1)[1]
+        assert pool_lines.startswith("desired "), pool_lines
+        assert "last decision" in pool_lines and ", booting " in pool_lines, pool_lines
         # THEN it shrinks back to min_vms (0) through drains once the backlog is gone
         wait_until(lambda: pool.heat.read().count == 0 and not pool.guests.guests,
                    timeout_s=90, what=f"the pool back to 0; decisions: {_decisions(log_path)}")
