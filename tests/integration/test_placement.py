@@ -11,8 +11,6 @@ daemon signs its calls to it with (the target's ``profile``, from a shared crede
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -26,11 +24,11 @@ import pytest
 from daemon_helpers import json_log_lines, status_targets
 from polling import wait_for
 from queue_hygiene import video_path_queues
+from synthetic_cloud import send_video_events, synthetic_cloud
 
 from bench.procs import DaemonProc, run_daemon
 from lambda_service.endpoint import LambdaEndpoint
 from localcloud.cloud import LocalCloud
-from openstack_handler.provisioning.spec import ResourceSpec
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +41,8 @@ PRIVATE_KEY, PRIVATE_SECRET = "AKIDPRIVATEFUNCTIONS", "the-private-service-secre
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    work = tmp_path_factory.mktemp("placement-cloud")
-    gallery = work / "gallery.unused"  # the synthetic function reads no gallery
-    gallery.write_bytes(b"")
-    with LocalCloud(gallery=gallery, handler="bench.synthetic:fixed_latency",
-                    resources=ResourceSpec(prefix="place", function_timeout_s=10),
-                    concurrency=AWS_SLOTS, work_dir=work / "cloud",
-                    extra_environment={"SYNTHETIC_LATENCY_S": str(LATENCY_S)}) as local:
+    with synthetic_cloud(tmp_path_factory.mktemp("placement-cloud"), prefix="place",
+                         slots=AWS_SLOTS, latency_s=LATENCY_S) as local:
         yield local
 
 
@@ -74,19 +67,6 @@ def queues(cloud: LocalCloud) -> Iterator[None]:
 def _runs(endpoint: LambdaEndpoint, function: str) -> int:
     """How many times the service ran the function's handler (its own counter)."""
     return int(endpoint.health()["functions"][function].get("invocations", 0))
-
-
-def _send(cloud: LocalCloud, keys: list[str]) -> None:
-    sqs = cloud.session().client("sqs")
-    for first in range(0, len(keys), 10):
-        sqs.send_message_batch(QueueUrl=cloud.provisioned.input_queue_url, Entries=[
-            {"Id": str(i), "MessageBody": json.dumps({"Records": [{
-                "eventVersion": "2.1", "eventSource": "aws:s3",
-                "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": cloud.provisioned.input_bucket},
-                       "object": {"key": key, "size": 1024,
-                                  "eTag": hashlib.md5(key.encode()).hexdigest()}}}]})}
-            for i, key in enumerate(keys[first:first + 10])])
 
 
 def _results(daemon: DaemonProc) -> set[str]:
@@ -147,7 +127,7 @@ def test_private_first_and_the_overflow_goes_to_aws_only_past_burst_after_s(
         daemon.wait_ready()
         # GIVEN a burst of 16 videos: 8 s of work for the 2 private slots alone
         started = time.monotonic()
-        _send(cloud, keys)
+        send_video_events(cloud, keys)
         # WHEN the daemon places them
         _wait_results(daemon, keys)
         wall_s = time.monotonic() - started
@@ -189,7 +169,7 @@ def test_one_target_alone_runs_everything(cloud: LocalCloud, private: LambdaEndp
     with run_daemon(cloud, tmp_path / "daemon", concurrency=0, env_overrides=private_key,
                     settings={"targets": targets, "burst_after_s": 0.0}) as daemon:
         daemon.wait_ready()
-        _send(cloud, keys)
+        send_video_events(cloud, keys)
         _wait_results(daemon, keys)
     ran = {"private": _runs(private, function), "aws": _runs(cloud.endpoint, function) - aws_before}
     assert ran[only] == 6 and sum(ran.values()) == 6, ran
@@ -212,7 +192,7 @@ def test_the_private_service_killed_mid_work_its_videos_finish_on_aws_none_lost_
         with run_daemon(cloud, tmp_path / "daemon", concurrency=0, settings=settings,
                     env_overrides=private_key) as daemon:
             daemon.wait_ready()
-            _send(cloud, keys)
+            send_video_events(cloud, keys)
             wait_for(lambda: len(_results(daemon)) >= 12, timeout_s=60,
                      what=f"12 results first; {daemon.tail()}")
             # WHEN the whole service (its workers too) dies with SIGKILL mid-invocation
@@ -249,7 +229,7 @@ def test_aws_throttling_everything_private_carries_on_alone(
                                   "burst_after_s": 0.0}) as daemon:
             daemon.wait_ready()
             # WHEN ten videos arrive
-            _send(cloud, keys)
+            send_video_events(cloud, keys)
             _wait_results(daemon, keys)
             table = _status(daemon)
     finally:
@@ -276,7 +256,7 @@ def test_a_daemon_whose_key_the_private_service_refuses_runs_nothing_there(
                     settings={"targets": _targets(cloud, private)}) as daemon:
         daemon.wait_ready()
         # WHEN four videos arrive
-        _send(cloud, keys)
+        send_video_events(cloud, keys)
         _wait_results(daemon, keys)
         table = _status(daemon)
     # THEN the private service ran none of them (each call was refused with Lambda's 403,

@@ -12,7 +12,6 @@ function service and a real pool agent per ACTIVE server). The function is the s
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -32,12 +31,12 @@ from conftest import admin_connection, heat_connection
 from daemon_helpers import json_log_lines
 from pool_guests import POOL_KEY_ID, POOL_SECRET, GuestStandIn, wait_until
 from queue_hygiene import video_path_queues
+from synthetic_cloud import send_video_events, synthetic_cloud
 
 from bench.procs import run_daemon
 from localcloud.cloud import LocalCloud
 from openstack_handler.cli import main
 from openstack_handler.private_cloud.pool import HeatPool, load_template
-from openstack_handler.provisioning.spec import ResourceSpec
 
 pytestmark = pytest.mark.openstack
 
@@ -52,13 +51,8 @@ MAX_VMS = 4
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """The local cloud: moto (queues, buckets) and its Lambda service, which stands for AWS."""
-    work = tmp_path_factory.mktemp("pool-cloud")
-    gallery = work / "gallery.unused"  # the synthetic function reads no gallery
-    gallery.write_bytes(b"")
-    with LocalCloud(gallery=gallery, handler="bench.synthetic:fixed_latency",
-                    resources=ResourceSpec(prefix="pool", function_timeout_s=10),
-                    concurrency=AWS_SLOTS, work_dir=work / "cloud",
-                    extra_environment={"SYNTHETIC_LATENCY_S": str(LATENCY_S)}) as local:
+    with synthetic_cloud(tmp_path_factory.mktemp("pool-cloud"), prefix="pool",
+                         slots=AWS_SLOTS, latency_s=LATENCY_S) as local:
         yield local
 
 
@@ -162,19 +156,6 @@ def _decisions(log_path: Path) -> list[dict[str, Any]]:
             if line.get("event") == "autoscale.decision"]
 
 
-def _send(cloud: LocalCloud, keys: list[str]) -> None:
-    sqs = cloud.session().client("sqs")
-    for first in range(0, len(keys), 10):
-        sqs.send_message_batch(QueueUrl=cloud.provisioned.input_queue_url, Entries=[
-            {"Id": str(i), "MessageBody": json.dumps({"Records": [{
-                "eventVersion": "2.1", "eventSource": "aws:s3",
-                "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": cloud.provisioned.input_bucket},
-                       "object": {"key": key, "size": 1024,
-                                  "eTag": hashlib.md5(key.encode()).hexdigest()}}}]})}
-            for i, key in enumerate(keys[first:first + 10])])
-
-
 def _daemon_settings(pool: Pool, cloud_env: str, cloud: LocalCloud) -> dict[str, Any]:
     return {"cloud_name": cloud_env, "pool_refresh_s": 1.0, "pool_stale_after_s": 5.0,
             "burst_after_s": 1.0,
@@ -202,7 +183,7 @@ def test_a_backlog_grows_the_pool_bursts_while_it_boots_and_drains_it_back_to_mi
         daemon.wait_ready()
         # GIVEN an empty pool WHEN a backlog of 120 videos arrives
         started = time.monotonic()
-        _send(cloud, keys)
+        send_video_events(cloud, keys)
 
         def done() -> bool:
             sizes.append((time.monotonic() - started, pool.heat.read().count))
@@ -293,7 +274,7 @@ def test_a_quota_holds_the_pool_with_one_log_line(
                 controller(cloud, openstack_cloud, pool, tmp_path) as (_, log_path):
             daemon.wait_ready()
             # GIVEN room for 3 servers WHEN the backlog asks for 4
-            _send(cloud, keys)
+            send_video_events(cloud, keys)
             wait_until(lambda: any(d["reason"].startswith("quota") for d in _decisions(log_path)),
                        timeout_s=60, what="a quota decision")
             # THEN the pool holds at 3 (the refused member dropped) and the work is done
@@ -312,7 +293,7 @@ def test_a_quota_holds_the_pool_with_one_log_line(
 def test_a_controller_killed_mid_scale_out_and_restarted_creates_no_doubles(
         cloud: LocalCloud, openstack_cloud: Any, pool: Pool, queues: None,
         tmp_path: Path) -> None:
-    _send(cloud, [f"kill-{i:03d}.mp4" for i in range(120)])  # a backlog nobody works off
+    send_video_events(cloud, [f"kill-{i:03d}.mp4" for i in range(120)])  # a backlog nobody works off
     with controller(cloud, openstack_cloud, pool, tmp_path) as (proc, log_path):
         wait_until(lambda: any(d["action"] == "out" for d in _decisions(log_path)),
                    timeout_s=30, what="a scale-out")
