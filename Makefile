@@ -47,7 +47,7 @@ test-unit: $(STAMP)
 # The function's warm time per course clip is compared, interleaved call by call, with this
 # commit's (the last before the decision rule that scales with the gallery, issue 30).
 AB_BASE ?= 9ae5a9e
-bench: $(STAMP) image
+bench: $(STAMP) image roots
 	mkdir -p bench/out
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_image --data $(SHARED)/data/cse546-2023 \
 		--out bench/out > bench/out/image.log
@@ -57,6 +57,7 @@ bench: $(STAMP) image
 	$(PY) -m bench.placement --out bench/out 2> bench/out/placement.log
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.private_function --data $(SHARED)/data/cse546-2023 \
 		--out bench/out > /dev/null 2> bench/out/private_function.log
+	$(PY) -m bench.pool --out bench/out 2> bench/out/pool.log
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --data $(SHARED)/data/cse546-2023 \
 		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
 	$(PY) -m bench.bench_camera --data $(SHARED)/data/cse546-2023 --count 100 \

@@ -24,9 +24,9 @@ import pytest
 from daemon_helpers import json_log_lines, status_targets
 from polling import wait_for
 from queue_hygiene import video_path_queues
-from synthetic_cloud import send_video_events, synthetic_cloud
 
 from bench.procs import DaemonProc, run_daemon
+from bench.synthetic_cloud import send_video_events, synthetic_cloud
 from lambda_service.endpoint import LambdaEndpoint
 from localcloud.cloud import LocalCloud
 

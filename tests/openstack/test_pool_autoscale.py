@@ -5,7 +5,7 @@ Against the OpenStack container (Heat's ResourceGroup of Nova servers on the fak
 controller (``openstack-handler autoscale``, a process) sizes the pool's stack from the input
 queue's backlog; the daemon (``openstack-handler run``) sends each video to the pool's servers it
 discovers in Nova, bursting to the local cloud's Lambda (standing for AWS) while servers boot;
-the servers' guests are stood in for on the host (tests/openstack/pool_guests.py: a real private
+the servers' guests are stood in for on the host (bench/pool_harness.py: a real private
 function service and a real pool agent per ACTIVE server). The function is the synthetic one
 (bench/synthetic.py: 1 s, then the result message), so timings are the orchestration's alone.
 """
@@ -13,13 +13,9 @@ function service and a real pool agent per ACTIVE server). The function is the s
 from __future__ import annotations
 
 import io
-import json
 import os
-import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -29,14 +25,22 @@ from typing import Any
 import pytest
 from conftest import admin_connection, heat_connection
 from daemon_helpers import json_log_lines
-from pool_guests import POOL_KEY_ID, POOL_SECRET, GuestStandIn, wait_until
 from queue_hygiene import video_path_queues
-from synthetic_cloud import send_video_events, synthetic_cloud
 
+from bench.pool_harness import (
+    GuestStandIn,
+    autoscaler,
+    daemon_pool_settings,
+    decisions,
+    pool_stack,
+    process_env,
+    wait_until,
+)
 from bench.procs import run_daemon
+from bench.synthetic_cloud import send_video_events, synthetic_cloud
 from localcloud.cloud import LocalCloud
 from openstack_handler.cli import main
-from openstack_handler.private_cloud.pool import HeatPool, load_template
+from openstack_handler.private_cloud.pool import HeatPool
 
 pytestmark = pytest.mark.openstack
 
@@ -87,82 +91,37 @@ def pool(openstack_cloud: Any, cloud_env: str, cloud: LocalCloud, pool_image: An
     """An empty pool stack (count 0), as the handler_pool role applies it, with its guests
     stood in for."""
     conn = heat_connection(openstack_cloud)
-    name = f"pool-{uuid.uuid4().hex[:8]}"
-    stack = conn.orchestration.create_stack(
-        name=name, template=load_template(),
-        parameters={"pool_name": name, "count": 0, "image": pool_image.id, "flavor": "m1.tiny"})
-    conn.orchestration.wait_for_status(stack, status="CREATE_COMPLETE",
-                                       failures=["CREATE_FAILED"], interval=1, wait=120)
-    guests = GuestStandIn(cloud=cloud, cloud_name=cloud_env, pool_name=name,
-                          slots=SLOTS_PER_SERVER, work_dir=tmp_path).start()
-    try:
-        yield Pool(name, HeatPool(conn, name), guests)
-    finally:
-        guests.stop()
-        conn.orchestration.delete_stack(stack)
-        conn.orchestration.wait_for_delete(stack, interval=1, wait=180)
+    with pool_stack(conn, image_id=pool_image.id) as name:
+        guests = GuestStandIn(cloud=cloud, cloud_name=cloud_env, pool_name=name,
+                              slots=SLOTS_PER_SERVER, work_dir=tmp_path).start()
+        try:
+            yield Pool(name, HeatPool(conn, name), guests)
+        finally:
+            guests.stop()
 
 
 def _env(cloud: LocalCloud, openstack_cloud: Any, tmp_path: Path) -> dict[str, str]:
-    """A process's environment: the local cloud's AWS variables, the pool's key pair as the
-    ``pool`` profile, the container cloud's clouds.yaml."""
-    credentials = tmp_path / "aws-credentials"
-    credentials.write_text(f"[pool]\naws_access_key_id = {POOL_KEY_ID}\n"
-                           f"aws_secret_access_key = {POOL_SECRET}\n")
-    credentials.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OS_"))}
-    return env | cloud.client_env() | {
-        "PYTHONPATH": str(REPO), "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
-        "OS_CLIENT_CONFIG_FILE": openstack_cloud.clouds_yaml}
-
-
-def _toml(values: dict[str, Any]) -> str:
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+    return process_env(cloud, openstack_cloud.clouds_yaml, tmp_path)
 
 
 @contextmanager
 def controller(cloud: LocalCloud, openstack_cloud: Any, pool: Pool, tmp_path: Path,
                **overrides: Any) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """``openstack-handler autoscale`` as a process; yields it and its log."""
-    config = tmp_path / "autoscale.toml"
     settings = {"cloud_name": openstack_cloud.heat_cloud_name, "stack_name": pool.name,
-                "input_queue_url": cloud.provisioned.input_queue_url,
-                "endpoint_url": cloud.moto_url, "region": cloud.provisioned.region,
                 "interval_s": INTERVAL_S, "min_vms": 0, "max_vms": MAX_VMS,
                 "acceptable_wait_s": 10.0, "assumed_s_per_message": LATENCY_S / SLOTS_PER_SERVER,
-                "max_step_out": MAX_VMS, "scale_in_cooldown_s": 4.0, "boot_timeout_s": 60.0,
-                "state_file": str(tmp_path / "autoscale-state.json")} | overrides
-    config.write_text(_toml(settings))
-    log_path = tmp_path / "autoscale.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "openstack_handler", "autoscale",
-                                 "--config", str(config)],
-                                env=_env(cloud, openstack_cloud, tmp_path), stdout=log,
-                                stderr=subprocess.STDOUT)
-    try:
-        yield proc, log_path
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _decisions(log_path: Path) -> list[dict[str, Any]]:
-    return [line for line in json_log_lines(log_path.read_text())
-            if line.get("event") == "autoscale.decision"]
+                "max_step_out": MAX_VMS, "scale_in_cooldown_s": 4.0,
+                "boot_timeout_s": 60.0} | overrides
+    with autoscaler(cloud, clouds_yaml=openstack_cloud.clouds_yaml, settings=settings,
+                    work=tmp_path) as running:
+        yield running
 
 
 def _daemon_settings(pool: Pool, cloud_env: str, cloud: LocalCloud) -> dict[str, Any]:
-    return {"cloud_name": cloud_env, "pool_refresh_s": 1.0, "pool_stale_after_s": 5.0,
-            "burst_after_s": 1.0,
-            "targets": [{"name": "private", "pool": pool.name, "slots": SLOTS_PER_SERVER,
-                         "max_servers": MAX_VMS, "profile": "pool", "price_per_gb_s": 0.0,
-                         "price_per_request": 0.0},
-                        {"name": "aws", "endpoint_url": cloud.lambda_url, "slots": AWS_SLOTS}]}
+    return daemon_pool_settings(stack_name=pool.name, cloud_name=cloud_env,
+                                aws_url=cloud.lambda_url, slots=SLOTS_PER_SERVER,
+                                aws_slots=AWS_SLOTS, max_servers=MAX_VMS)
 
 
 @pytest.mark.parametrize("cooldown_s", [4.0, 0.0], ids=["after-the-work", "during-the-work"])
@@ -202,17 +161,17 @@ def test_a_backlog_grows_the_pool_bursts_while_it_boots_and_drains_it_back_to_mi
         assert "last decision" in pool_lines and ", booting " in pool_lines, pool_lines
         # THEN it shrinks back to min_vms (0) through drains once the backlog is gone
         wait_until(lambda: pool.heat.read().count == 0 and not pool.guests.guests,
-                   timeout_s=90, what=f"the pool back to 0; decisions: {_decisions(log_path)}")
+                   timeout_s=90, what=f"the pool back to 0; decisions: {decisions(log_path)}")
         assert proc.poll() is None, "the controller still runs"
-    decisions = _decisions(log_path)
+    made = decisions(log_path)
     results = sorted(os.listdir(daemon.config.parent / "results"))
     assert results == sorted(k.removesuffix(".mp4") + ".csv" for k in keys)
     # the size asked for: backlog 120 / (10 s acceptable ÷ 0.5 s per message) = 6 → max 4,
     # ordered at the first decision that saw the backlog, and never more than max_vms
-    first_out = next(d for d in decisions if d["action"] == "out")
+    first_out = next(d for d in made if d["action"] == "out")
     assert (first_out["target"], first_out["wanted"]) == (MAX_VMS, MAX_VMS), first_out
     assert max(count for _, count in sizes) == MAX_VMS
-    assert all(d.get("wanted", 0) <= MAX_VMS for d in decisions)
+    assert all(d.get("wanted", 0) <= MAX_VMS for d in made)
     grown_at = next(t for t, count in sizes if count == MAX_VMS)
     assert grown_at <= 2 * INTERVAL_S + 2, sizes[:20]
     # every video ran once: on the pool's services or on "aws" (the burst while they booted)
@@ -221,14 +180,14 @@ def test_a_backlog_grows_the_pool_bursts_while_it_boots_and_drains_it_back_to_mi
     assert on_pool + on_aws == len(keys), (on_pool, on_aws)
     assert on_aws > 0 and on_pool > 0
     # scale-in was drains, and no server left with work running on it
-    removals = [d for d in decisions if d["action"] == "remove"]
+    removals = [d for d in made if d["action"] == "remove"]
     assert removals and all(d["reason"].startswith("drained") for d in removals)
     assert len(pool.guests.gone) == MAX_VMS
     assert all(g.final is not None and g.final.get("busy") == 0 for g in pool.guests.gone)
-    assert not [d for d in decisions if d["action"] == "replace"]
+    assert not [d for d in made if d["action"] == "replace"]
     assert not pool.guests.errors
     if cooldown_s == 0:  # some server was chosen for a drain while it ran videos
-        chosen = [server for d in decisions if d["action"] == "in" for server in d["draining_now"]]
+        chosen = [server for d in made if d["action"] == "in" for server in d["draining_now"]]
         assert any(server["in_flight"] > 0 for server in chosen), chosen
     print(f"120 videos in {worked_off_s:.1f} s: pool {on_pool}, aws {on_aws}; pool grown to "
           f"{MAX_VMS} at {grown_at:.1f} s")
@@ -250,8 +209,8 @@ def test_a_server_in_error_is_replaced(cloud: LocalCloud, openstack_cloud: Any, 
         # THEN Heat replaces it (marked unhealthy, then a stack update) and the pool is 2 again
         wait_until(lambda: sick.id not in {s.id for s in pool.heat.read().servers}
                    and len(_serving(pool)) == 2, timeout_s=90,
-                   what=f"{sick.name} replaced; decisions: {_decisions(log_path)[-5:]}")
-    replaced = [d for d in _decisions(log_path) if d["action"] == "replace"]
+                   what=f"{sick.name} replaced; decisions: {decisions(log_path)[-5:]}")
+    replaced = [d for d in decisions(log_path) if d["action"] == "replace"]
     assert replaced and "ERROR" in replaced[0]["reason"]
     assert pool.heat.read().count == 2
 
@@ -275,7 +234,7 @@ def test_a_quota_holds_the_pool_with_one_log_line(
             daemon.wait_ready()
             # GIVEN room for 3 servers WHEN the backlog asks for 4
             send_video_events(cloud, keys)
-            wait_until(lambda: any(d["reason"].startswith("quota") for d in _decisions(log_path)),
+            wait_until(lambda: any(d["reason"].startswith("quota") for d in decisions(log_path)),
                        timeout_s=60, what="a quota decision")
             # THEN the pool holds at 3 (the refused member dropped) and the work is done
             wait_until(lambda: (len(os.listdir(daemon.config.parent / "results"))
@@ -295,15 +254,15 @@ def test_a_controller_killed_mid_scale_out_and_restarted_creates_no_doubles(
         tmp_path: Path) -> None:
     send_video_events(cloud, [f"kill-{i:03d}.mp4" for i in range(120)])  # a backlog nobody works off
     with controller(cloud, openstack_cloud, pool, tmp_path) as (proc, log_path):
-        wait_until(lambda: any(d["action"] == "out" for d in _decisions(log_path)),
+        wait_until(lambda: any(d["action"] == "out" for d in decisions(log_path)),
                    timeout_s=30, what="a scale-out")
         proc.kill()  # -9, while Heat creates the servers
         proc.wait()
-    first_run = len(_decisions(log_path))
+    first_run = len(decisions(log_path))
     with controller(cloud, openstack_cloud, pool, tmp_path) as (_, log_path):
-        wait_until(lambda: len(_decisions(log_path)) >= first_run + 4, timeout_s=60,
+        wait_until(lambda: len(decisions(log_path)) >= first_run + 4, timeout_s=60,
                    what="four rounds after the restart")
-    after = _decisions(log_path)[first_run:]
+    after = decisions(log_path)[first_run:]
     assert not [d for d in after if d["action"] == "out"], after  # it saw count 4 already
     state = pool.heat.read()
     assert state.count == MAX_VMS and len(state.servers) == MAX_VMS

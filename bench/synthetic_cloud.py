@@ -1,6 +1,7 @@
 """The local cloud with the synthetic function (bench/synthetic.py: a fixed latency, then the
-result message), for tests that measure where and when videos ran rather than what they show;
-and S3 events for made-up keys, sent straight to its input queue."""
+result message), for the tests and benchmarks that measure where and when videos ran rather
+than what they show; and S3 events for made-up keys (not URL-encoded: plain names only), sent
+straight to its input queue."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from daemon_helpers import s3_event
 
 from localcloud.cloud import LocalCloud
 from openstack_handler.provisioning.spec import ResourceSpec
@@ -36,6 +35,8 @@ def send_video_events(cloud: LocalCloud, keys: list[str]) -> None:
     bucket = cloud.provisioned.input_bucket
     for first in range(0, len(keys), 10):
         sqs.send_message_batch(QueueUrl=cloud.provisioned.input_queue_url, Entries=[
-            {"Id": str(i), "MessageBody": json.dumps(s3_event(
-                bucket, key, etag=hashlib.md5(key.encode()).hexdigest(), size=1024))}
+            {"Id": str(i), "MessageBody": json.dumps({"Records": [{
+                "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": bucket}, "object": {
+                    "key": key, "size": 1024, "eTag": hashlib.md5(key.encode()).hexdigest()}}}]})}
             for i, key in enumerate(keys[first:first + 10])])
