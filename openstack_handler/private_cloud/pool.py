@@ -44,10 +44,13 @@ HEARTBEAT_KEY = "handler_updated_at"
 IN_FLIGHT_KEY = "handler_in_flight"
 SECONDS_PER_MESSAGE_KEY = "handler_s_per_message"
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
 #: the pool's template, which the handler_pool role applies
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "ansible/roles/handler_pool/files/handler-pool.yaml"
+TEMPLATE_PATH = (Path(__file__).resolve().parents[2]
+                 / "ansible/roles/handler_pool/files/handler-pool.yaml")
+
+
+class PoolError(Exception):
+    """The pool's stack cannot be read or changed."""
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
@@ -66,10 +69,6 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise PoolError(f"{path}: not a template")
     return document
-
-
-class PoolError(Exception):
-    """The pool's stack cannot be read or changed."""
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ target, rounded up and clamped to ``[min_vms, max_vms]``.
 
 Out at once, in steps of at most ``max_step_out`` servers per decision (a burst of backlog does
 not order nineteen servers on one sample; Lambda bursting covers the wait). In only after the
-desired size has stayed below the current one for ``scale_in_cooldown_s``, and then to the target
-at once (each removal is a drain, so going fast loses nothing). Pure apart from the clock it is given: the controller feeds
-it one :class:`Observation` per interval and acts on the :class:`Decision`.
+desired size has stayed below the current one for ``scale_in_cooldown_s``, and then to the
+target at once (each removal is a drain, so going fast loses nothing). Pure apart from the clock
+it is given: the controller feeds it one :class:`Observation` per interval and acts on the
+:class:`Decision`.
 """
 
 from __future__ import annotations
@@ -64,11 +65,9 @@ class Decision:
     target: int
     #: acceptable backlog per server used for the target
     per_server: int
+    #: none, out, in, or bounds (the size was outside [min_vms, max_vms])
+    change: str
     reason: str
-
-    @property
-    def change(self) -> str:
-        return "none" if self.reason.startswith("hold") else self.reason.split(":", 1)[0]
 
 
 class Scaler:
@@ -92,8 +91,9 @@ class Scaler:
         size = observation.size
 
         def decision(desired: int, reason: str) -> Decision:
+            change = reason.split(":", 1)[0]
             return Decision(desired=desired, target=target, per_server=per_server,
-                            reason=reason)
+                            change="none" if change == "hold" else change, reason=reason)
 
         basis = f"backlog {observation.backlog}, {per_server} per server"
         if size < policy.min_vms or size > policy.max_vms:

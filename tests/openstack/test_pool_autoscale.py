@@ -252,7 +252,8 @@ def test_a_quota_holds_the_pool_with_one_log_line(
 def test_a_controller_killed_mid_scale_out_and_restarted_creates_no_doubles(
         cloud: LocalCloud, openstack_cloud: Any, pool: Pool, queues: None,
         tmp_path: Path) -> None:
-    send_video_events(cloud, [f"kill-{i:03d}.mp4" for i in range(120)])  # a backlog nobody works off
+    # a backlog nobody works off
+    send_video_events(cloud, [f"kill-{i:03d}.mp4" for i in range(120)])
     with controller(cloud, openstack_cloud, pool, tmp_path) as (proc, log_path):
         wait_until(lambda: any(d["action"] == "out" for d in decisions(log_path)),
                    timeout_s=30, what="a scale-out")
