@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +105,13 @@ def one_run(*, label: str, cloud: LocalCloud, info: Any, image_id: str, work: Pa
                         aws_before
                     on_pool = guests.runs() - pool_before
                     state = pool.read()
+                    moment = datetime.now(UTC)
                     sample = {"t": round(now, 2),
                               "backlog": int(attributes["ApproximateNumberOfMessages"])
                               + int(attributes["ApproximateNumberOfMessagesNotVisible"]),
                               "desired": state.count,
-                              "serving": len(serving_servers(tenant, name, stale_after_s=5)),
+                              "serving": sum(s.serving(stale_after_s=5, now=moment)
+                                             for s in state.servers),
                               "on_aws": on_aws, "on_pool": on_pool}
                     samples.append(sample)
                     if first_new_invocation is None and any(

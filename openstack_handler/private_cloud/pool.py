@@ -114,6 +114,13 @@ class PoolServer:
     def heartbeat_at(self) -> datetime | None:
         return parse_time(self.metadata.get(HEARTBEAT_KEY))
 
+    def serving(self, *, stale_after_s: float, now: datetime) -> bool:
+        """Whether it may take work: ACTIVE, with an endpoint, a heartbeat younger than
+        *stale_after_s*, and no drain requested."""
+        beat = self.heartbeat_at
+        return (self.status == "ACTIVE" and bool(self.endpoint) and beat is not None
+                and not self.drain_requested and (now - beat).total_seconds() <= stale_after_s)
+
 
 @dataclass(frozen=True)
 class PoolState:
@@ -251,24 +258,22 @@ class HeatPool:
             raise PoolError(f"{path}: {exc}") from exc
 
 
+def nova_pool_servers(conn: Any, pool_name: str) -> list[PoolServer]:
+    """The pool's servers as Nova lists them (by their ``handler_pool`` metadata), by name.
+    Nova alone: the daemon's application credential reads it; Heat is the controller's."""
+    servers = [PoolServer(member="", id=s.id, name=s.name, status=s.status, resource_status="",
+                          created_at=parse_time(s.created_at), metadata=dict(s.metadata or {}))
+               for s in conn.compute.servers(details=True)
+               if (s.metadata or {}).get(POOL_KEY) == pool_name]
+    return sorted(servers, key=lambda s: s.name or "")
+
+
 def serving_servers(conn: Any, pool_name: str, *, stale_after_s: float,
                     now: datetime | None = None) -> list[PoolServer]:
-    """The pool's servers that may take work: ACTIVE, with an endpoint, a heartbeat younger than
-    *stale_after_s*, and no drain requested. Nova alone (the daemon's application credential
-    reads it; Heat is the controller's business)."""
+    """The pool's servers that may take work (:meth:`PoolServer.serving`)."""
     now = now or datetime.now(UTC)
-    serving = []
-    for server in conn.compute.servers(details=True):
-        metadata = dict(server.metadata or {})
-        if metadata.get(POOL_KEY) != pool_name or server.status != "ACTIVE":
-            continue
-        candidate = PoolServer(member="", id=server.id, name=server.name, status=server.status,
-                               resource_status="", metadata=metadata)
-        beat = candidate.heartbeat_at
-        if candidate.endpoint and beat is not None and not candidate.drain_requested \
-                and (now - beat).total_seconds() <= stale_after_s:
-            serving.append(candidate)
-    return sorted(serving, key=lambda s: s.name or "")
+    return [s for s in nova_pool_servers(conn, pool_name)
+            if s.serving(stale_after_s=stale_after_s, now=now)]
 
 
 @dataclass(frozen=True)
@@ -286,19 +291,14 @@ class PoolSummary:
 def pool_summary(conn: Any, pool_name: str, *, stale_after_s: float,
                  now: datetime | None = None) -> PoolSummary:
     now = now or datetime.now(UTC)
-    servers = [PoolServer(member="", id=s.id, name=s.name, status=s.status, resource_status="",
-                          created_at=parse_time(s.created_at), metadata=dict(s.metadata or {}))
-               for s in conn.compute.servers(details=True)
-               if (s.metadata or {}).get(POOL_KEY) == pool_name]
-    serving = {s.id for s in serving_servers(conn, pool_name, stale_after_s=stale_after_s,
-                                             now=now)} if servers else set()
+    servers = nova_pool_servers(conn, pool_name)
+    serving = [s for s in servers if s.serving(stale_after_s=stale_after_s, now=now)]
     draining = [s for s in servers if s.drain_requested]
     booting = [s for s in servers if s.heartbeat_at is None and not s.drain_requested
                and s.status in ("ACTIVE", "BUILD")]
     other = len(servers) - len(serving) - len(draining) - len(booting)
     return PoolSummary(name=pool_name, active=len(serving), booting=len(booting),
-                       draining=len(draining), other=max(0, other),
-                       servers=tuple(sorted(servers, key=lambda s: s.name or "")))
+                       draining=len(draining), other=max(0, other), servers=tuple(servers))
 
 
 def render_pool(summary: PoolSummary, *, last_decision: Mapping[str, Any] | None,
