@@ -11,7 +11,7 @@ LOCKED := $(VENV)/.locked
 SHARED ?= ../shared
 
 .PHONY: demo camera-demo test test-unit bench lint lock clean venv system-tools roots image \
-	image-tools
+	image-tools browser-tools
 
 DEMO_DIR := .cache/demo
 
@@ -31,7 +31,7 @@ camera-demo: $(STAMP)
 		--gallery $(DEMO_DIR)/gallery.pkl --students $(DEMO_DIR)/students.json \
 		--expected $(DEMO_DIR)/expected.csv
 
-test: lint roots image
+test: lint roots image browser-tools
 	SHARED_DATA=$(SHARED)/data $(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -95,6 +95,14 @@ image-tools:
 		echo "image-tools: apt-get install buildah"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			buildah >/dev/null; }
+
+# The web tier's page is tested in a real browser: Debian's Chromium and its WebDriver, which
+# Selenium drives at /usr/bin/chromedriver (its own browser download cannot work offline).
+browser-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "browser-tools: apt-get install chromium chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; }
 
 # The system tier boots Debian in systemd-nspawn (root built with debootstrap, cached under
 # /var/cache/openstack-handler): Debian's packages, installed when missing (needs root).

@@ -32,6 +32,7 @@ from openstack_handler import __version__
 from openstack_handler.cli.cloud_commands import add_aws_commands, add_local_commands
 from openstack_handler.cli.daemon_commands import add_daemon_commands
 from openstack_handler.cli.pool_commands import add_pool_commands
+from openstack_handler.cli.web_commands import add_web_commands
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.exit_codes import ExitCode
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_daemon_commands(sub)
     add_pool_commands(sub)
+    add_web_commands(sub)
     add_local_commands(sub)
     add_aws_commands(sub)
     return parser

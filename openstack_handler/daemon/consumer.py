@@ -77,6 +77,7 @@ from openstack_handler.daemon.events import (
     MessageKind,
     S3ObjectRef,
     invocation_payload,
+    is_still_image,
     parse_input_message,
 )
 from openstack_handler.daemon.invoker import Invoked, LambdaInvoker
@@ -451,6 +452,11 @@ class InputConsumer:
         local_failure = False
         for ref in parsed.objects:
             with bound_contextvars(bucket=ref.bucket, key=ref.key):
+                if is_still_image(ref.key):
+                    log.info("input.image_dropped",
+                             why="a still image is the web tier's upload, answered there")
+                    self._add_stats(skipped_events=1)
+                    continue
                 why = self._claim(ref)
                 if why is not None:
                     self._drop_duplicate(ref, why)

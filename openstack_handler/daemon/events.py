@@ -20,6 +20,14 @@ from openstack_handler.daemon.errors import InvalidEvent
 
 TEST_EVENT = "s3:TestEvent"
 OBJECT_CREATED_PREFIX = "ObjectCreated:"
+#: still images in the input bucket are the web tier's (the course's image service stores its
+#: uploads there and answers them itself): not videos, so the daemon drops their events
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def is_still_image(key: str) -> bool:
+    """Whether *key* names a still image by its suffix (the web tier's uploads)."""
+    return key.lower().endswith(IMAGE_SUFFIXES)
 
 
 @dataclass(frozen=True)

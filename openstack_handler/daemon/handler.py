@@ -27,7 +27,6 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import boto3
@@ -46,9 +45,9 @@ from openstack_handler.daemon.drainer import OutputDrainer
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.exit_codes import ExitCode
 from openstack_handler.daemon.placement import build_placement
-from openstack_handler.daemon.pool_target import PoolMember
+from openstack_handler.daemon.pool_target import nova_discovery
 from openstack_handler.daemon.results_store import ResultsStore
-from openstack_handler.daemon.settings import DEFAULT_TARGET, Settings, TargetSettings
+from openstack_handler.daemon.settings import DEFAULT_TARGET, Settings
 from openstack_handler.daemon.state import StateDB
 from openstack_handler.daemon.systemd import Watchdog, sd_notify
 from openstack_handler.logs import bind_process_context
@@ -60,7 +59,6 @@ from openstack_handler.private_cloud.cloud_status import (
     metadata_prefix,
 )
 from openstack_handler.private_cloud.identity import InstanceIdentity, read_identity
-from openstack_handler.private_cloud.pool import serving_servers
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +96,7 @@ class Handler:
         self.sqs, sqs_endpoint = build_client(settings, "sqs", config=sqs_client_config(settings),
                                               session=session)
         self.placement, target_endpoints, self.pool_refreshers = build_placement(
-            settings, session=session, discovery=self._pool_discovery)
+            settings, session=session, discovery=nova_discovery(settings))
         self.endpoints: dict[str, Endpoint] = {"sqs": sqs_endpoint}
         self.endpoints |= {"lambda" if name == DEFAULT_TARGET else f"lambda {name}": endpoint
                            for name, endpoint in target_endpoints.items()}
@@ -246,28 +244,6 @@ class Handler:
             if text != self._status_text:
                 self._status_text = text
                 sd_notify("STATUS=" + text, socket_path=self.notify_socket)
-
-    def _pool_discovery(self, target: TargetSettings) -> Callable[[], list[PoolMember]]:
-        """How a pool target lists its servers: Nova through ``cloud_name``
-        (:func:`openstack_handler.private_cloud.pool.serving_servers`), one connection kept
-        until a call fails."""
-        cloud, pool = self.settings.cloud_name, target.pool
-        assert cloud is not None and pool is not None  # the settings' validation saw to it
-        timeout, stale = self.settings.cloud_api_timeout_s, self.settings.pool_stale_after_s
-        connection: list[Any] = []
-
-        def discover() -> list[PoolMember]:
-            if not connection:
-                connection.append(connect(cloud, api_timeout_s=timeout))
-            try:
-                servers = serving_servers(connection[0], pool, stale_after_s=stale)
-            except Exception:
-                connection.clear()
-                raise
-            return [PoolMember(id=s.id or "", name=s.name or s.id or "",
-                               endpoint_url=s.endpoint or "") for s in servers]
-
-        return discover
 
     def _cloud_status_publisher(self) -> CloudStatusPublisher | None:
         """The heartbeat to this server's metadata, when a cloud is configured and the server

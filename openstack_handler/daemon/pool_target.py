@@ -25,6 +25,7 @@ import structlog
 
 from openstack_handler.daemon.errors import InvokeUnavailable
 from openstack_handler.daemon.invoker import Invoked, LambdaInvoker
+from openstack_handler.daemon.settings import Settings, TargetSettings
 
 log = structlog.get_logger(__name__)
 
@@ -227,3 +228,33 @@ class PoolRefresher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def nova_discovery(settings: Settings) -> Callable[[TargetSettings], Callable[[], list[PoolMember]]]:
+    """How a pool target lists its servers: Nova through ``cloud_name``
+    (:func:`openstack_handler.private_cloud.pool.serving_servers`), one connection kept until a
+    call fails. The daemon and the web tier discover their pools alike."""
+
+    def for_target(target: TargetSettings) -> Callable[[], list[PoolMember]]:
+        from openstack_handler.private_cloud.cloud_status import connect
+        from openstack_handler.private_cloud.pool import serving_servers
+
+        cloud, pool = settings.cloud_name, target.pool
+        assert cloud is not None and pool is not None  # the settings' validation saw to it
+        timeout, stale = settings.cloud_api_timeout_s, settings.pool_stale_after_s
+        connection: list[Any] = []
+
+        def discover() -> list[PoolMember]:
+            if not connection:
+                connection.append(connect(cloud, api_timeout_s=timeout))
+            try:
+                servers = serving_servers(connection[0], pool, stale_after_s=stale)
+            except Exception:
+                connection.clear()
+                raise
+            return [PoolMember(id=s.id or "", name=s.name or s.id or "",
+                               endpoint_url=s.endpoint or "") for s in servers]
+
+        return discover
+
+    return for_target

@@ -27,3 +27,21 @@ def write_daemon_config(cloud: LocalCloud, path: Path, results_dir: Path, state_
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def write_web_config(cloud: LocalCloud, path: Path, daemon_config: Path, *, port: int = 0,
+                     extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the web tier's TOML config for *cloud* atomically: its buckets, the daemon's config
+    (whose targets it shares) and the camera path's frame function for images."""
+    settings = {"daemon_config": str(daemon_config.resolve()),
+                "input_bucket": cloud.provisioned.input_bucket,
+                "output_bucket": cloud.provisioned.output_bucket,
+                "image_function_name": cloud.resources.frame_function_name,
+                "host": "127.0.0.1", "port": port} | dict(extra or {})
+    text = settings_toml(settings, header="openstack-handler web tier settings for the local "
+                                          "cloud (regenerate on every `local up`)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,183 @@
+"""The web tier's side of the daemon's placement: each request takes a slot of the first target
+with one free, a later target only past the burst rule, and waits for one otherwise — in a
+bounded line.
+
+A request waits at most ``wait_timeout_s``, and at most ``max_waiting`` requests wait at once:
+past either it is refused with :class:`Busy` (the app answers 503 with Retry-After), never held
+without end. A target that does not answer (refused, 5xx, throttled) is marked down and the
+request moves to the next target that is up, as the daemon's messages do; down targets are probed
+with ``Invoke(InvocationType=DryRun)`` in the background. :attr:`Dispatcher.held` — requests
+waiting plus running — is the web tier's share of the backlog the autoscaler sizes the pool by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from openstack_handler.daemon.errors import (
+    FunctionFailed,
+    InvokeFailed,
+    InvokeInterrupted,
+    InvokeUnavailable,
+)
+from openstack_handler.daemon.invoker import Invoked
+from openstack_handler.daemon.placement import Placement, Target
+
+log = structlog.get_logger(__name__)
+
+#: how often a waiting request looks again without being woken (a pool's slots change, a burst
+#: comes due) and how often down targets are looked at for a probe
+_RECHECK_S = 0.25
+
+
+class Busy(Exception):
+    """No slot for this request within the limits: try again after *retry_after_s*."""
+
+    def __init__(self, reason: str, *, retry_after_s: int) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """Where a request ran, how long it waited for its slot, and the function's answer."""
+
+    target: str
+    waited_ms: float
+    invoked: Invoked
+
+
+class Dispatcher:
+    """Runs invocations on *placement* from the event loop; one instance per app."""
+
+    def __init__(self, placement: Placement, *, max_waiting: int, wait_timeout_s: float) -> None:
+        self.placement = placement
+        self.max_waiting = max_waiting
+        self.wait_timeout_s = wait_timeout_s
+        self.waiting = 0
+        self.running = 0
+        self.refused = 0
+        self._executor = ThreadPoolExecutor(max_workers=max(1, placement.total_slots) + 2,
+                                            thread_name_prefix="invoke")
+        self._changed: asyncio.Condition | None = None
+        self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def held(self) -> int:
+        """Requests this web tier holds: waiting for a slot or running."""
+        return self.waiting + self.running
+
+    async def start(self) -> None:
+        self._changed = asyncio.Condition()
+        self._prober = asyncio.create_task(self._probe_forever(), name="probe-targets")
+
+    async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def invoke(self, payload: Mapping[str, Any]) -> Dispatched:
+        """Invoke the function for one request. Raises :class:`Busy`, or what the invoker raises
+        once no other target can take the request (InvokeUnavailable, FunctionFailed, ...)."""
+        arrived = time.monotonic()
+        target = await self._take(arrived)
+        waited_ms = (time.monotonic() - arrived) * 1000
+        moves = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            self.running += 1
+            try:
+                invoked = await loop.run_in_executor(self._executor, target.invoker.run, payload)
+            except InvokeUnavailable as exc:
+                self.placement.mark_down(target, exc)
+                self.placement.release(target, failed=True)
+                if moves >= len(self.placement.targets) - 1 or \
+                        not self.placement.other_usable(target):
+                    raise
+                moves += 1
+                log.info("web.invocation_moved", from_target=target.name,
+                         why="the target is unavailable; the function did not run there")
+                target = await self._take(arrived, woken=True)
+                continue
+            except InvokeInterrupted as exc:  # it may have run: the target is sick, no resend
+                self.placement.mark_down(target, exc)
+                self.placement.release(target, failed=True)
+                raise
+            except FunctionFailed:
+                self.placement.mark_up(target)
+                self.placement.release(target, failed=True)
+                raise
+            except InvokeFailed:
+                self.placement.release(target, failed=True)
+                raise
+            else:
+                self.placement.mark_up(target)
+                self.placement.release(target)
+                return Dispatched(target.name, round(waited_ms, 2), invoked)
+            finally:
+                self.running -= 1
+                await self._notify()
+
+    async def _take(self, arrived: float, *, woken: bool = False) -> Target:
+        assert self._changed is not None, "Dispatcher.start() first"
+        target = self.placement.take(time.monotonic() - arrived)
+        if target is not None:
+            return target
+        if self.waiting >= self.max_waiting and not woken:
+            self.refused += 1
+            raise Busy(f"{self.waiting} requests are already waiting for recognition",
+                       retry_after_s=self._retry_after_s())
+        self.waiting += 1
+        try:
+            deadline = arrived + self.wait_timeout_s
+            while True:
+                waited = time.monotonic() - arrived
+                target = self.placement.take(waited)
+                if target is not None:
+                    return target
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.refused += 1
+                    raise Busy(f"no recognition slot within {self.wait_timeout_s:g} s",
+                               retry_after_s=self._retry_after_s())
+                burst = self.placement.burst_in(waited)
+                pause = min(left, _RECHECK_S, burst if burst else _RECHECK_S)
+                async with self._changed:
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), timeout=max(pause, 0.01))
+                    except TimeoutError:
+                        pass
+        finally:
+            self.waiting -= 1
+
+    def _retry_after_s(self) -> int:
+        """A client's fair wait: the line ahead of it over the slots, at the pace so far."""
+        slots = max(1, sum(t.slots for t in self.placement.targets if t.usable))
+        return max(1, min(60, round(self.held / slots)))
+
+    async def _notify(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _probe_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            for target in self.placement.due_probes():
+                try:
+                    await loop.run_in_executor(self._executor, target.invoker.probe)
+                except (InvokeUnavailable, InvokeFailed) as exc:
+                    self.placement.probed(target, exc)
+                else:
+                    self.placement.probed(target, None)
+                    log.info("web.target_probe_answered", target=target.name)
+                    await self._notify()
+            await asyncio.sleep(max(_RECHECK_S, min(self.placement.next_probe_in(), 1.0)))
