@@ -101,11 +101,15 @@ class BodyTooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: a request body over *limit_bytes* is refused — at once from its
     Content-Length, else as soon as the bytes read pass it (:class:`BodyTooLarge` from
-    ``receive``, which the app answers 413) — so an upload is never held whole past the limit."""
+    ``receive``, which the app answers 413) — so an upload is never held whole past the limit.
+    Before the 413 the rest of the body is read and dropped, up to ``drain_factor`` times the
+    limit, so that a client still sending reads the answer instead of a connection reset (the
+    server closes the connection once it has answered)."""
 
-    def __init__(self, app: ASGIApp, *, limit_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit_bytes: int, drain_factor: int = 4) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.drain_bytes = drain_factor * limit_bytes
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
                        send: Send) -> None:
@@ -114,20 +118,38 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit_bytes:
+            if int(declared) <= self.drain_bytes:
+                await self._drain(receive, 0)
             await _refuse(send, self.limit_bytes)
             return
         seen = 0
+        exceeded = False
 
         async def limited() -> MutableMapping[str, Any]:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit_bytes:
+                    exceeded = True
                     raise BodyTooLarge(f"the request body passed {self.limit_bytes} bytes")
             return message
 
-        await self.app(scope, limited, send)
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal exceeded
+            if exceeded and message["type"] == "http.response.start":
+                exceeded = False
+                await self._drain(receive, seen)
+            await send(message)
+
+        await self.app(scope, limited, sending)
+
+    async def _drain(self, receive: Receive, seen: int) -> None:
+        while seen <= self.drain_bytes:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+            seen += len(message.get("body", b""))
 
 
 async def _refuse(send: Send, limit: int) -> None:
@@ -135,6 +157,5 @@ async def _refuse(send: Send, limit: int) -> None:
             f'the limit of {limit} bytes"}}}}').encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
