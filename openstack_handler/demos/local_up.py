@@ -4,9 +4,13 @@ written for it and what to run next printed, until SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -16,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from localcloud.cloud import DEFAULT_HANDLER, LocalCloud
 from localcloud.workdir import WorkDir
-from openstack_handler.demos.daemon_config import write_daemon_config
+from openstack_handler.demos.daemon_config import write_daemon_config, write_web_config
 from openstack_handler.provisioning.camera import ProvisionedCamera
 from openstack_handler.provisioning.spec import ProvisioningError, ResourceSpec
 
@@ -51,6 +55,38 @@ def camera_lines(camera: ProvisionedCamera) -> list[str]:
             send]
 
 
+def start_web_tier(cloud: LocalCloud, daemon_config: Path, work_dir: Path,
+                   stop: threading.Event, *, timeout_s: float = 60.0
+                   ) -> tuple[subprocess.Popen[bytes], str | None]:
+    """``openstack-handler web`` on the cloud's buckets and the daemon's config, on a free
+    loopback port (its log in *work_dir*/web.log); returns the process and its URL (None: it
+    did not start, or *stop* was set first)."""
+    config = write_web_config(cloud, work_dir / "web.toml", daemon_config)
+    log_path = work_dir / "web.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "openstack_handler", "web", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **cloud.client_env()})
+    deadline = time.monotonic() + timeout_s
+    while not stop.wait(0.1) and process.poll() is None and time.monotonic() < deadline:
+        for line in log_path.read_text(errors="replace").splitlines():
+            if '"web.listening"' in line:
+                with contextlib.suppress(ValueError, KeyError):
+                    return process, str(json.loads(line)["url"])
+    return process, None
+
+
+def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
                  results_dir: Path = Path("results"), state_dir: Path | None = None,
                  daemon_concurrency: int = 4, function_concurrency: int = 2,
@@ -68,6 +104,7 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
                        concurrency=function_concurrency, work_dir=work_dir, camera=camera,
                        camera_concurrency=camera_concurrency, camera_handler=camera_handler)
     code = 1
+    web: subprocess.Popen[bytes] | None = None
     with _stop_on_signals() as stop:
         try:
             cloud.start()
@@ -98,14 +135,31 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
             if camera:
                 for line in camera_lines(cloud.camera):
                     print(line, file=out)
+                web, web_url = start_web_tier(cloud, config, work_dir, stop)
+                if web_url is None and not stop.is_set():
+                    print(f"the web tier did not start: see {work_dir / 'web.log'}",
+                          file=sys.stderr)
+                    return 1
+                if web_url is not None:
+                    print(f"web tier: {web_url}", file=out)
+                    print("#   the course's contract: curl -F inputFile=@face.jpg "
+                          f"{web_url} ; the page: open {web_url} in a browser", file=out)
+            else:
+                print("# web tier: not started (it recognises images with the camera path's "
+                      "frame function: leave out --no-camera)", file=out)
             out.flush()
             while not stop.wait(1.0):
                 if not cloud.is_running():
                     print("a local cloud server exited", file=sys.stderr)
                     return 1
+                if web is not None and web.poll() is not None:
+                    print(f"the web tier exited ({web.returncode}): see "
+                          f"{work_dir / 'web.log'}", file=sys.stderr)
+                    return 1
             print("# stopping the local cloud", file=out)
             code = 0
             return 0
         finally:
+            _stop_process(web)
             cloud.stop()
             scratch.finish(code == 0)

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,14 +132,28 @@ def test_run_local_up_prints_exports_and_stops_on_sigterm(inputs: tuple[Path, Pa
                                      resources=ResourceSpec(prefix="up", url_auth_type="NONE"),
                                      work_dir=tmp_path / "work", out=out)
 
+    def web_tier_answers() -> None:
+        """Once `local up` prints the web tier's line: its /healthz, then the real SIGTERM."""
+        deadline = time.monotonic() + 90
+        while "web tier: http" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = next((line.split()[-1] for line in out.getvalue().splitlines()
+                    if line.startswith("web tier: http")), None)
+        if url is not None:
+            with urllib.request.urlopen(url + "healthz", timeout=10) as response:
+                outcome["web"] = (response.status, json.loads(response.read()))
+        os.kill(os.getpid(), signal.SIGTERM)
+
     # signal handlers can only be installed from the main thread: run_local_up runs here, and a
-    # watchdog thread sends the real SIGTERM once the config is written
-    watchdog = threading.Thread(target=_sigterm_when_ready, args=(config,), daemon=True)
+    # watchdog thread sends the real SIGTERM once the web tier answers
+    watchdog = threading.Thread(target=web_tier_answers, daemon=True)
     watchdog.start()
     up()
     watchdog.join(5)
     assert outcome["rc"] == 0
     text = out.getvalue()
+    # the web tier: started on the cloud, its address printed, answering
+    assert outcome["web"] == (200, {"status": "ok", "held": 0})
     assert "export AWS_ENDPOINT_URL=http://127.0.0.1:" in text
     assert "export AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:" in text
     assert f"# daemon config: {config}" in text
