@@ -80,7 +80,9 @@ def _cmd_autoscale(args: argparse.Namespace) -> int:
     from openstack_handler.private_cloud.autoscaler import (
         Autoscaler,
         AutoscaleSettings,
+        WebBacklog,
         queue_backlog,
+        read_web_token,
     )
     from openstack_handler.private_cloud.cloud_status import connect
     from openstack_handler.private_cloud.pool import HeatPool
@@ -91,8 +93,14 @@ def _cmd_autoscale(args: argparse.Namespace) -> int:
     sqs = session.client("sqs", endpoint_url=settings.endpoint_url)
     pool = HeatPool(connect(settings.cloud_name, api_timeout_s=settings.cloud_api_timeout_s),
                     settings.stack_name)
-    controller = Autoscaler(settings, pool=pool,
-                            backlog=lambda: queue_backlog(sqs, settings.input_queue_url))
+    web = WebBacklog(settings.web_status_url, token=read_web_token(settings)) \
+        if settings.web_status_url else None
+
+    def backlog() -> int:
+        """The queue's messages, waiting or held by daemons, and the web tier's requests."""
+        return queue_backlog(sqs, settings.input_queue_url) + (web.read() if web else 0)
+
+    controller = Autoscaler(settings, pool=pool, backlog=backlog)
     if args.once:  # the decision is its log line; a round that cannot read the pool holds
         controller.step()
         return int(ExitCode.OK)

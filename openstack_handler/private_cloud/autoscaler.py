@@ -1,6 +1,7 @@
 """The pool's controller: every ``interval_s``, one step of read → decide → ask Heat.
 
-A step reads the backlog (the input queue's visible + in-flight messages) and the pool
+A step reads the backlog (the input queue's visible + in-flight messages, plus the requests a
+web tier holds: :class:`WebBacklog`) and the pool
 (:class:`~openstack_handler.private_cloud.pool.HeatPool`: the stack, its members, their
 ``handler_*`` metadata), then does at most one thing that changes the stack:
 
@@ -87,6 +88,11 @@ class AutoscaleSettings:
     cloud_api_timeout_s: float = 30.0
     #: where the last decision is kept for ``status --cloud`` ("" for nowhere)
     state_file: str = ""
+    #: the web tier's ``/api/status``: the requests it holds join the backlog (None: no web tier)
+    web_status_url: str | None = None
+    #: the web tier's token, for a web tier off loopback; None: the systemd credential
+    #: ``web-token`` when there is one
+    web_token_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("cloud_name", "stack_name", "input_queue_url"):
@@ -117,6 +123,54 @@ def queue_backlog(sqs: Any, queue_url: str) -> int:
                                             "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(attributes.get("ApproximateNumberOfMessages", 0)) + \
         int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+
+
+class WebBacklog:
+    """The requests a web tier holds (waiting for a slot or running), read from its
+    ``/api/status`` over HTTP: the web tier's share of the backlog, as the daemons' received
+    messages are the queue's in-flight share. A web tier that does not answer holds nothing
+    that the controller could serve sooner: it counts 0, logged once per outage."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 5.0) -> None:
+        self.url = url
+        self._token = token
+        self._timeout_s = timeout_s
+        self._problem: str | None = None
+
+    def read(self) -> int:
+        import urllib.request
+
+        request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                held = int(json.loads(response.read())["held"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"[:200]
+            if problem != self._problem:
+                log.warning("autoscale.web_tier_unreadable", url=self.url, error=problem,
+                            note="its held requests count 0 until it answers")
+                self._problem = problem
+            return 0
+        if self._problem is not None:
+            log.info("autoscale.web_tier_readable", url=self.url)
+            self._problem = None
+        return held
+
+
+def read_web_token(settings: AutoscaleSettings, env: Mapping[str, str] = os.environ
+                   ) -> str | None:
+    """``web_token_file``, else the systemd credential ``web-token``; None when neither."""
+    if settings.web_token_file:
+        path = Path(settings.web_token_file)
+    elif env.get("CREDENTIALS_DIRECTORY"):
+        path = Path(env["CREDENTIALS_DIRECTORY"]) / "web-token"
+        if not path.exists():
+            return None
+    else:
+        return None
+    return path.read_text().strip() or None
 
 
 @dataclass(frozen=True)

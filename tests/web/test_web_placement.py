@@ -16,6 +16,7 @@ import pytest
 from web_helpers import REPO, post_file, request, web_tier, write_configs
 
 from localcloud.cloud import LocalCloud
+from openstack_handler.private_cloud.autoscaler import WebBacklog
 
 
 def _targets(cloud: LocalCloud, private_slots: int, aws_slots: int) -> list[dict[str, object]]:
@@ -74,6 +75,27 @@ def test_past_the_bounded_line_requests_get_503_with_retry_after_and_none_hangs(
         # AND it serves the next client as before
         filename, data, person = frames[0]
         assert post_file(web.url, filename, data).text == f"{filename[:-4]}:{person}"
+
+
+def test_the_requests_it_holds_join_the_backlog_the_autoscaler_reads(
+        web_cloud: LocalCloud, tmp_path: Path, frames: list[tuple[str, bytes, str]]) -> None:
+    config = write_configs(web_cloud, tmp_path,
+                           daemon_extra={"targets": [_targets(web_cloud, 1, 1)[0]]})
+    with web_tier(web_cloud, config) as web:
+        backlog = WebBacklog(web.url + "api/status")
+        assert backlog.read() == 0
+        # WHEN eight clients wait on one slot
+        seen: list[int] = []
+        with ThreadPoolExecutor(8) as pool:
+            running = [pool.submit(post_file, web.url, f[0], f[1]) for f in frames[:8]]
+            while not all(r.done() for r in running):
+                seen.append(backlog.read())
+        # THEN the controller's reading counted them, and nothing once they were answered
+        assert [r.result().status for r in running] == [200] * 8
+        assert max(seen) >= 4, seen
+        assert backlog.read() == 0
+    # AND a web tier that is gone counts 0 (it holds nothing)
+    assert backlog.read() == 0
 
 
 def _private_address() -> str:
