@@ -73,8 +73,10 @@ def safe_stem(filename: str | None) -> str:
     ``[A-Za-z0-9._-]`` (at most 100 characters); ``upload`` when nothing is left. Whatever the
     client sent (``../``, NUL, 2 KB), the result is one plain name."""
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = unicodedata.normalize("NFKC", name)
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    # accents come off (Ü → U); control characters (NUL...) go
+    name = unicodedata.normalize("NFKD", name)
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C"
+                   and unicodedata.category(ch) != "Mn")
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
     stem = _UNSAFE.sub("_", stem).strip("._-")[:MAX_STEM_CHARS].strip("._-")
     return stem or "upload"
