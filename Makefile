@@ -41,7 +41,8 @@ test-unit: $(STAMP)
 # ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
 # against a synthetic function, placement on two Lambda services, the real function on the
 # private service against the local cloud, end to end with the peer-style baseline, the camera
-# path (100 frames, both stages, at the course's pace and flat out), the function A/B against
+# path (100 frames, both stages, at the course's pace and flat out), the web tier (1, 10 and 100
+# clients, the private target alone and bursting), the function A/B against
 # AB_BASE;
 # then bench/out/REPORT.md and PNG plots from bench/out/*.json.
 # The function's warm time per course clip is compared, interleaved call by call, with this
@@ -58,6 +59,8 @@ bench: $(STAMP) image roots
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.private_function --data $(SHARED)/data/cse546-2023 \
 		--out bench/out > /dev/null 2> bench/out/private_function.log
 	$(PY) -m bench.pool --out bench/out 2> bench/out/pool.log
+	$(PY) -m bench.web --data $(SHARED)/data/cse546-2023 --out bench/out > /dev/null \
+		2> bench/out/web.log
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.bench_e2e --data $(SHARED)/data/cse546-2023 \
 		--count 100 --concurrency 1 2 4 --repeat 3 --out bench/out
 	$(PY) -m bench.bench_camera --data $(SHARED)/data/cse546-2023 --count 100 \

@@ -128,9 +128,10 @@ class Dispatcher:
 
     async def _take(self, arrived: float, *, woken: bool = False) -> Target:
         assert self._changed is not None, "Dispatcher.start() first"
-        target = self.placement.take(time.monotonic() - arrived)
-        if target is not None:
-            return target
+        if self.waiting == 0 or woken:  # a newcomer never passes those already in line
+            target = self.placement.take(time.monotonic() - arrived)
+            if target is not None:
+                return target
         if self.waiting >= self.max_waiting and not woken:
             self.refused += 1
             raise Busy(f"{self.waiting} requests are already waiting for recognition",

@@ -23,6 +23,8 @@ from system_helpers import (
     FUNCTIONS_PORT,
     FUNCTIONS_PROFILE,
     FUNCTIONS_SECRET,
+    WEB_PORT,
+    WEB_TOKEN,
 )
 
 from localcloud.cloud import DUMMY_CREDENTIALS, REGION, LocalCloud
@@ -64,9 +66,10 @@ def vm(vm_network: Network, ssh_key: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def host_cloud(course_data: Path, vm_network: Network, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[LocalCloud]:
-    """The local cloud bound to the host's end of the veth, so the VM can reach it."""
+    """The local cloud bound to the host's end of the veth, so the VM can reach it; with the
+    camera path's frame function, which the VM's web tier runs for an image."""
     with LocalCloud(gallery=course_data / "encoding", students=course_data / "student_data.json",
-                    concurrency=2, host=vm_network.host_ip,
+                    concurrency=2, camera=True, camera_concurrency=1, host=vm_network.host_ip,
                     work_dir=tmp_path_factory.mktemp("host-cloud")) as cloud:
         yield cloud
 
@@ -152,6 +155,16 @@ def deployment_files(vm: Machine, vm_network: Network, ssh_key: Path, host_cloud
                 "auth_url": f"http://{vm_network.host_ip}:9/v3", "username": "handler-pool",
                 "password": CLOUD_SECRET, "user_domain_name": "Default",
                 "project_name": "handler", "project_domain_name": "Default"}}}},
+        # the web tier on every address of the VM (loopback and the veth's, nothing else there):
+        # callers on loopback need no token, the host's need it
+        "handler_web_enabled": True,
+        "handler_web_host": "0.0.0.0",
+        "handler_web_port": WEB_PORT,
+        "handler_web_token": WEB_TOKEN,
+        "handler_web_settings": {
+            "input_bucket": host_cloud.provisioned.input_bucket,
+            "output_bucket": host_cloud.provisioned.output_bucket,
+            "image_function_name": host_cloud.resources.frame_function_name},
     }))
     return inventory, extra_vars
 

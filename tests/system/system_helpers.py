@@ -19,6 +19,10 @@ FUNCTIONS_PORT = 9001
 FUNCTIONS_KEY, FUNCTIONS_SECRET = "AKIDHANDLERVMFUNCS01", "functions-secret-9b2c"
 #: the profile in the daemon's credentials file that holds that key
 FUNCTIONS_PROFILE = "private-functions"
+#: the web tier: its unit, port and the token callers off loopback must send (a secret too).
+WEB_UNIT = "handler-web"
+WEB_PORT = 8080
+WEB_TOKEN = "web-token-not-a-secret-7d3a"
 
 
 def unit_properties(vm: Machine, *names: str, unit: str = REPLICAS[0]) -> dict[str, str]:

@@ -6,10 +6,14 @@ folder. The tests share one VM and run in file order (deploy → use → break).
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import re
 import time
+import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
@@ -30,10 +34,14 @@ from system_helpers import (
     FUNCTIONS_UNIT,
     REPLICAS,
     UNIT,
+    WEB_PORT,
+    WEB_TOKEN,
+    WEB_UNIT,
     journal_json_lines,
     unit_properties,
 )
 
+from camera.frames import video_frames
 from localcloud.cloud import DUMMY_CREDENTIALS, EndpointSession, LocalCloud
 from localcloud.machines.nspawn import Machine, Network
 from openstack_handler.provisioning.private import ZIP_GALLERY, function_zip
@@ -43,6 +51,32 @@ pytestmark = pytest.mark.system
 RESULTS_DIR = "/srv/handler/results"
 CONFIG = "/etc/openstack-handler/handler.toml"
 VM = "handler-vm"
+#: The course's client on the VM's loopback (its system Python, stdlib only): GET /healthz, then
+#: POST / with the image in inputFile; one JSON line per answer.
+LOOPBACK_CLIENT = """
+import json, sys, urllib.request, uuid
+url, path = sys.argv[1], sys.argv[2]
+def show(response):
+    print(json.dumps({"status": response.status, "type": response.headers["Content-Type"],
+                      "body": response.read().decode()}))
+show(urllib.request.urlopen(url + "healthz", timeout=60))
+boundary = uuid.uuid4().hex
+body = (f'--{boundary}\\r\\nContent-Disposition: form-data; name="inputFile"; '
+        f'filename="test_8.jpg"\\r\\nContent-Type: image/jpeg\\r\\n\\r\\n').encode()
+body += open(path, "rb").read() + f"\\r\\n--{boundary}--\\r\\n".encode()
+request = urllib.request.Request(url, data=body, method="POST", headers={
+    "Content-Type": f"multipart/form-data; boundary={boundary}"})
+show(urllib.request.urlopen(request, timeout=120))
+"""
+
+
+def multipart_file(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file, and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n').encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
 
 
 def test_the_plays_deploy_and_a_second_run_changes_nothing(
@@ -226,6 +260,64 @@ def test_the_pool_controller_and_agent_are_hardened_and_outlive_a_refusing_cloud
     assert held[0]["action"] == "hold" and "cannot read the pool" in held[0]["reason"], held[0]
     journal = vm.run(["journalctl", "--no-pager", "--output", "cat"]).stdout
     assert CLOUD_SECRET not in journal
+
+
+def test_the_web_tier_is_hardened_and_answers_the_course_contract_with_its_token_off_loopback(
+        deployed: tuple[PlayResult, PlayResult], vm: Machine, vm_network: Network,
+        course_data: Path, record_property: Callable[[str, object], None]) -> None:
+    # GIVEN the web tier the role enabled, on the VM's loopback and veth addresses
+    props = unit_properties(vm, "ActiveState", "SubState", "Type", "User", "NRestarts",
+                            "WatchdogUSec", "Environment", unit=WEB_UNIT)
+    assert props["ActiveState"] == "active" and props["SubState"] == "running", props
+    assert props["Type"] == "notify" and props["User"] == "handler-web", props
+    assert props["NRestarts"] == "0" and props["WatchdogUSec"] == "1min", props
+    # THEN systemd finds nothing wrong with it and rates its exposure at most 2.5
+    verify = vm.run(["systemd-analyze", "verify", f"/etc/systemd/system/{WEB_UNIT}.service"],
+                    check=False)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    security = vm.run(["systemd-analyze", "security", "--threshold=25", f"{WEB_UNIT}.service"],
+                      check=False)
+    assert security.returncode == 0, security.stdout[-2000:]
+    exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert exposure is not None, security.stdout[-2000:]
+    record_property("exposure", float(exposure[1]))
+    # AND its token is a systemd credential only: not in its settings, unit or environment
+    modes = vm.run(["stat", "-c", "%n %a %U:%G", "/etc/handler-web/web.toml",
+                    "/etc/handler-web/web-token"]).stdout.split("\n")
+    assert modes[:2] == ["/etc/handler-web/web.toml 640 root:handler-web",
+                         "/etc/handler-web/web-token 600 root:root"]
+    for path in ("/etc/handler-web/web.toml", f"/etc/systemd/system/{WEB_UNIT}.service"):
+        assert WEB_TOKEN not in vm.run(["cat", path]).stdout, path
+    assert WEB_TOKEN not in props["Environment"]
+    # WHEN a course frame (test_8's first) is posted as the course's client does, on loopback
+    frame = next(video_frames(course_data / "videos" / "test_8.mp4")).data
+    vm.host_path("/root/test_8.jpg").write_bytes(frame)
+    local = vm.run(["python3", "-c", LOOPBACK_CLIENT, f"http://127.0.0.1:{WEB_PORT}/",
+                    "/root/test_8.jpg"], timeout=120)
+    # THEN it is answered <stem>:<name> with no token, and /healthz says it serves
+    health, answer = (json.loads(line) for line in local.stdout.splitlines())
+    assert health["status"] == 200 and json.loads(health["body"])["status"] == "ok", health
+    assert answer == {"status": 200, "type": "text/plain; charset=utf-8",
+                      "body": "test_8:president_obama"}, answer
+    # AND from the host (off loopback) the same request needs the token
+    body, content_type = multipart_file("inputFile", "test_8.jpg", frame)
+
+    def post(headers: dict[str, str]) -> tuple[int, str]:
+        connection = http.client.HTTPConnection(vm_network.guest_ip, WEB_PORT, timeout=120)
+        try:
+            connection.request("POST", "/", body=body,
+                               headers={"Content-Type": content_type, **headers})
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
+
+    refused = post({})
+    assert refused[0] == 401 and "Unauthorized" in refused[1], refused
+    assert post({"Authorization": "Bearer not-the-token"})[0] == 401
+    assert post({"Authorization": f"Bearer {WEB_TOKEN}"}) == (200, "test_8:president_obama")
+    journal = vm.run(["journalctl", "--no-pager", "--output", "cat"]).stdout
+    assert WEB_TOKEN not in journal
 
 
 def test_stop_and_start_reach_every_replica(deployed: tuple[PlayResult, PlayResult],

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from web_helpers import WebTier, course_frames, web_tier, write_configs
 
+from bench.web_harness import WebTier, course_frames, web_tier, write_configs
 from localcloud.cloud import LocalCloud
 from openstack_handler.provisioning.spec import ResourceSpec
 

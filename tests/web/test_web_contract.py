@@ -8,8 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from web_helpers import WebTier, multipart, post_file, request
-
+from bench.web_harness import WebTier, multipart, post_file, request
 from localcloud.cloud import LocalCloud
 
 

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from web_helpers import REPO, post_file, request, web_tier, write_configs
 
+from bench.web_harness import REPO, post_file, request, web_tier, write_configs
 from localcloud.cloud import LocalCloud
 from openstack_handler.private_cloud.autoscaler import WebBacklog
 

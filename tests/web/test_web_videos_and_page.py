@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from web_helpers import REPO, post_file, request, web_tier, write_configs
 
+from bench.web_harness import REPO, post_file, request, web_tier, write_configs
 from localcloud.cloud import LocalCloud
 
 CHROMEDRIVER = "/usr/bin/chromedriver"

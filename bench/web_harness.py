@@ -1,4 +1,6 @@
-"""The web tier as a real process on a real local cloud, and a client that speaks multipart."""
+"""The web tier as a real process on a local cloud, and a client that speaks what the course's
+client sends (multipart ``inputFile``) over http.client: for the web tier's tests and its
+benchmark."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from camera.frames import video_frames
 from localcloud.cloud import LocalCloud
 from openstack_handler.demos.daemon_config import write_daemon_config, write_web_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
