@@ -375,12 +375,16 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
 
 def _provision_private(args: argparse.Namespace, spec: ResourceSpec,
                        provisioned: Provisioned) -> list[Change]:
-    """The video function on the private service (--private-*): its changes."""
+    """The video function on the private service (--private-*), and the camera path's frame
+    function beside it (the web tier's images run there, as the daemon's videos do): their
+    changes."""
     import boto3
     from botocore.config import Config
 
     from openstack_handler.provisioning.aws import function_environment
+    from openstack_handler.provisioning.camera import camera_environment
     from openstack_handler.provisioning.private import (
+        FRAME_HANDLER,
         ZIP_GALLERY,
         PrivateFunction,
         ensure_private_function,
@@ -406,16 +410,22 @@ def _provision_private(args: argparse.Namespace, spec: ResourceSpec,
     if args.private_image_uri is None:
         extra |= {"INFERENCE_RUNTIME": "onnx", "MODEL_DIR": args.private_model_dir}
     gallery = ZIP_GALLERY if args.private_image_uri is None else args.gallery_in_image
-    function = PrivateFunction(
+    video = PrivateFunction(
         name=spec.function_name, slots=args.private_slots, timeout_s=spec.function_timeout_s,
         memory_mb=spec.function_memory_mb, image_uri=args.private_image_uri,
         gallery=args.private_gallery,
         environment=function_environment(spec, provisioned, gallery, extra))
+    frame = PrivateFunction(
+        name=spec.frame_function_name, slots=args.private_slots,
+        timeout_s=spec.camera_function_timeout_s, memory_mb=spec.camera_function_memory_mb,
+        image_uri=args.private_image_uri, gallery=args.private_gallery, command=FRAME_HANDLER,
+        environment=camera_environment(spec, provisioned, spec.frame_function_name, gallery,
+                                       extra))
     lam = boto3.session.Session(profile_name=args.private_profile,
                                 region_name=provisioned.region).client(
         "lambda", endpoint_url=args.private_endpoint_url,
         config=Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=120))
-    return ensure_private_function(lam, function)
+    return ensure_private_function(lam, video) + ensure_private_function(lam, frame)
 
 
 def _read_toml(path: Path) -> dict[str, object]:

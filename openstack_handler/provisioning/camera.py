@@ -101,8 +101,11 @@ def camera_policies(spec: ResourceSpec, provisioned: Provisioned) -> dict[str, d
     return {
         spec.frame_function_name: policy(
             spec.frame_function_name,
-            {"Sid": "ReadFrames", "Effect": "Allow", "Action": "s3:GetObject",
-             "Resource": frames}, students, tracks),
+            # the frames a GET names, and the web tier's images (it stores them in the input
+            # bucket, as the course's image service did, and names them the same way)
+            {"Sid": "ReadFramesAndWebImages", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": [frames, f"arn:{p}:s3:::{provisioned.input_bucket}/*"]},
+            students, tracks),
         spec.detect_function_name: policy(
             spec.detect_function_name,
             {"Sid": "ReadFramesWriteCrops", "Effect": "Allow",

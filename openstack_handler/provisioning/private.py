@@ -1,5 +1,5 @@
-"""The video function on a private function service — our Lambda service on a VM — and the
-daemon's targets that put it first.
+"""The video function on a private function service — our Lambda service on a VM — with the
+frame function beside it (the web tier's images), and the daemon's targets that put it first.
 
 The service answers Lambda's API, so this converges the function with the calls used on AWS
 (``GetFunction``, ``CreateFunction``, ``UpdateFunctionCode``, ``UpdateFunctionConfiguration``,
@@ -42,6 +42,8 @@ VM_MODEL_DIR = "/opt/handler-functions/models"
 #: where the gallery lies in the zip (GALLERY_PATH is relative to the task root, as on Lambda)
 ZIP_GALLERY = "gallery/encoding"
 ZIP_HANDLER = "lambda_image.handlers.s3_handler"
+#: the camera path's one-stage entry point: the web tier's images
+FRAME_HANDLER = "lambda_image.handlers.frame_handler"
 #: the fixed timestamp of every member: the same package gives the same archive, byte for byte
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 

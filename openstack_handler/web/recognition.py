@@ -121,8 +121,9 @@ class Recognition:
             answer = json.loads(response.get("body") or "{}")
         except ValueError as exc:
             raise RecognitionUnavailable(f"the function's answer is not JSON: {exc}") from exc
-        if 400 <= status < 500:
+        if status in (400, 413):
             # the function could not use it (a truncated image, say): nothing of it is kept
+            # (its 403 or 404 — it may not read the bucket — is a deployment's fault, below)
             await self._blocking(self.s3.delete_object, Bucket=self.input_bucket, Key=key)
             error = answer.get("error") or {}
             raise UploadRejected(f"inputFile is not a usable image: {error.get('reason')}",

@@ -1,6 +1,6 @@
-"""`aws provision --private-endpoint-url`: the video function on a real private function service
-(our Lambda service over HTTP, every call SigV4-verified) with the calls used on AWS, and the
-daemon's targets that put it first; against moto as AWS."""
+"""`aws provision --private-endpoint-url`: the video function and the frame function beside it on a
+real private function service (our Lambda service over HTTP, every call SigV4-verified) with the
+calls used on AWS, and the daemon's targets that put it first; against moto as AWS."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from botocore.config import Config
 from test_aws_provision_cli import provision_cli
 
+from camera.frames import video_frames
 from lambda_service.endpoint import LambdaEndpoint
 from lambda_service.spec import EndpointSpec
 from openstack_handler.daemon.settings import load_settings
@@ -68,6 +69,7 @@ def test_provision_makes_the_function_on_the_private_service_and_puts_it_first(
     first = provision_cli(*args)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "created private function face-recognition (private) (Zip)" in first.stdout
+    assert "created private function camera-frame (private) (Zip)" in first.stdout
     # THEN the daemon's settings put it first, AWS's Lambda past its slot, bursting at once
     settings = load_settings(config, env={})
     assert [(t.name, t.slots, t.endpoint_url, t.profile) for t in settings.targets] == [
@@ -87,6 +89,14 @@ def test_provision_makes_the_function_on_the_private_service_and_puts_it_first(
     result = json.loads(answer["Payload"].read())["results"][0]
     assert result["status"] == "ok" and result["csv"].splitlines()[0] == \
         course_records["test_0.mp4"], result
+    # AND the frame function beside it answers an image in the input bucket (the web tier's)
+    frame = next(video_frames(course_data / "videos" / "test_0.mp4"))
+    s3.put_object(Bucket="hybrid-input", Key="test_0.jpg", Body=frame.data)
+    answer = lam.invoke(FunctionName="camera-frame", Payload=json.dumps({
+        "requestContext": {"http": {"method": "GET"}},
+        "queryStringParameters": {"bucket": "hybrid-input", "key": "test_0.jpg"}}).encode())
+    body = json.loads(json.loads(answer["Payload"].read())["body"])
+    assert body["result"] == course_records["test_0.mp4"].split(",")[0], body
     # WHEN it runs again, nothing changes; with more slots, only the reserved concurrency
     before = config.read_text()
     second = provision_cli(*args)
@@ -97,6 +107,7 @@ def test_provision_makes_the_function_on_the_private_service_and_puts_it_first(
     assert third.returncode == 0, third.stdout + third.stderr
     assert third.stdout.strip().splitlines() == [
         "updated private function face-recognition (private) (reserved concurrency 2)",
+        "updated private function camera-frame (private) (reserved concurrency 2)",
         f"updated config file {config}"]
 
 

@@ -244,8 +244,10 @@ def test_camera_policies_are_least_privilege(boto_session: boto3.session.Session
     frames = f"arn:aws:s3:::{out.frames_bucket}/*"
     tracks = {("dynamodb:Query", out.camera_tracks_table_arn),
               ("dynamodb:PutItem", out.camera_tracks_table_arn)}
+    # the one-stage function also reads the web tier's images (in the input bucket)
     assert actions("camera-frame") == {
-        ("s3:GetObject", frames), ("dynamodb:GetItem", out.students_table_arn),
+        ("s3:GetObject", frames), ("s3:GetObject", f"arn:aws:s3:::{out.input_bucket}/*"),
+        ("dynamodb:GetItem", out.students_table_arn),
         ("dynamodb:BatchGetItem", out.students_table_arn), *tracks}
     assert tracks <= actions("camera-recognize")
     assert actions("camera-detect") == {
