@@ -2,9 +2,10 @@
 with one free, a later target only past the burst rule, and waits for one otherwise — in a
 bounded line.
 
-A request waits at most ``wait_timeout_s``, and at most ``max_waiting`` requests wait at once:
-past either it is refused with :class:`Busy` (the app answers 503 with Retry-After), never held
-without end. A target that does not answer (refused, 5xx, throttled) is marked down and the
+Requests that find no free slot wait in line, first come first served: only the head of the
+line may take a slot, so a newcomer never passes one already waiting. A request waits at most
+``wait_timeout_s``, and at most ``max_waiting`` requests wait at once: past either it is refused
+with :class:`Busy` (the app answers 503 with Retry-After), never held without end. A target that does not answer (refused, 5xx, throttled) is marked down and the
 request moves to the next target that is up, as the daemon's messages do; down targets are probed
 with ``Invoke(InvocationType=DryRun)`` in the background. :attr:`Dispatcher.held` — requests
 waiting plus running — is the web tier's share of the backlog the autoscaler sizes the pool by.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,6 +69,9 @@ class Dispatcher:
         self._executor = ThreadPoolExecutor(max_workers=max(1, placement.total_slots) + 2,
                                             thread_name_prefix="invoke")
         self._changed: asyncio.Condition | None = None
+        #: the waiting requests' tickets, in the order they may take a slot
+        self._line: deque[int] = deque()
+        self._tickets = 0
         self._prober: asyncio.Task[None] | None = None
 
     @property
@@ -127,8 +132,10 @@ class Dispatcher:
                 await self._notify()
 
     async def _take(self, arrived: float, *, woken: bool = False) -> Target:
+        """A slot for a request that arrived at *arrived*, in order of arrival: only the head
+        of the line may take one (a request moved off a failed target goes to the front)."""
         assert self._changed is not None, "Dispatcher.start() first"
-        if self.waiting == 0 or woken:  # a newcomer never passes those already in line
+        if not self._line or woken:
             target = self.placement.take(time.monotonic() - arrived)
             if target is not None:
                 return target
@@ -136,14 +143,20 @@ class Dispatcher:
             self.refused += 1
             raise Busy(f"{self.waiting} requests are already waiting for recognition",
                        retry_after_s=self._retry_after_s())
+        ticket = self._tickets = self._tickets + 1
+        if woken:
+            self._line.appendleft(ticket)
+        else:
+            self._line.append(ticket)
         self.waiting += 1
         try:
             deadline = arrived + self.wait_timeout_s
             while True:
                 waited = time.monotonic() - arrived
-                target = self.placement.take(waited)
-                if target is not None:
-                    return target
+                if self._line[0] == ticket:
+                    target = self.placement.take(waited)
+                    if target is not None:
+                        return target
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.refused += 1
@@ -157,10 +170,14 @@ class Dispatcher:
                     except TimeoutError:
                         pass
         finally:
+            self._line.remove(ticket)
             self.waiting -= 1
+            async with self._changed:  # the next in line may go now
+                self._changed.notify_all()
 
     def _retry_after_s(self) -> int:
-        """A client's fair wait: the line ahead of it over the slots, at the pace so far."""
+        """A client's wait in seconds: the requests held per usable slot (about a second each
+        at the course's pace), between 1 and 60."""
         slots = max(1, sum(t.slots for t in self.placement.targets if t.usable))
         return max(1, min(60, round(self.held / slots)))
 
