@@ -12,6 +12,7 @@ from openstack_handler.daemon.events import (
     MessageKind,
     S3ObjectRef,
     invocation_payload,
+    is_still_image,
     parse_input_message,
 )
 
@@ -130,3 +131,11 @@ def test_sns_envelope_is_unwrapped_and_etag_quotes_stripped() -> None:
     (ref,) = parsed.objects
     assert (ref.etag, ref.version_id) == ("abc", "v1")
     assert isinstance(ref, S3ObjectRef) and ref.raw["eventName"] == "ObjectCreated:Put"
+
+
+@pytest.mark.parametrize(("key", "still"), [
+    ("test_00.jpg", True), ("dir/Photo.JPEG", True), ("a.png", True), ("x.webp", True),
+    ("y.bmp", True), ("clip.mp4", False), ("clip.jpg.mp4", False), ("jpg", False),
+    ("noext", False), ("anim.gif", False)])
+def test_still_images_are_the_web_tiers_by_their_suffix(key: str, still: bool) -> None:
+    assert is_still_image(key) is still
