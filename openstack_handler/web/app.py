@@ -12,9 +12,10 @@ Routes::
     GET  /api/recent       the last answers
     GET  /healthz          200 while serving
 
-Errors are JSON ``{"error": {"type", "reason"}}`` (plain text for a course client that asked for
-no JSON): 400 bad input, 401 no or wrong token, 413 too large, 503 busy (Retry-After). Nothing a
-client sends is answered 500: an unexpected failure is a 502 naming the failing part.
+Errors are JSON ``{"error": {"type", "reason"}}`` (one line of text for a client that asks for
+``text/plain`` only): 400 bad input, 401 no or wrong token, 413 too large, 503 busy or no target
+(Retry-After), 502 S3 failing. Bad input is never a 500; a 500 is a defect of ours, logged as
+``web.unhandled`` with its trace.
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ def create_app(recognition: Recognition, dispatcher: Dispatcher, *, token: str |
                 response = error(request, 502, "StorageUnavailable",
                                  f"S3 did not answer as it should: {type(exc).__name__}")
                 log.error("web.storage_failed", error=str(exc)[:300])
+            except Exception:  # a defect of ours: logged with its trace, the service serves on
+                log.exception("web.unhandled", path=request.url.path)
+                response = error(request, 500, "InternalError", "the web tier failed on this "
+                                 "request; its log says why (web.unhandled)")
         log.info("web.request", method=request.method, path=request.url.path,
                  status=response.status_code,
                  ms=round((time.perf_counter() - started) * 1000, 1))

@@ -66,6 +66,8 @@ class Dispatcher:
         self.waiting = 0
         self.running = 0
         self.refused = 0
+        #: invocations finished (answered or failed), for the server's idle check
+        self.finished = 0
         self._executor = ThreadPoolExecutor(max_workers=max(1, placement.total_slots) + 2,
                                             thread_name_prefix="invoke")
         self._changed: asyncio.Condition | None = None
@@ -88,6 +90,14 @@ class Dispatcher:
             self._prober.cancel()
             await asyncio.gather(self._prober, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def check_room(self) -> None:
+        """Raise :class:`Busy` now when a request would be refused a place in line (before the
+        caller spends an upload on it)."""
+        if self.waiting >= self.max_waiting and self._line:
+            self.refused += 1
+            raise Busy(f"{self.waiting} requests are already waiting for recognition",
+                       retry_after_s=self._retry_after_s())
 
     async def invoke(self, payload: Mapping[str, Any]) -> Dispatched:
         """Invoke the function for one request. Raises :class:`Busy`, or what the invoker raises
@@ -129,6 +139,7 @@ class Dispatcher:
                 return Dispatched(target.name, round(waited_ms, 2), invoked)
             finally:
                 self.running -= 1
+                self.finished += 1
                 await self._notify()
 
     async def _take(self, arrived: float, *, woken: bool = False) -> Target:

@@ -98,6 +98,7 @@ class Recognition:
         if sniffed.kind == VIDEO:
             raise UploadRejected("inputFile is a video: POST videos to /videos (the daemon's "
                                  "path), images to /")
+        self.dispatcher.check_room()  # a request that would be refused costs no upload
         key = object_key(filename, sniffed)
         stem = safe_stem(filename)
         request_id = str(uuid.uuid4())

@@ -2,7 +2,8 @@
 
 READY=1 is sent once uvicorn listens, with the address in STATUS and in one ``web.listening``
 log line (port 0 picks a free port: that line says which). WATCHDOG=1 follows every half of
-``WatchdogSec`` while the event loop turns, so a loop that hangs is restarted by systemd. SIGTERM
+``WatchdogSec`` while the event loop turns, so a loop that hangs is restarted by systemd. Once a
+burst is over (nothing held), the memory it freed is given back (:func:`release_freed_memory`). SIGTERM
 and SIGINT are uvicorn's: it stops accepting, lets requests in progress finish, then the app's
 lifespan closes the dispatcher.
 """
@@ -10,7 +11,9 @@ lifespan closes the dispatcher.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import time
 from collections.abc import Mapping
 
 import structlog
@@ -20,6 +23,20 @@ from openstack_handler.daemon.systemd import sd_notify
 from openstack_handler.web.service import WebService
 
 log = structlog.get_logger(__name__)
+
+
+#: how often the loop looks whether the service went idle (and sends WATCHDOG=1 when due)
+_IDLE_CHECK_S = 1.0
+
+
+def release_freed_memory() -> None:
+    """Give the memory a burst of requests freed back to the system (glibc's ``malloc_trim``):
+    the allocator keeps freed pages in its arenas otherwise, so an idle service would stay at
+    its busiest size. Called once the service is idle again; a no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def watchdog_interval_s(env: Mapping[str, str]) -> float | None:
@@ -50,10 +67,18 @@ async def _serve(service: WebService) -> int:
         log.info("web.listening", url=url, targets=[t.name for t in service.placement.targets])
         sd_notify(f"READY=1\nSTATUS=web tier: listening on {url}", socket_path=socket_path)
         interval = watchdog_interval_s(os.environ)
+        watchdog_at = 0.0
+        trimmed_at = service.dispatcher.finished
         while not task.done():
-            if interval is not None:
+            now = time.monotonic()
+            if interval is not None and now >= watchdog_at:
                 sd_notify("WATCHDOG=1", socket_path=socket_path)
-            await asyncio.wait([task], timeout=interval or 1.0)
+                watchdog_at = now + interval
+            dispatcher = service.dispatcher
+            if dispatcher.held == 0 and dispatcher.finished != trimmed_at:
+                trimmed_at = dispatcher.finished
+                release_freed_memory()
+            await asyncio.wait([task], timeout=min(interval or _IDLE_CHECK_S, _IDLE_CHECK_S))
     await asyncio.gather(task, return_exceptions=True)
     sd_notify("STOPPING=1\nSTATUS=web tier: stopped", socket_path=socket_path)
     return 0 if server.started else 1

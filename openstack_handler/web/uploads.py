@@ -125,22 +125,24 @@ class BodyLimit:
             await _refuse(send, self.limit_bytes)
             return
         seen = 0
-        exceeded = False
+        #: the body passed the limit and more of it is still to come (to drain before the 413:
+        #: once its last part has been read, another receive would wait for ever)
+        unread = False
 
         async def limited() -> MutableMapping[str, Any]:
-            nonlocal seen, exceeded
+            nonlocal seen, unread
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit_bytes:
-                    exceeded = True
+                    unread = bool(message.get("more_body"))
                     raise BodyTooLarge(f"the request body passed {self.limit_bytes} bytes")
             return message
 
         async def sending(message: MutableMapping[str, Any]) -> None:
-            nonlocal exceeded
-            if exceeded and message["type"] == "http.response.start":
-                exceeded = False
+            nonlocal unread
+            if unread and message["type"] == "http.response.start":
+                unread = False
                 await self._drain(receive, seen)
             await send(message)
 

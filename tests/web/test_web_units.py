@@ -200,3 +200,50 @@ def test_a_function_error_is_the_answer_and_is_not_run_elsewhere() -> None:
         await dispatcher.close()
 
     asyncio.run(scenario())
+
+
+def _run_limited(chunks: list[tuple[bytes, bool]], limit: int,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, int]:
+    """A request of *chunks* (body, more_body) through BodyLimit in front of an app that reads
+    the whole body and answers 413 on BodyTooLarge: (status, receives the app and the limit made);
+    a receive past the last chunk would hang, so it fails the test instead."""
+    from openstack_handler.web.uploads import BodyLimit, BodyTooLarge
+
+    messages = [{"type": "http.request", "body": b, "more_body": more} for b, more in chunks]
+    received = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        assert received < len(messages), "a receive after the last part of the body would hang"
+        received += 1
+        return messages[received - 1]
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            while (await receive()).get("more_body"):
+                pass
+            status = 200
+        except BodyTooLarge:
+            status = 413
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = BodyLimit(app, limit_bytes=limit)
+    asyncio.run(limited({"type": "http", "headers": headers or []}, receive, send))
+    return sent[0]["status"], received
+
+
+def test_a_body_past_the_limit_is_refused_and_drained_without_a_receive_too_many() -> None:
+    # the limit passed mid-body: the rest is read before the 413
+    assert _run_limited([(b"x" * 60, True), (b"x" * 60, True), (b"x" * 60, False)], 100) == \
+        (413, 3)
+    # the limit passed by the last part (a slow server reads the end in one piece): no drain
+    assert _run_limited([(b"x" * 60, True), (b"x" * 60, False)], 100) == (413, 2)
+    # a declared Content-Length over it: refused before the app, the body read and dropped
+    assert _run_limited([(b"x" * 60, True), (b"x" * 60, False)], 100,
+                        [(b"content-length", b"120")]) == (413, 2)
+    assert _run_limited([(b"x" * 60, False)], 100) == (200, 1)
