@@ -39,6 +39,13 @@ log = structlog.get_logger(__name__)
 _RECHECK_S = 0.25
 
 
+def function_missing(exc: InvokeFailed) -> bool:
+    """Lambda refused the call because the target has no such function (a private service
+    provisioned for videos only): out of the rotation for images, like a target that is down
+    (its DryRun probe fails the same way until the function is made there)."""
+    return str(exc).startswith("ResourceNotFoundException")
+
+
 class Busy(Exception):
     """No slot for this request within the limits: try again after *retry_after_s*."""
 
@@ -111,26 +118,27 @@ class Dispatcher:
             self.running += 1
             try:
                 invoked = await loop.run_in_executor(self._executor, target.invoker.run, payload)
-            except InvokeUnavailable as exc:
+            except InvokeInterrupted as exc:  # it may have run: the target is sick, no resend
+                self.placement.mark_down(target, exc)
+                self.placement.release(target, failed=True)
+                raise
+            except (InvokeUnavailable, InvokeFailed) as exc:
+                if isinstance(exc, InvokeFailed) and not function_missing(exc):
+                    self.placement.release(target, failed=True)
+                    raise
+                # unavailable, or it has no image function: the function did not run there
                 self.placement.mark_down(target, exc)
                 self.placement.release(target, failed=True)
                 if moves >= len(self.placement.targets) - 1 or \
                         not self.placement.other_usable(target):
                     raise
                 moves += 1
-                log.info("web.invocation_moved", from_target=target.name,
-                         why="the target is unavailable; the function did not run there")
+                log.info("web.invocation_moved", from_target=target.name, error=str(exc)[:200],
+                         why="the function did not run there")
                 target = await self._take(arrived, woken=True)
                 continue
-            except InvokeInterrupted as exc:  # it may have run: the target is sick, no resend
-                self.placement.mark_down(target, exc)
-                self.placement.release(target, failed=True)
-                raise
             except FunctionFailed:
                 self.placement.mark_up(target)
-                self.placement.release(target, failed=True)
-                raise
-            except InvokeFailed:
                 self.placement.release(target, failed=True)
                 raise
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -50,6 +51,9 @@ def watchdog_interval_s(env: Mapping[str, str]) -> float | None:
 
 async def _serve(service: WebService) -> int:
     settings = service.settings
+    # uvicorn's own start and stop lines (with terminal colour codes in an extra field) say
+    # what web.listening and the unit's state say; its warnings and errors still come through
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     config = uvicorn.Config(service.app, host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=30, server_header=False,

@@ -3,6 +3,7 @@ client, :class:`~openstack_handler.web.recognition.Recognition` and the app."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
@@ -77,7 +78,8 @@ def build_service(settings: WebSettings, settings_file: Path, *, token: str | No
                               recent=settings.recent_results)
     status = status_reader(daemon, placement, dispatcher, sqs)
     app = create_app(recognition, dispatcher, token=token,
-                     max_upload_bytes=settings.max_upload_bytes, status=status)
+                     max_upload_bytes=settings.max_upload_bytes, status=status,
+                     token_on_loopback=settings.token_on_loopback)
     return WebService(settings, daemon, placement, dispatcher, recognition, refreshers, app)
 
 
@@ -104,8 +106,6 @@ def status_reader(daemon: Settings, placement: Placement, dispatcher: Dispatcher
         return depth
 
     async def read() -> dict[str, Any]:
-        import asyncio
-
         targets = placement.snapshot()
         total = sum(int(t["invocations"]) for t in targets) or 1
         for t, target in zip(targets, placement.targets, strict=True):

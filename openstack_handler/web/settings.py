@@ -41,6 +41,9 @@ class WebSettings:
     port: int = 8080
     #: a file holding the token; None: the systemd credential ``web-token`` when there is one
     token_file: str | None = None
+    #: callers on loopback need the token too (behind a reverse proxy on this host, where every
+    #: caller is loopback); by default they do not, so the course's client works unchanged
+    token_on_loopback: bool = False
     #: an upload's body at most (413 past it)
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     #: requests waiting for a free slot at most; past it 503 with Retry-After
@@ -94,6 +97,9 @@ def read_token(settings: WebSettings, env: Mapping[str, str] = os.environ) -> st
             raise WebConfigError(f"the token file {path} cannot be read: {exc.strerror}") from exc
         if token is None:
             raise WebConfigError(f"the token file {path} is empty")
+    if token is None and settings.token_on_loopback:
+        raise WebConfigError("token_on_loopback is set, but there is no token (token_file, or "
+                             f"the systemd credential {TOKEN_CREDENTIAL})")
     if token is None and not is_loopback(settings.host):
         raise WebConfigError(
             f"host {settings.host} is not loopback: the web tier needs a token there "

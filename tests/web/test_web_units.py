@@ -80,6 +80,9 @@ def test_only_callers_off_loopback_need_the_token_bearer_or_basic() -> None:
     assert not authorized(_request("10.0.0.5", "Basic !!!"), "s3cret")
     assert authorized(_request("10.0.0.5", "Bearer s3cret"), "s3cret")
     assert authorized(_request("10.0.0.5", basic), "s3cret")
+    # behind a reverse proxy on this host every caller is loopback: token_on_loopback
+    assert not authorized(_request("127.0.0.1"), "s3cret", on_loopback=True)
+    assert authorized(_request("127.0.0.1", "Bearer s3cret"), "s3cret", on_loopback=True)
 
 
 def _settings(**values: Any) -> WebSettings:
@@ -99,6 +102,8 @@ def test_the_token_comes_from_its_file_or_the_systemd_credential(tmp_path: Path)
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(WebConfigError, match="empty"):
         read_token(_settings(token_file=str(tmp_path / "empty")), {})
+    with pytest.raises(WebConfigError, match="no token"):
+        read_token(_settings(token_on_loopback=True), {})
     with pytest.raises(WebConfigError, match="cannot be read"):
         read_token(_settings(token_file=str(tmp_path / "missing")), {})
 
@@ -181,6 +186,25 @@ def test_an_unavailable_target_is_marked_down_and_the_request_moves_to_the_next(
         second = await dispatcher.invoke({})
         assert (first.target, second.target) == ("aws", "aws")
         assert placement.targets[0].availability.down and down.runs == 1
+        await dispatcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_target_without_the_image_function_is_left_for_the_next() -> None:
+    from openstack_handler.daemon.errors import InvokeFailed
+
+    missing = FakeInvoker(InvokeFailed("ResourceNotFoundException: Function not found: "
+                                       "camera-frame"))
+    other = FakeInvoker()
+    other.release.set()
+    placement = Placement([_target("private", missing), _target("aws", other)])
+    dispatcher = Dispatcher(placement, max_waiting=5, wait_timeout_s=5)
+
+    async def scenario() -> None:
+        await dispatcher.start()
+        assert (await dispatcher.invoke({})).target == "aws"
+        assert placement.targets[0].availability.down
         await dispatcher.close()
 
     asyncio.run(scenario())
