@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from camera.frames import video_frames
 from localcloud.cloud import LocalCloud
 from openstack_handler.demos.daemon_config import write_daemon_config, write_web_config
+from openstack_handler.demos.local_up import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,12 +152,7 @@ def web_tier(cloud: LocalCloud, config: Path, *, env: Mapping[str, str] | None =
     try:
         yield tier
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         reader.join(5)
 
 

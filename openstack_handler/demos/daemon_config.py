@@ -19,14 +19,9 @@ def write_daemon_config(cloud: LocalCloud, path: Path, results_dir: Path, state_
     settings = cloud.daemon_settings(results_dir, state_dir, concurrency) | dict(extra or {})
     if settings.get("targets"):
         settings.pop("concurrency")
-    text = settings_toml(settings,
-                         header="openstack-handler daemon settings for the local cloud "
-                                "(its moto state is in memory: regenerate on every `local up`)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _write_atomically(path, settings_toml(
+        settings, header="openstack-handler daemon settings for the local cloud (its moto "
+                         "state is in memory: regenerate on every `local up`)"))
 
 
 def write_web_config(cloud: LocalCloud, path: Path, daemon_config: Path, *, port: int = 0,
@@ -38,8 +33,12 @@ def write_web_config(cloud: LocalCloud, path: Path, daemon_config: Path, *, port
                 "output_bucket": cloud.provisioned.output_bucket,
                 "image_function_name": cloud.resources.frame_function_name,
                 "host": "127.0.0.1", "port": port} | dict(extra or {})
-    text = settings_toml(settings, header="openstack-handler web tier settings for the local "
-                                          "cloud (regenerate on every `local up`)")
+    return _write_atomically(path, settings_toml(
+        settings, header="openstack-handler web tier settings for the local cloud (regenerate "
+                         "on every `local up`)"))
+
+
+def _write_atomically(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

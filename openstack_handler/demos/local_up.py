@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
@@ -76,12 +76,13 @@ def start_web_tier(cloud: LocalCloud, daemon_config: Path, work_dir: Path,
     return process, None
 
 
-def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[Any] | None, *, timeout_s: float = 40.0) -> None:
+    """SIGTERM, then SIGKILL after *timeout_s*."""
     if process is None or process.poll() is not None:
         return
     process.terminate()
     try:
-        process.wait(timeout=40)
+        process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -160,6 +161,6 @@ def run_local_up(config_out: Path | None, gallery: Path, students: Path, *,
             code = 0
             return 0
         finally:
-            _stop_process(web)
+            stop_process(web)
             cloud.stop()
             scratch.finish(code == 0)

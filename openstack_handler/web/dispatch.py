@@ -116,8 +116,15 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         while True:
             self.running += 1
+            running = loop.run_in_executor(self._executor, target.invoker.run, payload)
             try:
-                invoked = await loop.run_in_executor(self._executor, target.invoker.run, payload)
+                invoked = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # the request was given up (the server stops): the invocation runs on in its
+                # thread, and its slot is freed when it ends
+                running.add_done_callback(
+                    lambda _, target=target: self.placement.release(target))
+                raise
             except InvokeInterrupted as exc:  # it may have run: the target is sick, no resend
                 self.placement.mark_down(target, exc)
                 self.placement.release(target, failed=True)

@@ -271,3 +271,25 @@ def test_a_body_past_the_limit_is_refused_and_drained_without_a_receive_too_many
     assert _run_limited([(b"x" * 60, True), (b"x" * 60, False)], 100,
                         [(b"content-length", b"120")]) == (413, 2)
     assert _run_limited([(b"x" * 60, False)], 100) == (200, 1)
+
+
+def test_a_request_given_up_mid_invocation_frees_its_slot_when_the_invocation_ends() -> None:
+    invoker = FakeInvoker()
+    placement = Placement([_target("private", invoker)])
+    dispatcher = Dispatcher(placement, max_waiting=5, wait_timeout_s=5)
+
+    async def scenario() -> None:
+        await dispatcher.start()
+        given_up = asyncio.create_task(dispatcher.invoke({}))
+        await asyncio.sleep(0.1)
+        given_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        assert placement.targets[0].in_flight == 1  # it still runs in its thread
+        invoker.release.set()
+        await asyncio.sleep(0.2)
+        assert placement.targets[0].in_flight == 0 and dispatcher.held == 0
+        assert (await dispatcher.invoke({})).target == "private"
+        await dispatcher.close()
+
+    asyncio.run(scenario())
