@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from openstack_handler.web.dispatch import Busy, Dispatcher
 from openstack_handler.web.recognition import Recognition, RecognitionUnavailable
-from openstack_handler.web.uploads import BodyLimit, BodyTooLarge, UploadRejected
+from openstack_handler.web.uploads import BodyLimit, BodyTooLarge, Upload, UploadRejected
 
 log = structlog.get_logger(__name__)
 
@@ -90,8 +90,8 @@ def authorized(request: Request, token: str | None, *, on_loopback: bool = False
     return hmac.compare_digest(offered.encode(), token.encode())
 
 
-async def _upload(request: Request, limit: int) -> tuple[bytes, str | None]:
-    """The ``inputFile`` part's bytes and file name. Raises UploadRejected."""
+async def _upload(request: Request, limit: int) -> Upload:
+    """The ``inputFile`` part. Raises UploadRejected."""
     try:
         async with request.form(max_files=1, max_fields=16, max_part_size=64 * 1024) as form:
             part = form.get(FIELD)
@@ -103,7 +103,7 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, str | None]:
             data = await part.read(limit + 1)
             if len(data) > limit:
                 raise UploadRejected(f"{FIELD} is over the limit of {limit} bytes", status=413)
-            return data, part.filename
+            return Upload(data, part.filename)
     except HTTPException as exc:  # the multipart parser's own 400s
         raise UploadRejected(f"the form cannot be read: {exc.detail}") from exc
 
@@ -152,15 +152,13 @@ def create_app(recognition: Recognition, dispatcher: Dispatcher, *, token: str |
     async def index(request: Request) -> Response:
         if request.method == "GET":
             return HTMLResponse(page)
-        data, filename = await _upload(request, max_upload_bytes)
-        answer = await recognition.recognise_image(data, filename)
+        answer = await recognition.recognise_image(await _upload(request, max_upload_bytes))
         if _wants_json(request):
             return JSONResponse(answer)
         return PlainTextResponse(f"{answer['stem']}:{answer['result']}")
 
     async def post_video(request: Request) -> Response:
-        data, filename = await _upload(request, max_upload_bytes)
-        key = await recognition.accept_video(data, filename)
+        key = await recognition.accept_video(await _upload(request, max_upload_bytes))
         where = f"/videos/{key}"
         return JSONResponse({"key": key, "status": "queued", "result": where,
                              "bucket": recognition.input_bucket},

@@ -40,6 +40,7 @@ from openstack_handler.web.dispatch import Dispatcher
 from openstack_handler.web.uploads import (
     IMAGE,
     VIDEO,
+    Upload,
     UploadRejected,
     describe,
     object_key,
@@ -88,10 +89,11 @@ class Recognition:
 
     # -- images: the course's contract ------------------------------------------------------
 
-    async def recognise_image(self, data: bytes, filename: str | None) -> dict[str, Any]:
+    async def recognise_image(self, upload: Upload) -> dict[str, Any]:
         """Store, recognise and answer one image. Raises UploadRejected (4xx: nothing kept),
         Busy (503) or RecognitionUnavailable."""
         started = time.perf_counter()
+        data, filename = upload.data, upload.filename
         sniffed = sniff(data)
         if sniffed is None:
             raise UploadRejected(f"inputFile is not an image: {describe(data)}")
@@ -104,6 +106,7 @@ class Recognition:
         request_id = str(uuid.uuid4())
         await self._blocking(self.s3.put_object, Bucket=self.input_bucket, Key=key, Body=data,
                              ContentType=sniffed.media_type)
+        upload.data = data = b""  # in S3 now: the function reads it there, the line holds none
         stored = time.perf_counter()
         payload = {"version": "2.0", "rawPath": "/", "rawQueryString": "",
                    "requestContext": {"http": {"method": "GET", "path": "/"},
@@ -156,9 +159,10 @@ class Recognition:
 
     # -- videos: into the daemon's path -----------------------------------------------------
 
-    async def accept_video(self, data: bytes, filename: str | None) -> str:
+    async def accept_video(self, upload: Upload) -> str:
         """Store a video in the input bucket (its notification starts the daemon's path);
         returns its key."""
+        data, filename = upload.data, upload.filename
         sniffed = sniff(data)
         if sniffed is None or sniffed.kind != VIDEO:
             what = "an image: POST images to /" if sniffed is not None else describe(data)
@@ -166,6 +170,7 @@ class Recognition:
         key = object_key(filename, sniffed)
         await self._blocking(self.s3.put_object, Bucket=self.input_bucket, Key=key, Body=data,
                              ContentType=sniffed.media_type)
+        upload.data = b""
         log.info("web.video_accepted", key=key, bytes=len(data))
         return key
 

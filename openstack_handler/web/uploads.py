@@ -39,6 +39,15 @@ class Sniffed:
     media_type: str
 
 
+@dataclass
+class Upload:
+    """The ``inputFile`` part: its bytes (emptied once they are stored, so that a request
+    waiting in line holds none of them) and the name the client gave it."""
+
+    data: bytes
+    filename: str | None
+
+
 class UploadRejected(ValueError):
     """An upload the web tier will not store: answered with *status* and the reason."""
 
