@@ -70,7 +70,6 @@ class Dispatcher:
         self.placement = placement
         self.max_waiting = max_waiting
         self.wait_timeout_s = wait_timeout_s
-        self.waiting = 0
         self.running = 0
         self.refused = 0
         #: invocations finished (answered or failed), for the server's idle check
@@ -82,6 +81,11 @@ class Dispatcher:
         self._line: deque[int] = deque()
         self._tickets = 0
         self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Requests in line for a slot."""
+        return len(self._line)
 
     @property
     def held(self) -> int:
@@ -102,9 +106,7 @@ class Dispatcher:
         """Raise :class:`Busy` now when a request would be refused a place in line (before the
         caller spends an upload on it)."""
         if self.waiting >= self.max_waiting and self._line:
-            self.refused += 1
-            raise Busy(f"{self.waiting} requests are already waiting for recognition",
-                       retry_after_s=self._retry_after_s())
+            raise self._refuse(f"{self.waiting} requests are already waiting for recognition")
 
     async def invoke(self, payload: Mapping[str, Any]) -> Dispatched:
         """Invoke the function for one request. Raises :class:`Busy`, or what the invoker raises
@@ -166,15 +168,12 @@ class Dispatcher:
             if target is not None:
                 return target
         if self.waiting >= self.max_waiting and not woken:
-            self.refused += 1
-            raise Busy(f"{self.waiting} requests are already waiting for recognition",
-                       retry_after_s=self._retry_after_s())
+            raise self._refuse(f"{self.waiting} requests are already waiting for recognition")
         ticket = self._tickets = self._tickets + 1
         if woken:
             self._line.appendleft(ticket)
         else:
             self._line.append(ticket)
-        self.waiting += 1
         try:
             deadline = arrived + self.wait_timeout_s
             while True:
@@ -185,9 +184,7 @@ class Dispatcher:
                         return target
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self.refused += 1
-                    raise Busy(f"no recognition slot within {self.wait_timeout_s:g} s",
-                               retry_after_s=self._retry_after_s())
+                    raise self._refuse(f"no recognition slot within {self.wait_timeout_s:g} s")
                 burst = self.placement.burst_in(waited)
                 pause = min(left, _RECHECK_S, burst if burst else _RECHECK_S)
                 async with self._changed:
@@ -197,9 +194,13 @@ class Dispatcher:
                         pass
         finally:
             self._line.remove(ticket)
-            self.waiting -= 1
             async with self._changed:  # the next in line may go now
                 self._changed.notify_all()
+
+    def _refuse(self, reason: str) -> Busy:
+        """A refusal to raise, counted (``refused`` in /api/status)."""
+        self.refused += 1
+        return Busy(reason, retry_after_s=self._retry_after_s())
 
     def _retry_after_s(self) -> int:
         """A client's wait in seconds: the requests held per usable slot (about a second each
