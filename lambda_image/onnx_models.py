@@ -15,6 +15,7 @@ The function on `INFERENCE_RUNTIME=onnx` reads only this directory (`MODEL_DIR`)
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,10 @@ def session(path: Path, threads: int = 1) -> Any:
     """An onnxruntime CPU session with *threads* intra-op threads and nothing running beside it
     (one inter-op thread, sequential execution, no spinning: the function runs one call at a time
     and shares its cores)."""
+    # onnxruntime's telemetry (Microsoft's 1DS client) is on by default: it writes a session
+    # file into $TMPDIR at import and would send events out. The function sends nothing but its
+    # results, so it is off before the import (the image's ENV says so too).
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     options = ort.SessionOptions()
