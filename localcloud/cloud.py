@@ -28,6 +28,7 @@ from lambda_service.faults import FAULTS_ENV, FaultSpec
 from lambda_service.net import free_port
 from lambda_service.spec import EndpointSpec, FunctionSpec, split_handler
 from localcloud.moto_server import MotoServer
+from localcloud.onnx_export import exported_models
 from openstack_handler.provisioning.aws import (
     function_environment,
     load_student_records,
@@ -52,6 +53,8 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 #: Where an image function finds its gallery (the README's `COPY encoding /opt/gallery/`).
 IMAGE_GALLERY = "/opt/gallery/encoding"
+#: The workers' inference runtimes: what the image ships, and the torch reference.
+RUNTIMES = ("onnx", "torch")
 
 
 class EndpointSession:
@@ -98,6 +101,9 @@ class LocalCloud:
     (the camera path's too, CMD picking each entry point) run as Lambda runs container images (:mod:`lambda_service.environment`): the gallery
     is put into the image as a user's ``COPY`` would (one layer more, cached), and *handler* is
     the CMD. Without it, *handler* runs in warm worker processes: faster, the suite's default.
+    Those run the *runtime* we ship, ``onnx`` (onnxruntime on the models the image carries,
+    exported once and cached, :mod:`localcloud.onnx_export`; torch is never imported), or
+    ``torch`` (the reference the parity tests compare with).
     """
 
     def __init__(self, *, gallery: Path, students: Path | None = None,
@@ -109,7 +115,9 @@ class LocalCloud:
                  camera_concurrency: int = 1, video: bool = True,
                  camera_handler: str | None = None,
                  event_source_poll_wait_s: int = 5, image: str | None = None,
-                 async_time_scale: float = 1.0) -> None:
+                 runtime: str = "onnx", async_time_scale: float = 1.0) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
         self.gallery = gallery
         self.students = students
         self.resources = resources or ResourceSpec(prefix="local", url_auth_type="NONE")
@@ -127,6 +135,8 @@ class LocalCloud:
         self.start_timeout_s = start_timeout_s
         self.faults = faults
         self.image = image
+        self.runtime = runtime
+        self._model_dir: Path | None = None
         self.async_time_scale = async_time_scale  # tests: Lambda's retry minutes, scaled
         self.trigger_changes: tuple[Change, ...] = ()
         self._function_image: str | None = None
@@ -163,6 +173,8 @@ class LocalCloud:
         if self.students is not None:
             seed_students(session, self._provisioned.students_table,
                           load_student_records(self.students))
+        if self.image is None and self.runtime == "onnx":
+            self._model_dir = exported_models()
         if self.image is not None:
             from lambda_service.image import with_files
 
@@ -260,7 +272,8 @@ class LocalCloud:
     def camera_function_specs(self) -> tuple[FunctionSpec, ...]:
         """The camera path's three functions: entry points of the one image (with *image*, run
         from it, CMD picking the entry point), else in warm worker processes."""
-        extra = {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS, **self.extra_environment}
+        extra = {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS,
+                 **self._runtime_environment(), **self.extra_environment}
         gallery = IMAGE_GALLERY if self.image is not None else str(self.gallery.resolve())
         specs = []
         for name, entry in self.resources.camera_functions().items():
@@ -283,7 +296,8 @@ class LocalCloud:
         gallery = IMAGE_GALLERY if self.image is not None else str(self.gallery.resolve())
         environment = function_environment(
             self.resources, self.provisioned, gallery,
-            {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS, **self.extra_environment})
+            {"AWS_ENDPOINT_URL": self.moto_url, **DUMMY_CREDENTIALS,
+             **self._runtime_environment(), **self.extra_environment})
         code: dict[str, Any] = {"handler": self.handler}
         if self.image is not None:
             assert self._function_image is not None, "start() puts the gallery into the image"
@@ -293,6 +307,14 @@ class LocalCloud:
                             memory_mb=self.resources.function_memory_mb,
                             concurrency=self.concurrency, environment=environment,
                             faults=self.faults)
+
+    def _runtime_environment(self) -> dict[str, str]:
+        """The workers' inference runtime (an image's own ENV names it: nothing to add)."""
+        if self.image is not None:
+            return {}
+        if self._model_dir is None:
+            return {"INFERENCE_RUNTIME": "torch"} if self.runtime == "torch" else {}
+        return {"INFERENCE_RUNTIME": "onnx", "MODEL_DIR": str(self._model_dir)}
 
     def private_service(self, *, concurrency: int, log_path: Path | None = None,
                         credentials: Mapping[str, str] | None = None) -> LambdaEndpoint:

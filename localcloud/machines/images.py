@@ -87,9 +87,9 @@ def image_inputs(repo: Path = REPO, *, facenet_weights: Path | None = None) -> d
                      if p.is_file() and "__pycache__" not in p.parts)
     return {
         "base": base_image_name(),
-        "files": {str(p.relative_to(repo)): _sha256(p) for p in package},
-        "model_sources": {name: _version(name) for name in MODEL_SOURCES},
-        "facenet_weights": _sha256(facenet_weights) if facenet_weights is not None else None,
+        "files": {str(p.relative_to(repo)): file_sha256(p) for p in package},
+        "model_sources": model_source_versions(),
+        "facenet_weights": file_sha256(facenet_weights) if facenet_weights is not None else None,
     }
 
 
@@ -296,6 +296,11 @@ def prune(repository: str, *, keep: str | None = None,
     return removed
 
 
+def model_source_versions() -> dict[str, str | None]:
+    """The installed versions of the packages the export reads its models from."""
+    return {name: _version(name) for name in MODEL_SOURCES}
+
+
 def _version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
@@ -303,14 +308,12 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from camera_helpers import depth, drain, http, queued_requests, set_trigger, wai
 from integration_helpers import REPO
 from PIL import Image
 from queue_hygiene import SharedQueues
+from runtime_watch import run_watched
 
 from camera.frames import Frame, video_frames
 from camera.run import SendSettings, send_all
@@ -451,14 +452,16 @@ def test_the_camera_demo_prints_a_row_per_frame(course_data: Path, tmp_path: Pat
     expected = tmp_path / "expected.csv"
     expected.write_text("video,names\ntest_0.mp4,president_trump\ntest_8.mp4,president_obama\n")
     # WHEN the one command runs
-    done = subprocess.run(
+    done, runtimes = run_watched(
         [sys.executable, "-m", "openstack_handler", "local", "camera-demo", "--videos",
          str(videos), "--gallery", str(course_data / "encoding"), "--students",
          str(course_data / "student_data.json"), "--expected", str(expected),
          "--function-concurrency", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        cwd=REPO, timeout=300)
     # THEN both stages answered every frame rightly, one row each
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # AND the three functions' workers ran on onnxruntime, none of them on torch
+    runtimes.assert_onnx_only(at_least=3)
     rows = [line for line in done.stdout.splitlines() if line.startswith("test_")]
     assert len(rows) == 4 + 4 and all(line.rstrip().endswith("ok") for line in rows), rows
     assert "one stage: 8/8 frames answered, 8/8 right" in done.stdout

@@ -13,6 +13,7 @@ import pytest
 from daemon_helpers import json_log_lines, status_counters
 from integration_helpers import REPO, Pipeline
 from polling import wait_for
+from runtime_watch import run_watched
 
 from openstack_handler.daemon.results_store import safe_relative_path
 from openstack_handler.demos.video import read_expected
@@ -30,15 +31,16 @@ def test_local_demo_command_gives_the_course_records_for_all_eight_clips(
     scratch = tmp_path / "tmp"  # the demo's TMPDIR: what it leaves behind lands here
     scratch.mkdir()
     # WHEN the user runs the main job through the real CLI
-    proc = subprocess.run(
+    proc, runtimes = run_watched(
         [sys.executable, "-m", "openstack_handler", "local", "demo",
          "--videos", str(course_data / "videos"), "--gallery", str(course_data / "encoding"),
          "--students", str(course_data / "student_data.json"), "--results", str(results),
          "--expected", str(expected)],
-        check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
-        env={**os.environ, "TMPDIR": str(scratch)})
+        timeout=300, cwd=REPO, env={**os.environ, "TMPDIR": str(scratch)})
     # THEN it succeeds, and every clip has the course's record as its first (most prominent) row
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # AND its two workers ran the runtime the image ships: no process of it loaded torch
+    runtimes.assert_onnx_only(at_least=2)
     assert "8/8 videos have results" in proc.stdout
     # AND its scratch folder is gone (issue 18, item 9)
     assert "logs removed (--keep-work-dir keeps them)" in proc.stdout

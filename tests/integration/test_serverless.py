@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from integration_helpers import REPO
 from polling import wait_for
+from runtime_watch import run_watched
 
 from localcloud.cloud import LocalCloud
 from openstack_handler.demos.serverless import csv_key
@@ -137,13 +137,13 @@ def test_local_demo_serverless_command(course_data: Path, course_records: dict[s
         f"{video},{row.split(',')[0]}\n" for video, row in course_records.items()))
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    proc = subprocess.run(
+    proc, runtimes = run_watched(
         [sys.executable, "-m", "openstack_handler", "local", "demo", "--serverless",
          "--videos", str(course_data / "videos"), "--gallery", str(course_data / "encoding"),
          "--students", str(course_data / "student_data.json"), "--expected", str(expected)],
-        check=False, capture_output=True, text=True, timeout=400, cwd=REPO,
-        env={**os.environ, "TMPDIR": str(scratch)})
+        timeout=400, cwd=REPO, env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    runtimes.assert_onnx_only(at_least=1)
     assert "8/8 videos have results" in proc.stdout
     assert "serverless: S3 invoked the function, no daemon" in proc.stdout
     assert proc.stdout.count(" ok") >= 8
