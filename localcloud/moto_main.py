@@ -30,14 +30,17 @@ invocation, as S3 does on AWS, and writing such a notification is refused unless
 policy lets S3 invoke it, as AWS refuses it. Without that variable the event is logged as
 dropped (and nothing is checked). And moto's own PutFunctionEventInvokeConfig replaces the
 configuration, as Lambda's does, instead of appending one that Get never shows (what `aws
-provision` against moto needs to see a changed setting).
+provision` against moto needs to see a changed setting). Nor is the last: a multipart upload
+sends one ``ObjectCreated:CompleteMultipartUpload`` event, as S3 does, instead of moto's two.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -169,6 +172,33 @@ def _replacing_event_invoke_config(original: Callable[..., Any]) -> Callable[...
     return put_function_event_invoke_config
 
 
+_completing = threading.local()
+
+
+def _one_event_per_multipart_upload(backend: type) -> None:
+    """moto's CompleteMultipartUpload stores the object with its own PutObject, which sends an
+    ``ObjectCreated:Put`` event, then sends ``ObjectCreated:CompleteMultipartUpload``: two events
+    (two invocations of the function, two daemon messages) where S3 sends the second only."""
+    complete, put = backend.complete_multipart_upload, backend.put_object
+
+    @functools.wraps(complete)
+    def complete_multipart_upload(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _completing.active = True
+        try:
+            return complete(self, *args, **kwargs)
+        finally:
+            _completing.active = False
+
+    @functools.wraps(put)
+    def put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_completing, "active", False):
+            kwargs["disable_notification"] = True
+        return put(self, *args, **kwargs)
+
+    backend.complete_multipart_upload = complete_multipart_upload
+    backend.put_object = put_object
+
+
 def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
     """Patch what this moto has; returns the names patched (none if moto changed shape)."""
     from flask import debughelpers
@@ -221,6 +251,10 @@ def apply_patches(env: Mapping[str, str] = os.environ) -> list[str]:
         S3Backend.put_bucket_notification_configuration = _checked_notifications(
             S3Backend.put_bucket_notification_configuration, env)
         patched.append("s3.put_bucket_notification_configuration")
+    if callable(getattr(S3Backend, "complete_multipart_upload", None)) and (
+            "disable_notification" in inspect.signature(S3Backend.put_object).parameters):
+        _one_event_per_multipart_upload(S3Backend)
+        patched.append("s3.complete_multipart_upload")
     if callable(getattr(notifications, "_invoke_awslambda", None)):
         notifications._invoke_awslambda = _lambda_notifications(env)
         patched.append("s3.notifications._invoke_awslambda")

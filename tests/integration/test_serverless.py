@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,27 @@ def test_the_course_clips_give_their_csvs_with_no_daemon(
     assert _depth(cloud, cloud.provisioned.input_queue_url) == 0
     stats = cloud.function_stats()
     assert stats["events_queued"] >= len(uploads) and stats.get("events_failed", 0) == 0
+
+
+def test_a_multipart_upload_runs_the_function_once(serverless_cloud: LocalCloud,
+                                                   course_data: Path,
+                                                   course_records: dict[str, str]) -> None:
+    cloud = serverless_cloud
+    s3 = cloud.session().client("s3")
+    bucket, key = cloud.provisioned.input_bucket, "multipart/test_4.mp4"
+    before = cloud.function_stats().get("invocations", 0)
+    # WHEN a clip is uploaded as a multipart upload (the way the AWS CLI sends a large video)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1,
+                          Body=(course_data / "videos" / "test_4.mp4").read_bytes())["ETag"]
+    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    # THEN its CSV comes, from one invocation: S3 sends one CompleteMultipartUpload event
+    text = wait_for(lambda: _csv(cloud, key), timeout_s=120, interval_s=0.5,
+                    what=f"{csv_key(key)} in the output bucket")
+    assert text.splitlines()[0] == course_records["test_4.mp4"]
+    time.sleep(2)  # a second event would have run by now (one invocation takes ~0.1 s)
+    assert cloud.function_stats()["invocations"] - before == 1
 
 
 @pytest.mark.parametrize(("fail_times", "outcome"), [(2, "csv"), (-1, "failure queue")])

@@ -53,7 +53,8 @@ def test_every_patch_still_applies_to_this_moto() -> None:
         "responses.method_names_from_class", "responses.camelcase_to_underscores",
         "werkzeug.WSGIRequestHandler.log_request",
         "flask.debughelpers.attach_enctype_error_multidict", "s3.notifications._invoke_awslambda",
-        "s3.put_bucket_notification_configuration", "awslambda.put_function_event_invoke_config"}
+        "s3.put_bucket_notification_configuration", "awslambda.put_function_event_invoke_config",
+        "s3.complete_multipart_upload"}
     # AND the access log can be had back for debugging
     assert "werkzeug.WSGIRequestHandler.log_request" not in _patches_applied(
         {"LOCALCLOUD_MOTO_ACCESS_LOG": "1"})
@@ -111,3 +112,41 @@ def test_retention_keeps_fresh_messages_and_drops_expired_ones(sqs: Any) -> None
     now_ms = time.time() * 1000
     assert _valid_by_retention(backend, "q", SimpleNamespace(sent_timestamp=now_ms - 59_000))
     assert not _valid_by_retention(backend, "q", SimpleNamespace(sent_timestamp=now_ms - 61_000))
+
+
+def test_a_multipart_upload_sends_one_event_as_s3_does(boto_session: Any, sqs: Any) -> None:
+    # GIVEN a bucket that notifies a queue of every created object (its s3:TestEvent, which
+    # has no Records, is left out below)
+    s3 = boto_session.client("s3")
+    url = sqs.create_queue(QueueName="multipart-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket="multipart-videos")
+    s3.put_bucket_notification_configuration(Bucket="multipart-videos", NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    # WHEN a video is uploaded in two parts
+    upload = s3.create_multipart_upload(Bucket="multipart-videos", Key="class.mp4")["UploadId"]
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(
+        Bucket="multipart-videos", Key="class.mp4", UploadId=upload, PartNumber=n,
+        Body=body)["ETag"]} for n, body in ((1, b"a" * 5 * 2**20), (2, b"b" * 1000))]
+    s3.complete_multipart_upload(Bucket="multipart-videos", Key="class.mp4", UploadId=upload,
+                                 MultipartUpload={"Parts": parts})
+    # THEN one event says so, CompleteMultipartUpload (moto alone also sent an ObjectCreated:Put)
+    events: list[str] = []
+    wait_for(lambda: events.extend(
+        r["eventName"] for m in sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for r in json.loads(m["Body"]).get("Records", [])) or len(events) >= 1,
+        timeout_s=10, what="the upload's event")
+    time.sleep(1.5)  # a second event would be queued by now
+    events += [r["eventName"] for m in sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for r in json.loads(m["Body"]).get("Records", [])]
+    assert events == ["ObjectCreated:CompleteMultipartUpload"]
+    # AND the object is whole, and a plain upload still sends its Put event
+    assert s3.head_object(Bucket="multipart-videos", Key="class.mp4")["ContentLength"] == (
+        5 * 2**20 + 1000)
+    s3.put_object(Bucket="multipart-videos", Key="one.mp4", Body=b"x")
+    got = wait_for(lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages"),
+                   timeout_s=10, what="the put's event")
+    assert json.loads(got[0]["Body"])["Records"][0]["eventName"] == "ObjectCreated:Put"
