@@ -364,6 +364,7 @@ class LocalCloud:
                 "function_timeout_s": self.resources.function_timeout_s,
                 "input_dlq_url": p.input_dlq_url, "output_dlq_url": p.output_dlq_url,
                 "request_queue_url": p.request_queue_url, "request_dlq_url": p.request_dlq_url,
+                "failure_queue_url": p.failure_queue_url,
                 # The endpoints themselves: the file alone decides where the daemon goes.
                 "endpoint_url": self.moto_url, "lambda_endpoint_url": self.lambda_url}
 

@@ -336,6 +336,7 @@ def _cmd_aws_provision(args: argparse.Namespace) -> int:
         "output_dlq_url": provisioned.output_dlq_url,
         "request_queue_url": provisioned.request_queue_url,
         "request_dlq_url": provisioned.request_dlq_url,
+        "failure_queue_url": provisioned.failure_queue_url,
         "function_name": spec.function_name,
         "function_timeout_s": spec.function_timeout_s,
         "region": provisioned.region,

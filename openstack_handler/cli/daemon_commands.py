@@ -9,11 +9,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.exit_codes import ExitCode
 from openstack_handler.daemon.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from openstack_handler.daemon.aws_clients import Endpoint
 
 
 def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
@@ -81,10 +84,12 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
         epilog="exit status: 0 moved; 1 some could not be sent; 69 SQS unreachable; 78 no "
                "dead-letter queue, or bad configuration")
     _add_config_argument(redrive)
-    redrive.add_argument("--queue", choices=("input", "output", "both", "request"),
+    redrive.add_argument("--queue", choices=("input", "output", "both", "request", "failed"),
                          default="input",
                          help="whose dead letters to move back (default: input; both: input and "
-                              "output; request: the camera path's request queue)")
+                              "output; request: the camera path's request queue; failed: "
+                              "serverless mode's failure records, whose events are invoked "
+                              "again)")
     redrive.set_defaults(func=_cmd_redrive)
 
     forget = sub.add_parser(
@@ -299,6 +304,38 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     return int(code)
 
 
+def _redrive_failures(settings: Settings, sqs: Any, endpoint: Endpoint) -> int:
+    """`redrive --queue failed`: each failure record's event through the function again."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from openstack_handler.daemon.aws_clients import lambda_client
+    from openstack_handler.daemon.redrive import reinvoke_failures
+    from openstack_handler.daemon.status import queue_depth
+
+    if not settings.failure_queue_url:
+        print("failed: no failure queue (set failure_queue_url: `local up --mode serverless` "
+              "and `aws provision --mode serverless` write it)", file=sys.stderr)
+        return int(ExitCode.CONFIG_ERROR)
+    depth = queue_depth(sqs, "failed", settings.failure_queue_url, endpoint)
+    if depth.error is not None:
+        print(f"failed: {depth.reason}", file=sys.stderr)
+        return int(ExitCode.UNAVAILABLE)
+    lam, lambda_endpoint = lambda_client(settings)
+    try:
+        result = reinvoke_failures(sqs, lam, settings.failure_queue_url, settings.function_name,
+                                   limit=depth.visible or 0)
+    except BotoCoreError as exc:
+        print(f"failed: {lambda_endpoint.unreachable(exc)}", file=sys.stderr)
+        return int(ExitCode.UNAVAILABLE)
+    except ClientError as exc:
+        print(f"failed: SQS error: {exc}", file=sys.stderr)
+        return int(ExitCode.UNAVAILABLE)
+    print(f"failed: invoked {settings.function_name} again with {result.moved} event(s) from "
+          f"{settings.failure_queue_url}"
+          + (f"; {result.failed} could not be invoked and stay there" if result.failed else ""))
+    return int(ExitCode.FAILURE if result.failed else ExitCode.OK)
+
+
 def _cmd_redrive(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -313,6 +350,8 @@ def _cmd_redrive(args: argparse.Namespace) -> int:
     queues = {"input": (settings.input_queue_url, settings.input_dlq_url),
               "output": (settings.output_queue_url, settings.output_dlq_url),
               "request": (settings.request_queue_url, settings.request_dlq_url)}
+    if args.queue == "failed":
+        return _redrive_failures(settings, sqs, endpoint)
     names = ["input", "output"] if args.queue == "both" else [args.queue]
     code = ExitCode.OK
     for name in names:

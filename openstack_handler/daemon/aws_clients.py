@@ -31,7 +31,7 @@ from openstack_handler.daemon.settings import ENV_PREFIX, SQS_ATTEMPTS, Settings
 
 LABELS = {"sqs": "SQS", "lambda": "Lambda"}
 QUEUE_SETTINGS = ("input_queue_url", "output_queue_url", "input_dlq_url", "output_dlq_url",
-                  "request_queue_url", "request_dlq_url")
+                  "request_queue_url", "request_dlq_url", "failure_queue_url")
 _AWS_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 
 

@@ -6,15 +6,21 @@ the source queue: receive from the DLQ → send to the source (same body and mes
 message at worst and never loses one (the daemon de-duplicates on (bucket, key, eTag)).
 SQS's own StartMessageMoveTask would do the same on AWS, but moto does not implement it (500),
 and this way one code path runs everywhere.
+
+Serverless mode has no dead-letter queue of its own but a failure queue (the function's
+OnFailure destination), whose records carry the event Lambda gave up on: ``--queue failed``
+invokes the function with each of those events again (:func:`reinvoke_failures`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from botocore.exceptions import ClientError
 
 from openstack_handler.daemon.status import queue_depth
 
@@ -101,3 +107,68 @@ def _send(sqs: Any, source_url: str, messages: Sequence[dict[str, Any]]) -> list
                   note="left in the dead-letter queue")
     accepted = {entry["Id"] for entry in response.get("Successful", [])}
     return [m for i, m in enumerate(messages) if str(i) in accepted]
+
+
+def reinvoke_failures(sqs: Any, lam: Any, failure_url: str, function_name: str, *,
+                      limit: int, wait_time_s: int = 1) -> RedriveResult:
+    """Send the events of serverless mode's failure records back through the function.
+
+    Each record on the failure queue (Lambda's OnFailure destination) carries the event it gave
+    up on as ``requestPayload``. That event is invoked again asynchronously (``Event``: the same
+    retries and destination apply), and the record is deleted once Lambda accepted it (202). A
+    record that cannot be read stays where it is, counted as failed; so does one whose invoke
+    was refused.
+    """
+    moved = failed = empty = 0
+    while moved + failed < limit:
+        messages = sqs.receive_message(
+            QueueUrl=failure_url, MaxNumberOfMessages=min(10, limit - moved - failed),
+            WaitTimeSeconds=wait_time_s, VisibilityTimeout=MOVE_VISIBILITY_S).get("Messages", [])
+        if not messages:
+            empty += 1
+            if empty >= EMPTY_RECEIVES_MAX or \
+                    not queue_depth(sqs, "failed", failure_url).visible:
+                break
+            continue
+        empty = 0
+        done = []
+        for message in messages:
+            payload = _request_payload(message["Body"])
+            if payload is None:
+                log.error("redrive.unreadable_failure_record", message_id=message["MessageId"],
+                          note="left on the failure queue")
+                failed += 1
+                continue
+            try:
+                status = lam.invoke(FunctionName=function_name, InvocationType="Event",
+                                    Payload=json.dumps(payload).encode())["StatusCode"]
+            except ClientError as exc:
+                log.error("redrive.invoke_refused", message_id=message["MessageId"],
+                          error=exc.response.get("Error", {}).get("Code"),
+                          note="left on the failure queue")
+                failed += 1
+                continue
+            if status != 202:
+                failed += 1
+                continue
+            done.append(message)
+        if done:
+            response = sqs.delete_message_batch(QueueUrl=failure_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+            for failure in response.get("Failed", []):
+                log.warning("redrive.delete_failed", code=failure.get("Code"),
+                            detail=failure.get("Message"))
+            moved += len(done)
+    log.info("redrive.done", queue="failed", moved=moved, failed=failed, dlq_url=failure_url,
+             function=function_name)
+    return RedriveResult("failed", failure_url, function_name, moved=moved, failed=failed)
+
+
+def _request_payload(body: str) -> dict[str, Any] | None:
+    """The event a failure record carries (``requestPayload``), or None if it has none."""
+    try:
+        record = json.loads(body)
+    except ValueError:
+        return None
+    payload = record.get("requestPayload") if isinstance(record, dict) else None
+    return payload if isinstance(payload, dict) else None

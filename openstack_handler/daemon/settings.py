@@ -126,6 +126,9 @@ class Settings:
     #: request`, which moves its dead letters back once their cause is fixed).
     request_queue_url: str | None = None
     request_dlq_url: str | None = None
+    #: serverless mode's failure queue (the function's OnFailure destination: Lambda's records
+    #: of the events it gave up on), for `status` and `redrive --queue failed`.
+    failure_queue_url: str | None = None
     #: invoke retries on throttling/5xx/connection errors (attempts in all, then the message waits
     #: for redelivery), with full-jitter exponential backoff from *initial* up to *max* seconds.
     invoke_max_attempts: int = 6

@@ -128,13 +128,16 @@ def collect_status(settings: Settings, sqs: Any, endpoint: Endpoint | None = Non
     out = queue_depth(sqs, "output", settings.output_queue_url, endpoint)
     inp_dlq = queue_depth(sqs, "input DLQ", settings.input_dlq_url or inp.dlq_url, endpoint)
     out_dlq = queue_depth(sqs, "output DLQ", settings.output_dlq_url or out.dlq_url, endpoint)
+    # serverless mode: the events the function gave up on (only where the settings name it)
+    failed = ((queue_depth(sqs, "failed", settings.failure_queue_url, endpoint),)
+              if settings.failure_queue_url else ())
     snapshot = None
     totals: list[TargetTotals] = []
     if settings.state_db_path.exists():
         with StateDB(settings.state_db_path) as state:
             snapshot = state.snapshot()
             totals = state.target_totals()
-    return StatusReport((inp, inp_dlq, out, out_dlq), snapshot, str(settings.state_db_path),
+    return StatusReport((inp, inp_dlq, out, out_dlq, *failed), snapshot, str(settings.state_db_path),
                         target_lines(settings, totals))
 
 
@@ -192,6 +195,9 @@ def render_status(report: StatusReport, *, now: Callable[[], float] = time.time,
         if not note and q.name.endswith(" DLQ") and q.visible:
             note = (f"dead letters: fix the cause, then `openstack-handler redrive "
                     f"--queue {q.name.split()[0]}`")
+        elif not note and q.name == "failed" and q.visible:
+            note = ("events the function gave up on: fix the cause, then `openstack-handler "
+                    "redrive --queue failed`")
         rows.append((q.name, _cell(q.visible), _cell(q.in_flight), _cell(q.delayed), note))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []

@@ -24,7 +24,7 @@ from openstack_handler.cli import main
 from openstack_handler.daemon.availability import MIN_WAIT_S, Availability
 from openstack_handler.daemon.errors import ConfigError
 from openstack_handler.daemon.handler import Handler
-from openstack_handler.daemon.redrive import move_messages
+from openstack_handler.daemon.redrive import move_messages, reinvoke_failures
 from openstack_handler.daemon.results_store import ResultsStore
 from openstack_handler.daemon.settings import load_settings
 from openstack_handler.daemon.systemd import Watchdog, watchdog_interval_s
@@ -360,6 +360,36 @@ def test_move_messages_sends_back_body_and_attributes_then_deletes(sqs, queues) 
                                        MessageAttributeNames=["All"]).get("Messages"):
         got += [(m["Body"], m["MessageAttributes"]["origin"]["StringValue"]) for m in batch]
     assert sorted(got) == sorted((f"body {i}", f"o{i}") for i in range(12))
+
+
+def test_failure_records_are_invoked_again_and_unreadable_ones_stay(sqs, queues) -> None:
+    # GIVEN serverless mode's failure queue holding two of Lambda's records and one that is not
+    event = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": "in"}, "object": {"key": "a.mp4"}}}]}
+    for body in (json.dumps({"requestContext": {"condition": "RetriesExhausted"},
+                             "requestPayload": event}),
+                 json.dumps({"requestPayload": {**event, "n": 2}}), "not json"):
+        sqs.send_message(QueueUrl=queues.input_dlq, MessageBody=body)
+
+    class Lambda:  # the Event invoke's answer (a fake: the real path is tests/integration)
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+        def invoke(self, *, FunctionName: str, InvocationType: str,
+                   Payload: bytes) -> dict[str, Any]:
+            self.calls.append((FunctionName, InvocationType, json.loads(Payload)))
+            return {"StatusCode": 202}
+
+    lam = Lambda()
+    # WHEN they are redriven
+    result = reinvoke_failures(sqs, lam, queues.input_dlq, "face-recognition", limit=3)
+    # THEN each readable record's event went back to the function asynchronously
+    assert (result.moved, result.failed, result.ok) == (2, 1, False)
+    assert sorted(json.dumps(c[2]) for c in lam.calls) == sorted(
+        [json.dumps(event), json.dumps({**event, "n": 2})])
+    assert {c[:2] for c in lam.calls} == {("face-recognition", "Event")}
+    # AND the unreadable one is still there (hidden while it was looked at)
+    assert queue_counts(sqs, queues.input_dlq) == (0, 1)
 
 
 def test_move_messages_does_not_end_on_an_empty_receive_while_the_dlq_counts_messages(

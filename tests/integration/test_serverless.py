@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from polling import wait_for
 from runtime_watch import run_watched
 
 from localcloud.cloud import LocalCloud
+from openstack_handler.demos.daemon_config import write_daemon_config
 from openstack_handler.demos.serverless import csv_key
 from openstack_handler.provisioning.spec import ResourceSpec
 
@@ -139,9 +141,13 @@ def test_lambdas_retries_with_the_real_function(course_data: Path, course_record
             def record() -> Any:
                 got = sqs.receive_message(QueueUrl=cloud.provisioned.failure_queue_url,
                                           WaitTimeSeconds=1).get("Messages", [])
-                return json.loads(got[0]["Body"]) if got else None
+                return got[0] if got else None
 
-            failed = wait_for(record, timeout_s=120, interval_s=0, what="the failure record")
+            message = wait_for(record, timeout_s=120, interval_s=0, what="the failure record")
+            sqs.change_message_visibility(QueueUrl=cloud.provisioned.failure_queue_url,
+                                          ReceiptHandle=message["ReceiptHandle"],
+                                          VisibilityTimeout=0)  # read here, left for redrive
+            failed = json.loads(message["Body"])
             assert failed["requestContext"]["condition"] == "RetriesExhausted"
             assert failed["requestContext"]["approximateInvokeCount"] == 3
             [s3_record] = failed["requestPayload"]["Records"]
@@ -150,6 +156,36 @@ def test_lambdas_retries_with_the_real_function(course_data: Path, course_record
                 f"attempt 3 at {HOSTILE_KEY} fails on purpose")
             assert len(attempts_file.read_text().splitlines()) == 3
             assert _csv(cloud, HOSTILE_KEY) is None
+            _redrive_the_failure_once_fixed(cloud, tmp_path, course_records["test_1.mp4"])
+
+
+def _redrive_the_failure_once_fixed(cloud: LocalCloud, tmp_path: Path, record: str) -> None:
+    """`status` shows the failure record; once the cause is fixed, `redrive --queue failed`
+    runs its event through the function again, and the CSV comes."""
+    config = write_daemon_config(cloud, tmp_path / "handler.toml", tmp_path / "results",
+                                 tmp_path / "state")
+    cli = [sys.executable, "-m", "openstack_handler"]
+    env = {**os.environ, **cloud.client_env()}  # the keys the CLI signs with
+    status = subprocess.run([*cli, "status", "--config", str(config)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    [row] = [line.split() for line in status.stdout.splitlines() if line.startswith("failed ")]
+    assert row[1:4] == ["1", "0", "0"] and "redrive --queue failed" in " ".join(row), row
+    # WHEN the cause is fixed (the gate lets the next attempt through) and the CLI redrives
+    lam = cloud.session().client("lambda")
+    variables = lam.get_function_configuration(
+        FunctionName=cloud.resources.function_name)["Environment"]["Variables"]
+    lam.update_function_configuration(FunctionName=cloud.resources.function_name,
+                                      Environment={"Variables": {**variables, "FAIL_TIMES": "3"}})
+    done = subprocess.run([*cli, "redrive", "--config", str(config), "--queue", "failed"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "invoked face-recognition again with 1 event(s)" in done.stdout
+    # THEN the video's CSV is written, and the failure queue is empty
+    text = wait_for(lambda: _csv(cloud, HOSTILE_KEY), timeout_s=120, interval_s=0.5,
+                    what="the CSV after the redrive")
+    assert text.splitlines()[0] == record
+    assert _depth(cloud, cloud.provisioned.failure_queue_url) == 0
 
 
 def test_local_demo_serverless_command(course_data: Path, course_records: dict[str, str],

@@ -31,7 +31,8 @@ STUDENTS = [{"id": 1, "name": "mr_bean", "major": "lawyer", "year": "freshmen"}]
 CONTRACT_KEYS = {"input_queue_url", "output_queue_url", "function_name", "results_dir",
                  "state_dir", "region", "concurrency", "function_timeout_s", "wait_time_s",
                  "grace_period_s", "max_object_bytes", "input_dlq_url", "output_dlq_url",
-                 "endpoint_url", "lambda_endpoint_url", "request_queue_url", "request_dlq_url"}
+                 "endpoint_url", "lambda_endpoint_url", "request_queue_url", "request_dlq_url",
+                 "failure_queue_url"}
 
 
 @pytest.fixture(scope="module")
