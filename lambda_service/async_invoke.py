@@ -3,11 +3,17 @@ retries after a function error, a maximum event age, and destinations.
 
 - The Invoke call answers 202 at once; the event waits in its function's queue and runs when one
   of the function's environments is free (at most ``concurrency`` at a time: one runner thread
-  per environment, each blocking for a free one).
+  per environment).
 - A function error (``X-Amz-Function-Error`` on the result: the handler raised, timed out, ran out
   of memory or exited) is retried up to ``MaximumRetryAttempts`` times (0..2, default 2), the
   first retry :data:`RETRY_DELAYS_S` [0] after the failure (Lambda: about a minute), the second
   [1] after the next (about two minutes). A retry keeps the event's request id, as Lambda's does.
+- An event that finds every environment busy (throttled: synchronous invocations or a lower
+  reserved concurrency hold them) goes back to the queue without counting as an attempt, and
+  is tried again after :data:`THROTTLE_BACKOFF_S` (Lambda: from a second, doubling, at most five
+  minutes) until it runs or reaches its maximum age: Lambda's separate rule for throttles and
+  system errors, apart from the function-error retries. (The pool has no other system error an
+  event could meet: a worker that dies is the function's error, ``Runtime.ExitError``.)
 - An event older than ``MaximumEventAgeInSeconds`` (default six hours) when its turn comes is
   not run again: it is discarded with the condition ``EventAgeExceeded``; one whose retries are
   used up with ``RetriesExhausted``.
@@ -53,12 +59,15 @@ from tenacity import (
 )
 
 from lambda_service.event_invoke_config import EventInvokeConfigs
-from lambda_service.pool import FunctionPool, InvocationResult, PoolStopped
+from lambda_service.pool import FunctionPool, InvocationResult, PoolStopped, Throttled
 
 log = structlog.get_logger()
 
 #: Lambda's delays before the first and the second retry of a failed asynchronous invocation.
 RETRY_DELAYS_S = (60.0, 120.0)
+#: Lambda's backoff before trying again an event it could not run (throttled): the first delay
+#: and the most, doubling in between.
+THROTTLE_BACKOFF_S = (1.0, 300.0)
 #: events a function's queue holds before Invoke answers 429 (Lambda's queue is far larger; this
 #: bounds the local cloud's memory)
 QUEUE_LIMIT = 10_000
@@ -83,6 +92,7 @@ class AsyncEvent:
     payload: bytes
     enqueued_at: float  # monotonic
     attempts: int = 0
+    throttles: int = 0  # the times it found no free environment
     last_result: InvocationResult | None = field(default=None, repr=False)
 
 
@@ -273,7 +283,10 @@ class AsyncInvocations:
                 self._discard(event, EVENT_AGE_EXCEEDED, config.on_failure)
                 continue
             try:
-                result = pool.invoke(event.payload, request_id=event.request_id, block=True)
+                result = pool.invoke(event.payload, request_id=event.request_id, block=False)
+            except Throttled:
+                self._schedule_after_throttle(event)
+                continue
             except PoolStopped:
                 return
             event.attempts += 1
@@ -292,9 +305,20 @@ class AsyncInvocations:
         log.info("async_retry_scheduled", function=event.function, request_id=event.request_id,
                  attempt=event.attempts, delay_s=round(delay, 3),
                  error=event.last_result.function_error if event.last_result else None)
+        self._push_due(event, delay, "retries")
+
+    def _schedule_after_throttle(self, event: AsyncEvent) -> None:
+        event.throttles += 1
+        first, most = THROTTLE_BACKOFF_S
+        delay = min(first * 2 ** (event.throttles - 1), most) * self._scale
+        log.info("async_event_throttled", function=event.function, request_id=event.request_id,
+                 throttles=event.throttles, delay_s=round(delay, 3))
+        self._push_due(event, delay, "throttle_retries")
+
+    def _push_due(self, event: AsyncEvent, delay: float, counter: str) -> None:
         with self._timer:
             heapq.heappush(self._due, (self._clock() + delay, next(self._seq), event))
-            self._counters[event.function]["retries"] += 1
+            self._counters[event.function][counter] += 1
             self._timer.notify_all()
 
     def _tick(self) -> None:

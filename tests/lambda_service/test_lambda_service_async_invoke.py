@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -255,6 +256,61 @@ def test_an_event_that_waited_too_long_in_the_queue_never_runs(configs: Any, sqs
                                         "condition": "EventAgeExceeded",
                                         "approximateInvokeCount": 0}
     assert "responseContext" not in record and "responsePayload" not in record
+
+
+def _hold_the_slot(lam: Any, tmp_path: Path, seconds: float) -> threading.Thread:
+    """A synchronous invocation of "single" (one environment) that keeps it for *seconds*."""
+    thread = threading.Thread(target=lambda: lam.invoke(FunctionName="single", Payload=json.dumps(
+        {"id": "holder", "dir": str(tmp_path), "sleep": seconds}).encode()), daemon=True)
+    thread.start()
+    wait_for(lambda: _attempts(tmp_path, "holder"), timeout_s=10, what="the holder to run")
+    return thread
+
+
+def test_a_throttled_event_is_tried_again_with_backoff_and_runs_once(
+        configs: Any, sqs: Any, tmp_path: Path, endpoint: LambdaEndpoint) -> None:
+    # GIVEN the one environment held by a synchronous invocation for 2 s
+    lam = configs
+    url, arn = _queue(sqs)
+    lam.put_function_event_invoke_config(FunctionName="single", MaximumRetryAttempts=0,
+                                         DestinationConfig={"OnSuccess": {"Destination": arn}})
+    before = endpoint.health()["functions"]["single"]
+    holder = _hold_the_slot(lam, tmp_path, 2.0)
+    # WHEN an event arrives meanwhile
+    request_id = _event(lam, "single", {"id": "throttled", "dir": str(tmp_path)})
+    [record] = _records(sqs, url, 1)
+    holder.join(10)
+    # THEN it found no environment, went back with backoff (not a retry: none are allowed), and
+    # ran once the environment was free
+    [attempt] = _attempts(tmp_path, "throttled")
+    [held] = _attempts(tmp_path, "holder")
+    assert attempt["at"] >= held["at"] + 2.0
+    assert record["requestContext"]["requestId"] == request_id
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    after = endpoint.health()["functions"]["single"]
+    # 1, 2, 4... s scaled: 2 s of holding is about 6 to 8 throttles
+    assert 3 <= after.get("throttle_retries", 0) - before.get("throttle_retries", 0) <= 10
+    assert after.get("retries", 0) == before.get("retries", 0)
+
+
+def test_an_event_throttled_past_its_maximum_age_is_discarded_unrun(
+        configs: Any, sqs: Any, tmp_path: Path) -> None:
+    # GIVEN a maximum age of 60 s (1.2 s scaled) and the one environment held for 3 s
+    lam = configs
+    url, arn = _queue(sqs)
+    lam.put_function_event_invoke_config(FunctionName="single", MaximumEventAgeInSeconds=60,
+                                         DestinationConfig={"OnFailure": {"Destination": arn}})
+    holder = _hold_the_slot(lam, tmp_path, 3.0)
+    request_id = _event(lam, "single", {"id": "too-late", "dir": str(tmp_path)})
+    # THEN its throttles end with the event's age: discarded, never run
+    [record] = _records(sqs, url, 1)
+    holder.join(10)
+    assert _attempts(tmp_path, "too-late") == []
+    assert record["requestContext"] == {"requestId": request_id,
+                                        "functionArn": ARN.format("single") + ":$LATEST",
+                                        "condition": "EventAgeExceeded",
+                                        "approximateInvokeCount": 0}
 
 
 def test_without_a_config_an_error_is_retried_twice(configs: Any, tmp_path: Path,
