@@ -37,11 +37,13 @@ test: lint roots image browser-tools
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-# Benchmarks (not part of `make test`; about 45 minutes): the function per clip, the torch and
+# Benchmarks (not part of `make test`; about 55 minutes): the function per clip, the torch and
 # ONNX runtimes and the image side by side (cold start, warm, RSS, size), the daemon alone
 # against a synthetic function, placement on two Lambda services, the real function on the
 # private service against the local cloud, end to end with the peer-style baseline, the camera
-# path (100 frames, both stages, at the course's pace and flat out), the web tier (1, 10 and 100
+# path (100 frames, both stages, at the course's pace and flat out), the soak (one warm
+# environment of the image, and one torch worker, each serving 2,000 videos: RSS, files and
+# threads, bench/out/soak.png), the web tier (1, 10 and 100
 # clients, the private target alone and bursting), the function A/B against
 # AB_BASE;
 # then bench/out/REPORT.md and PNG plots from bench/out/*.json.
@@ -54,6 +56,8 @@ bench: $(STAMP) image roots
 		--out bench/out > bench/out/image.log
 	SHARED_DATA=$(SHARED)/data $(PY) bench/bench_function.py --data $(SHARED)/data/cse546-2023 \
 		--out bench/out/function.json > /dev/null
+	$(PY) -m bench.soak --data $(SHARED)/data/cse546-2023 --invocations 2000 \
+		--kinds image torch --out bench/out > bench/out/soak.log 2>&1
 	$(PY) -m bench.orchestration --out bench/out
 	$(PY) -m bench.placement --out bench/out 2> bench/out/placement.log
 	SHARED_DATA=$(SHARED)/data $(PY) -m bench.private_function --data $(SHARED)/data/cse546-2023 \
