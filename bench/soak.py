@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from botocore.config import Config
 
+from lambda_service.environment import descendants
 from localcloud.cloud import DEFAULT_HANDLER, LocalCloud
 from openstack_handler.provisioning.spec import ResourceSpec
 
@@ -87,29 +88,9 @@ class Soak:
 
 # -- /proc ---------------------------------------------------------------------------------------
 
-def process_tree(pid: int) -> list[int]:
-    """*pid* and every live descendant of it."""
-    found, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as handle:
-                    children = [int(c) for c in handle.read().split()]
-            except OSError:
-                continue
-            found += children
-            frontier += children
-    return found
-
-
 def measure(pid: int, invocation: int, started: float) -> Sample:
     rss = files = threads = 0
-    for member in process_tree(pid):
+    for member in (pid, *descendants(pid)):
         try:
             with open(f"/proc/{member}/statm") as statm:
                 rss += int(statm.read().split()[1]) * PAGE

@@ -171,14 +171,14 @@ class ImageEnvironment:
 
     def rss_bytes(self) -> int:
         """Every process of the environment together (nspawn itself excluded: the platform's)."""
-        return sum(process_rss(pid) for pid in _descendants(self._proc.pid))
+        return sum(process_rss(pid) for pid in descendants(self._proc.pid))
 
     def peak_rss_bytes(self) -> int:
         """The highest resident set (VmHWM) of any one process in the environment."""
-        return max((_vm_hwm(pid) for pid in _descendants(self._proc.pid)), default=0)
+        return max((_vm_hwm(pid) for pid in descendants(self._proc.pid)), default=0)
 
     def kill(self) -> None:
-        for pid in reversed(_descendants(self._proc.pid)):
+        for pid in reversed(descendants(self._proc.pid)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
@@ -286,7 +286,7 @@ def _unprivileged(root: Path, argv: tuple[str, ...]) -> tuple[str, ...]:
     return argv
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every live descendant of *pid*, parents before children."""
     found: list[int] = []
     frontier = [pid]

@@ -16,32 +16,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from lambda_service.environment import descendants
+
 TORCH_LIBRARY = "libtorch_cpu.so"
 ONNX_LIBRARY = "onnxruntime_pybind11_state"
-
-
-def _children_by_parent() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after it
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def descendants(root: int) -> list[int]:
-    tree, found, todo = _children_by_parent(), [], [root]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _mapped(pid: int) -> str:

@@ -79,18 +79,24 @@ def move_messages(sqs: Any, dlq_url: str, source_url: str, *, queue: str = "inpu
         empty = 0
         sent = _send(sqs, source_url, messages)
         failed += len(messages) - len(sent)
-        if sent:
-            response = sqs.delete_message_batch(QueueUrl=dlq_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(sent)])
-            for failure in response.get("Failed", []):
-                # Sent but still in the DLQ: a later redrive sends it again; the daemon's
-                # de-duplication makes that harmless.
-                log.warning("redrive.delete_failed", code=failure.get("Code"),
-                            detail=failure.get("Message"))
-            moved += len(sent)
+        _delete(sqs, dlq_url, sent)
+        moved += len(sent)
     log.info("redrive.done", queue=queue, moved=moved, failed=failed, dlq_url=dlq_url,
              source_url=source_url)
     return RedriveResult(queue, dlq_url, source_url, moved=moved, failed=failed)
+
+
+def _delete(sqs: Any, url: str, messages: Sequence[dict[str, Any]]) -> None:
+    """Delete what was moved. One that stays (its delete failed) is moved again by a later
+    redrive: the daemon's de-duplication makes that harmless, and a re-invoked event's CSV is
+    written again the same."""
+    if not messages:
+        return
+    response = sqs.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+    for failure in response.get("Failed", []):
+        log.warning("redrive.delete_failed", code=failure.get("Code"),
+                    detail=failure.get("Message"))
 
 
 def _send(sqs: Any, source_url: str, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -152,13 +158,8 @@ def reinvoke_failures(sqs: Any, lam: Any, failure_url: str, function_name: str, 
                 failed += 1
                 continue
             done.append(message)
-        if done:
-            response = sqs.delete_message_batch(QueueUrl=failure_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
-            for failure in response.get("Failed", []):
-                log.warning("redrive.delete_failed", code=failure.get("Code"),
-                            detail=failure.get("Message"))
-            moved += len(done)
+        _delete(sqs, failure_url, done)
+        moved += len(done)
     log.info("redrive.done", queue="failed", moved=moved, failed=failed, dlq_url=failure_url,
              function=function_name)
     return RedriveResult("failed", failure_url, function_name, moved=moved, failed=failed)
