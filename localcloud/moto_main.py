@@ -30,8 +30,8 @@ invocation, as S3 does on AWS, and writing such a notification is refused unless
 policy lets S3 invoke it, as AWS refuses it. Without that variable the event is logged as
 dropped (and nothing is checked). And moto's own PutFunctionEventInvokeConfig replaces the
 configuration, as Lambda's does, instead of appending one that Get never shows (what `aws
-provision` against moto needs to see a changed setting). Nor is the last: a multipart upload
-sends one ``ObjectCreated:CompleteMultipartUpload`` event, as S3 does, instead of moto's two.
+provision` against moto needs to see a changed setting). And a multipart upload sends one
+``ObjectCreated:CompleteMultipartUpload`` event, as S3 does, where moto sent a Put event too.
 """
 
 from __future__ import annotations
