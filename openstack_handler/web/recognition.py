@@ -170,7 +170,6 @@ class Recognition:
         key = object_key(filename, sniffed)
         await self._blocking(self.s3.put_object, Bucket=self.input_bucket, Key=key, Body=data,
                              ContentType=sniffed.media_type)
-        upload.data = b""
         log.info("web.video_accepted", key=key, bytes=len(data))
         return key
 

@@ -41,8 +41,8 @@ class Sniffed:
 
 @dataclass
 class Upload:
-    """The ``inputFile`` part: its bytes (emptied once they are stored, so that a request
-    waiting in line holds none of them) and the name the client gave it."""
+    """The ``inputFile`` part: its bytes (an image's are emptied once they are stored, so that
+    a request waiting in line holds none of them) and the name the client gave it."""
 
     data: bytes
     filename: str | None
