@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
+
 RETENTION_S = 14 * 24 * 3600
 #: invocations kept per target for the duration percentiles.
 RECENT_INVOCATIONS = 1000
@@ -145,12 +147,16 @@ class StateDB:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10,
                                      isolation_level=None)
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute("DELETE FROM processed WHERE processed_at < ?",
-                               (self._clock() - RETENTION_S,))
+        # Replicas started together open a new DB at once, and SQLite answers the switch to WAL
+        # "database is locked" at once, without waiting out the busy timeout: try again.
+        for attempt in Retrying(retry=retry_if_exception(_is_locked), stop=stop_after_delay(10),
+                                wait=wait_random(0.01, 0.1), reraise=True):
+            with attempt, self._lock:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute("DELETE FROM processed WHERE processed_at < ?",
+                                   (self._clock() - RETENTION_S,))
 
     # -- de-duplication ----------------------------------------------------------------------
 
@@ -334,3 +340,7 @@ class StateDB:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
